@@ -1,0 +1,256 @@
+"""Catalog snapshot of one schema, and a readable diff of two snapshots.
+
+Used for adoption (is the live ``public`` schema the baseline?) and by the
+tests (apply -> rollback -> apply leaves an identical schema).
+
+A snapshot is a plain dict::
+
+    {"tables":    {name: {"columns": {col: {"type", "not_null", "default"}},
+                          "column_order": [...],
+                          "constraints": {name: {"type", "definition"}},
+                          "indexes": {name: definition},
+                          "triggers": {name: {"definition", "enabled"}},
+                          "rls": [enabled, forced],
+                          "policies": {name: definition}}},
+     "enums":     {name: [labels in order]},
+     "functions": {"name(args)": {"returns", "language", "body_sha256",
+                                  "security_definer", "config", "volatility"}},
+     "views":     {name: definition}}
+
+Definitions are produced with ``search_path`` set to the inspected schema, so
+names of that schema come out unqualified and two schemas built from the same
+SQL compare equal. Bookkeeping tables (Prisma's, yoyo's, the harness's) and
+objects that belong to extensions are ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from psycopg import sql
+
+IGNORED_TABLES = frozenset({
+    "_prisma_migrations", "_yoyo_migration", "_yoyo_log", "_yoyo_version",
+    "yoyo_lock", "_harness_migration",
+})
+
+_TRIGGER_ENABLED = {"O": "origin", "D": "disabled", "R": "replica", "A": "always"}
+
+
+def _ignored(name: str) -> bool:
+    return name in IGNORED_TABLES or name.startswith("yoyo_tmp_")
+
+
+def snapshot(conn, schema: str = "public") -> dict:
+    """Snapshot ``schema`` through ``conn`` (psycopg 3 connection).
+
+    Runs inside a transaction of its own (or a savepoint when one is open) so
+    that ``SET LOCAL search_path`` does not leak into the session.
+    """
+    with conn.transaction():
+        cur = conn.cursor()
+        cur.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
+        return _snapshot(cur, schema)
+
+
+def _snapshot(cur, schema: str) -> dict:
+    snap: dict = {"tables": {}, "enums": {}, "functions": {}, "views": {}}
+    ext_dep = """NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                            WHERE d.classid = {cat}::regclass AND d.objid = {oid}
+                              AND d.deptype = 'e')"""
+
+    cur.execute(f"""
+        SELECT c.oid, c.relname, c.relkind, c.relrowsecurity, c.relforcerowsecurity
+        FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm')
+          AND {ext_dep.format(cat="'pg_class'", oid='c.oid')}
+        ORDER BY c.relname""", (schema,))
+    rels = cur.fetchall()
+    tables = {}
+    for oid, name, kind, rls, force in rels:
+        if _ignored(name):
+            continue
+        if kind in ("v", "m"):
+            cur.execute("SELECT pg_catalog.pg_get_viewdef(%s::oid, true)", (oid,))
+            snap["views"][name] = {"kind": kind, "definition": cur.fetchone()[0].strip()}
+            continue
+        tables[oid] = name
+        snap["tables"][name] = {"columns": {}, "column_order": [], "constraints": {},
+                                "indexes": {}, "triggers": {}, "rls": [rls, force],
+                                "policies": {}}
+    oids = list(tables)
+
+    cur.execute("""
+        SELECT a.attrelid, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
+               a.attnotnull, pg_catalog.pg_get_expr(ad.adbin, ad.adrelid), a.attgenerated,
+               a.attidentity
+        FROM pg_catalog.pg_attribute a
+        LEFT JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+        WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY a.attrelid, a.attnum""", (oids,))
+    for relid, col, typ, notnull, default, generated, identity in cur.fetchall():
+        t = snap["tables"][tables[relid]]
+        entry = {"type": typ, "not_null": bool(notnull), "default": default}
+        if generated:
+            entry["generated"] = generated
+        if identity:
+            entry["identity"] = identity
+        t["columns"][col] = entry
+        t["column_order"].append(col)
+
+    cur.execute("""
+        SELECT conrelid, conname, contype, pg_catalog.pg_get_constraintdef(oid, true)
+        FROM pg_catalog.pg_constraint
+        WHERE conrelid = ANY(%s) AND contype <> 'n'
+        ORDER BY conrelid, conname""", (oids,))
+    for relid, name, ctype, definition in cur.fetchall():
+        snap["tables"][tables[relid]]["constraints"][name] = {
+            "type": ctype, "definition": definition}
+
+    cur.execute("""
+        SELECT i.indrelid, c.relname, pg_catalog.pg_get_indexdef(i.indexrelid), i.indisvalid
+        FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+        WHERE i.indrelid = ANY(%s)
+        ORDER BY i.indrelid, c.relname""", (oids,))
+    qual = re.compile(r"\bON (ONLY )?" + re.escape(_qident(schema)) + r"\.")
+    for relid, name, definition, valid in cur.fetchall():
+        definition = qual.sub(lambda m: "ON " + (m.group(1) or ""), definition)
+        if not valid:
+            definition += " -- INVALID"
+        snap["tables"][tables[relid]]["indexes"][name] = definition
+
+    cur.execute("""
+        SELECT t.tgrelid, t.tgname, pg_catalog.pg_get_triggerdef(t.oid, false), t.tgenabled,
+               p.oid
+        FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+        WHERE t.tgrelid = ANY(%s) AND NOT t.tgisinternal
+        ORDER BY t.tgrelid, t.tgname""", (oids,))
+    trig_funcs = set()
+    for relid, name, definition, enabled, foid in cur.fetchall():
+        definition = qual.sub(lambda m: "ON " + (m.group(1) or ""),
+                              re.sub(r"\s+", " ", definition).strip())
+        snap["tables"][tables[relid]]["triggers"][name] = {
+            "definition": definition, "enabled": _TRIGGER_ENABLED.get(enabled, enabled)}
+        trig_funcs.add(foid)
+
+    cur.execute("""
+        SELECT polrelid, polname, polcmd, polpermissive,
+               pg_catalog.pg_get_expr(polqual, polrelid),
+               pg_catalog.pg_get_expr(polwithcheck, polrelid),
+               ARRAY(SELECT CASE WHEN r = 0 THEN 'public' ELSE r::regrole::text END
+                     FROM unnest(polroles) r ORDER BY 1)
+        FROM pg_catalog.pg_policy WHERE polrelid = ANY(%s)""", (oids,))
+    for relid, name, cmd, permissive, qual_expr, check, roles in cur.fetchall():
+        snap["tables"][tables[relid]]["policies"][name] = {
+            "cmd": cmd, "permissive": permissive, "using": qual_expr,
+            "check": check, "roles": list(roles)}
+
+    cur.execute(f"""
+        SELECT t.typname, ARRAY(SELECT e.enumlabel FROM pg_catalog.pg_enum e
+                                WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder)
+        FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+        WHERE n.nspname = %s AND t.typtype = 'e'
+          AND {ext_dep.format(cat="'pg_type'", oid='t.oid')}
+        ORDER BY t.typname""", (schema,))
+    for name, labels in cur.fetchall():
+        snap["enums"][name] = list(labels)
+
+    cur.execute(f"""
+        SELECT p.oid, p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid),
+               pg_catalog.pg_get_function_result(p.oid), l.lanname, p.prosrc,
+               p.prosecdef, p.proconfig, p.provolatile, p.prokind
+        FROM pg_catalog.pg_proc p
+        JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+        JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+        WHERE n.nspname = %s AND p.prokind IN ('f', 'p')
+          AND {ext_dep.format(cat="'pg_proc'", oid='p.oid')}
+        ORDER BY p.proname, 3""", (schema,))
+    for oid, name, args, result, lang, src, secdef, config, vol, kind in cur.fetchall():
+        snap["functions"][f"{name}({args})"] = {
+            "returns": result, "language": lang,
+            "body_sha256": hashlib.sha256((src or "").encode()).hexdigest(),
+            "security_definer": bool(secdef), "config": sorted(config or []),
+            "volatility": vol, "kind": kind, "trigger_function": oid in trig_funcs,
+        }
+    return snap
+
+
+def _qident(name: str) -> str:
+    if re.fullmatch(r"[a-z_][a-z0-9_$]*", name):
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
+def is_empty(snap: dict) -> bool:
+    return not (snap["tables"] or snap["enums"] or snap["functions"] or snap["views"])
+
+
+def _fmt(v) -> str:
+    if isinstance(v, list):
+        return "[" + ", ".join(str(x) for x in v) + "]"
+    return repr(v) if v is None or v == "" else str(v)
+
+
+def diff(expected: dict, actual: dict, *, column_order: bool = False) -> list[str]:
+    """Differences of ``actual`` against ``expected``, one readable line each.
+
+    ``missing`` = in expected but not in actual; ``unexpected`` = the reverse.
+    Column order is only compared when ``column_order`` is true.
+    """
+    out: list[str] = []
+
+    def keyed(kind, a: dict, b: dict, label, compare):
+        for k in sorted(set(a) | set(b)):
+            name = label(k)
+            if k not in b:
+                out.append(f"{kind} {name}: missing")
+            elif k not in a:
+                out.append(f"{kind} {name}: unexpected")
+            else:
+                compare(name, a[k], b[k])
+
+    def attrs(kind):
+        def cmp(name, a, b):
+            if isinstance(a, dict):
+                for field in sorted(set(a) | set(b)):
+                    if a.get(field) != b.get(field):
+                        out.append(f"{kind} {name}: {field} {_fmt(a.get(field))} != "
+                                   f"{_fmt(b.get(field))}")
+            elif a != b:
+                out.append(f"{kind} {name}: {_fmt(a)} != {_fmt(b)}")
+        return cmp
+
+    def table_cmp(tname, a, b):
+        t = tname
+        keyed("column", a["columns"], b["columns"], lambda c: f'{t}."{c}"', attrs("column"))
+        if column_order and a["column_order"] != b["column_order"]:
+            out.append(f"table {t}: column order {_fmt(a['column_order'])} != "
+                       f"{_fmt(b['column_order'])}")
+        keyed("constraint", a["constraints"], b["constraints"],
+              lambda c: f'"{c}" on {t}', attrs("constraint"))
+        keyed("index", a["indexes"], b["indexes"], lambda c: f'"{c}"',
+              lambda n, x, y: x != y and out.append(f"index {n}: {x} != {y}"))
+        keyed("trigger", a["triggers"], b["triggers"], lambda c: f'"{c}" on {t}',
+              attrs("trigger"))
+        if a.get("rls") != b.get("rls"):
+            out.append(f"table {t}: row level security (enabled, forced) "
+                       f"{_fmt(a.get('rls'))} != {_fmt(b.get('rls'))}")
+        keyed("policy", a.get("policies", {}), b.get("policies", {}),
+              lambda c: f'"{c}" on {t}', attrs("policy"))
+
+    keyed("table", expected["tables"], actual["tables"], lambda k: f'"{k}"', table_cmp)
+    keyed("enum", expected["enums"], actual["enums"], lambda k: f'"{k}"',
+          lambda n, a, b: a != b and out.append(f"enum {n}: labels {_fmt(a)} != {_fmt(b)}"))
+
+    def func_cmp(name, a, b):
+        for field in sorted(set(a) | set(b)):
+            if a.get(field) != b.get(field):
+                if field == "body_sha256":
+                    out.append(f"function {name}: body differs")
+                else:
+                    out.append(f"function {name}: {field} {_fmt(a.get(field))} != "
+                               f"{_fmt(b.get(field))}")
+    keyed("function", expected["functions"], actual["functions"], lambda k: k, func_cmp)
+    keyed("view", expected["views"], actual["views"], lambda k: f'"{k}"', attrs("view"))
+    return out

@@ -1,0 +1,222 @@
+"""Shared fixtures: one throwaway PostgreSQL cluster per test session.
+
+The suite runs once per server version (``--pg-version 18|16|15``, default
+``$HARNESS_PG_VERSION`` or 18).  A version that cannot be started is an error,
+never a skip.
+
+Fixtures:
+  pg_version   (session) int
+  pg_cluster   (session) harness.servers.Cluster, superuser ``postgres``
+  sql_root     (session) Path of the repo's ``sql/`` directory
+  owner_role   (session) "forgea_owner": non-superuser LOGIN CREATEROLE CREATEDB
+  tmpl_full    (session) name of the template with the whole chain applied
+  tmpl_baseline(session) name of the template with migrations up to V0002__roles
+  login_roles  (session) dict role-key -> role name (app_login, worker_login, ...)
+  db           (function) TestDB cloned from tmpl_full
+  baseline_db  (function) TestDB cloned from tmpl_baseline
+  empty_db     (function) TestDB, empty database owned by forgea_owner
+
+Migrations always run as forgea_owner, proving the non-superuser path.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from harness import servers
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+OWNER = "forgea_owner"
+BASELINE_TARGET = "V0002__roles"
+
+# role key used by TestDB.connect/dsn -> (login role, group role it belongs to)
+LOGIN_ROLES = {
+    "app": ("app_login", "forgea_app"),
+    "worker": ("worker_login", "forgea_worker"),
+    "readonly": ("readonly_login", "forgea_readonly"),
+    "hostile": ("hostile_login", None),
+}
+ROLE_NAMES = {
+    "owner": OWNER,
+    "superuser": servers.SUPERUSER,
+    **{key: login for key, (login, _group) in LOGIN_ROLES.items()},
+}
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--pg-version", type=int,
+        default=int(os.environ.get("HARNESS_PG_VERSION", "18")),
+        help="PostgreSQL major version to run the suite against (18, 16 or 15; "
+             "default $HARNESS_PG_VERSION or 18)",
+    )
+
+
+def pytest_report_header(config):
+    return f"PostgreSQL major version under test: {config.getoption('--pg-version')}"
+
+
+class TestDB:
+    """A database in the session cluster, with connections per role."""
+
+    __test__ = False  # not a test class, despite the name
+
+    def __init__(self, cluster: servers.Cluster, name: str):
+        self.cluster = cluster
+        self.name = name
+        self._conns: list[psycopg.Connection] = []
+
+    def __repr__(self) -> str:
+        return f"TestDB({self.name!r}, port={self.cluster.port})"
+
+    def dsn(self, role: str = "owner") -> str:
+        """libpq URI for ``role``: owner, app, worker, readonly, hostile or superuser."""
+        try:
+            user = ROLE_NAMES[role]
+        except KeyError:
+            raise ValueError(f"unknown role {role!r}; one of {sorted(ROLE_NAMES)}") from None
+        return self.cluster.dsn(user=user, dbname=self.name)
+
+    def connect(self, role: str = "owner", autocommit: bool = True) -> psycopg.Connection:
+        """A new connection as ``role``, closed at teardown."""
+        conn = psycopg.connect(self.dsn(role), autocommit=autocommit)
+        self._conns.append(conn)
+        return conn
+
+    def close(self) -> None:
+        for conn in self._conns:
+            if not conn.closed:
+                conn.close()
+        self._conns.clear()
+
+
+def _janitor(cluster: servers.Cluster, dbname: str, **kwargs) -> DatabaseJanitor:
+    return DatabaseJanitor(
+        user=OWNER, host="127.0.0.1", port=cluster.port, dbname=dbname,
+        connection_timeout=10, **kwargs,
+    )
+
+
+def _apply(cluster: servers.Cluster, dbname: str, to: str | None, sql_root: Path) -> None:
+    from harness.apply import apply  # imported late: only the database fixtures need it
+
+    apply(cluster.dsn(user=OWNER, dbname=dbname), to=to, sql_root=sql_root)
+
+
+def _ensure_login_roles(cluster: servers.Cluster) -> None:
+    """LOGIN members of the group roles (which migration V0002 creates)."""
+    with cluster.connect() as conn:
+        for login, group in LOGIN_ROLES.values():
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (login,)).fetchone()
+            if not exists:
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(login)))
+            if group:
+                conn.execute(sql.SQL("GRANT {} TO {}").format(
+                    sql.Identifier(group), sql.Identifier(login)))
+
+
+# -------------------------------------------------------------------------- session
+
+
+@pytest.fixture(scope="session")
+def pg_version(request) -> int:
+    return int(request.config.getoption("--pg-version"))
+
+
+@pytest.fixture(scope="session")
+def sql_root() -> Path:
+    return REPO_ROOT / "sql"
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(pg_version):
+    # Any failure here (binaries missing, server won't start) errors every test
+    # that needs a server: a version that cannot run is a failure, not a skip.
+    cluster = servers.start_throwaway(pg_version)
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def owner_role(pg_cluster) -> str:
+    """The non-superuser role that runs the migrations and owns the objects."""
+    with pg_cluster.connect() as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEROLE CREATEDB").format(
+            sql.Identifier(OWNER)))
+    return OWNER
+
+
+def _build_template(cluster, name, to, sql_root):
+    janitor = _janitor(cluster, name, as_template=True)
+    janitor.init()
+    try:
+        _apply(cluster, name, to, sql_root)
+    except BaseException:
+        janitor.drop()
+        raise
+    _ensure_login_roles(cluster)
+    return janitor
+
+
+@pytest.fixture(scope="session")
+def tmpl_full(pg_cluster, owner_role, sql_root) -> str:
+    janitor = _build_template(pg_cluster, "tmpl_full", None, sql_root)
+    yield janitor.dbname
+    janitor.drop()
+
+
+@pytest.fixture(scope="session")
+def tmpl_baseline(pg_cluster, owner_role, sql_root) -> str:
+    janitor = _build_template(pg_cluster, "tmpl_baseline", BASELINE_TARGET, sql_root)
+    yield janitor.dbname
+    janitor.drop()
+
+
+@pytest.fixture(scope="session")
+def login_roles(tmpl_baseline) -> dict[str, str]:
+    """Role key -> login role name; the roles exist once any template is built."""
+    return dict(ROLE_NAMES)
+
+
+# -------------------------------------------------------------------------- per test
+
+_db_counter = itertools.count(1)
+
+
+def _fresh_db(cluster: servers.Cluster, template: str | None, prefix: str):
+    name = f"{prefix}_{os.getpid()}_{next(_db_counter)}"
+    janitor = _janitor(cluster, name, template_dbname=template)
+    janitor.init()
+    testdb = TestDB(cluster, name)
+    try:
+        yield testdb
+    finally:
+        testdb.close()
+        janitor.drop()
+
+
+@pytest.fixture
+def db(pg_cluster, tmpl_full):
+    """Fresh database cloned from tmpl_full (whole chain applied)."""
+    yield from _fresh_db(pg_cluster, tmpl_full, "t_full")
+
+
+@pytest.fixture
+def baseline_db(pg_cluster, tmpl_baseline):
+    """Fresh database cloned from tmpl_baseline (migrations up to V0002__roles)."""
+    yield from _fresh_db(pg_cluster, tmpl_baseline, "t_base")
+
+
+@pytest.fixture
+def empty_db(pg_cluster, owner_role):
+    """Fresh empty database owned by forgea_owner, nothing applied."""
+    yield from _fresh_db(pg_cluster, None, "t_empty")
