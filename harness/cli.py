@@ -1,0 +1,301 @@
+"""``harness``: the thin command-line layer over harness.apply / lint / servers."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import (EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_SERVER, EXIT_USAGE,
+                     HarnessError)
+
+EPILOG = """\b
+Exit codes:
+  0  success
+  1  a database error, or a check / lint failure
+  2  usage error (bad option, unknown version)
+  3  refused to proceed: drift, adoption mismatch, another apply holds
+     the migration lock, rollback refused (nothing was changed)
+  4  the PostgreSQL server could not be started or reached
+
+\b
+Without --target, commands use the embedded PostgreSQL 18 kept under
+./.harness/ (started on demand, stopped by `harness stop`).
+"""
+
+TARGET_HELP = "libpq DSN/URI of the target database (default: the embedded server)"
+
+
+def repo_root() -> Path:
+    from .chain import find_repo_root
+    return find_repo_root()
+
+
+def resolve_target(target: str | None) -> str:
+    if target:
+        return target
+    try:
+        from . import servers
+        cluster = servers.embedded_default(repo_root())
+        dbname = getattr(servers, "EMBEDDED_DBNAME", "forgea")
+        try:
+            return cluster.dsn(dbname=dbname)
+        except TypeError:
+            return cluster.dsn()
+    except HarnessError:
+        raise
+    except Exception as e:  # any failure to start the embedded server
+        from .errors import ServerUnavailable
+        raise ServerUnavailable(f"could not start the embedded PostgreSQL server: {e}")
+
+
+def _sql_root() -> Path:
+    return repo_root() / "sql"
+
+
+def _fail(exc: HarnessError) -> None:
+    click.echo(f"harness: {exc.render()}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def run(fn):
+    """Run ``fn`` turning every known error into one clear message + exit code."""
+    import psycopg
+    try:
+        return fn()
+    except HarnessError as e:
+        _fail(e)
+    except psycopg.OperationalError as e:
+        click.echo(f"harness: cannot reach the database: {str(e).strip()}", err=True)
+        sys.exit(EXIT_SERVER)
+    except psycopg.Error as e:
+        from .errors import describe_pg_error
+        line, extra = describe_pg_error(e)
+        click.echo("harness: " + "\n  ".join([line, *extra]), err=True)
+        sys.exit(EXIT_FAILED)
+
+
+@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+def cli():
+    """Forgea schema pack: apply, roll back, inspect and lint the migrations."""
+
+
+@cli.command(epilog=EPILOG)
+@click.option("--target", metavar="DSN", help=TARGET_HELP)
+@click.option("--to", "to", metavar="VERSION", help="apply up to and including VERSION")
+@click.option("--dry-run", is_flag=True, help="show what would run; change nothing")
+@click.option("--preserve", is_flag=True,
+              help="run with forgea.rollback_preserve = on")
+@click.option("--lock-timeout", default="5s", show_default=True,
+              help="lock_timeout of the migration session")
+@click.option("--statement-timeout", default="0", show_default=True,
+              help="statement_timeout of the migration session (0 = none)")
+@click.option("--lock-wait", default=30.0, show_default=True, type=float,
+              help="seconds to wait for another run's migration lock")
+def apply(target, to, dry_run, preserve, lock_timeout, statement_timeout, lock_wait):
+    """Apply pending migrations (adopting a matching production baseline)."""
+    from . import apply as A
+
+    def go():
+        dsn = resolve_target(target)
+        r = A.apply(dsn, to, dry_run=dry_run, preserve=preserve,
+                    lock_timeout=lock_timeout, statement_timeout=statement_timeout,
+                    lock_wait=lock_wait, sql_root=_sql_root())
+        if dry_run:
+            click.echo(f"dry run against {r.target}; nothing was changed")
+            for mid in r.adopted:
+                click.echo(f"  would adopt {mid} (live schema matches the baseline)")
+            for mid in r.planned:
+                click.echo(f"  would apply {mid}")
+            if not (r.adopted or r.planned):
+                click.echo("  nothing to apply")
+        else:
+            n = len(r.applied) + len(r.adopted)
+            click.echo(f"{r.target}: {n} migration(s) applied"
+                       + (f", {len(r.adopted)} adopted" if r.adopted else ""))
+    run(go)
+
+
+@cli.command(epilog=EPILOG)
+@click.option("--target", metavar="DSN", help=TARGET_HELP)
+@click.option("--to", "to", metavar="VERSION",
+              help="roll back everything newer than VERSION (VERSION stays applied)")
+@click.option("--steps", type=int, metavar="N", help="roll back the N newest migrations")
+@click.option("--preserve", is_flag=True,
+              help="archive rows the old schema cannot hold (forgea.rollback_preserve = on)")
+@click.option("--dry-run", is_flag=True, help="show what would be rolled back")
+@click.option("--lock-timeout", default="5s", show_default=True)
+@click.option("--statement-timeout", default="0", show_default=True)
+@click.option("--lock-wait", default=30.0, show_default=True, type=float)
+def rollback(target, to, steps, preserve, dry_run, lock_timeout, statement_timeout, lock_wait):
+    """Roll back migrations: --to VERSION or --steps N."""
+    from . import apply as A
+    if (to is None) == (steps is None):
+        click.echo("harness: rollback needs exactly one of --to VERSION or --steps N",
+                   err=True)
+        sys.exit(EXIT_USAGE)
+
+    def go():
+        dsn = resolve_target(target)
+        r = A.rollback(dsn, to=to, steps=steps, preserve=preserve, dry_run=dry_run,
+                       lock_timeout=lock_timeout, statement_timeout=statement_timeout,
+                       lock_wait=lock_wait, sql_root=_sql_root())
+        if dry_run:
+            click.echo(f"dry run against {r.target}; would roll back: "
+                       + (", ".join(r.planned) or "nothing"))
+        else:
+            click.echo(f"{r.target}: {len(r.rolled_back)} migration(s) rolled back")
+    run(go)
+
+
+@cli.command(epilog=EPILOG)
+@click.option("--target", metavar="DSN", help=TARGET_HELP)
+@click.option("--json", "as_json", is_flag=True, help="print the status as JSON")
+def status(target, as_json):
+    """Applied, pending and drifted migrations."""
+    from . import apply as A
+
+    def go():
+        dsn = resolve_target(target)
+        st = A.status(dsn, sql_root=_sql_root())
+        if as_json:
+            click.echo(json.dumps(st, indent=2, default=str))
+        else:
+            click.echo(f"target: {st['target']}")
+            click.echo(f"  (psql \"{st['target']}\")")
+            click.echo(f"server_version_num: {st['server_version']}")
+            click.echo(f"applied ({len(st['applied'])}):")
+            for a in st["applied"]:
+                flag = "  [adopted]" if a["adopted"] else ""
+                click.echo(f"  {a['id']}  {a['applied_at']}{flag}")
+            click.echo(f"pending ({len(st['pending'])}):")
+            for p in st["pending"]:
+                click.echo(f"  {p['id']}" + ("  [no-transaction]" if p["no_transaction"] else ""))
+            if st["drift"]:
+                click.echo(f"DRIFT ({len(st['drift'])}): applied files edited since apply:")
+                for d in st["drift"]:
+                    click.echo(f"  {d['file']}")
+            if st["unknown"]:
+                click.echo("applied but unknown to this tree: "
+                           + ", ".join(u["id"] for u in st["unknown"]))
+            if st["rollback_changed"]:
+                click.echo("rollback files changed since apply: "
+                           + ", ".join(r["file"] for r in st["rollback_changed"]))
+        if st["drift"] or st["unknown"]:
+            sys.exit(EXIT_FAILED)
+    run(go)
+
+
+@cli.command(epilog=EPILOG)
+@click.option("--target", metavar="DSN", help=TARGET_HELP)
+@click.option("--to", "to", metavar="VERSION", help="plan up to and including VERSION")
+@click.option("--sql", "as_sql", is_flag=True,
+              help="print the exact SQL (one psql script) that apply would run")
+def plan(target, to, as_sql):
+    """Pending migrations; with --sql the script a DBA can review or run with psql."""
+    from . import apply as A
+
+    def go():
+        dsn = resolve_target(target)
+        p = A.plan(dsn, sql_root=_sql_root(), to=to)
+        if as_sql:
+            click.echo(A.plan_sql(p), nl=False)
+            return
+        click.echo(f"target: {p['target']}")
+        if not p["pending"]:
+            click.echo("nothing pending")
+        for f in p["pending"]:
+            what = "adopt" if (f.baseline and p["adopt_baseline"]) else "apply"
+            extra = " [no-transaction]" if f.no_transaction else ""
+            click.echo(f"  {what} {f.id}  ({f.relpath()}){extra}")
+    run(go)
+
+
+@cli.command(epilog=EPILOG)
+@click.option("--json", "as_json", is_flag=True, help="print findings as JSON")
+def lint(as_json):
+    """sqlfluff + squawk + the pack's own rules over every SQL file."""
+    from . import lint as L
+
+    def go():
+        findings = L.run_lint(repo_root())
+        if as_json:
+            click.echo(json.dumps({"ok": not findings,
+                                   "findings": [f.as_dict() for f in findings]}, indent=2))
+        else:
+            for f in findings:
+                click.echo(str(f))
+            click.echo(f"{len(findings)} finding(s)", err=True)
+        sys.exit(EXIT_FAILED if findings else EXIT_OK)
+    run(go)
+
+
+@cli.command(epilog=EPILOG)
+def stop():
+    """Stop the embedded PostgreSQL server."""
+    def go():
+        from . import servers
+        try:
+            was = servers.stop_embedded(repo_root())
+        except Exception as e:
+            click.echo(f"harness: could not stop the embedded server: {e}", err=True)
+            sys.exit(EXIT_SERVER)
+        click.echo("embedded server stopped" if was else "embedded server was not running")
+    run(go)
+
+
+def _delegate(module: str, ctx: click.Context) -> None:
+    try:
+        mod = importlib.import_module(f"harness.{module}")
+    except ModuleNotFoundError as e:
+        if e.name == f"harness.{module}":
+            click.echo(f"harness {module}: not built yet", err=True)
+            sys.exit(EXIT_USAGE)
+        raise
+    entry = getattr(mod, "main", None) or getattr(mod, "cli", None)
+    if entry is None:
+        click.echo(f"harness {module}: not built yet", err=True)
+        sys.exit(EXIT_USAGE)
+    sys.exit(entry(list(ctx.args)) or 0)
+
+
+@cli.command(epilog=EPILOG, context_settings={"ignore_unknown_options": True,
+                                              "allow_extra_args": True})
+@click.pass_context
+def verify(ctx):
+    """Read-only checks of a live database (harness.verify)."""
+    _delegate("verify", ctx)
+
+
+@cli.command(epilog=EPILOG, context_settings={"ignore_unknown_options": True,
+                                              "allow_extra_args": True})
+@click.pass_context
+def bench(ctx):
+    """Benchmarks (harness.bench)."""
+    _delegate("bench", ctx)
+
+
+def main(argv=None) -> int:
+    try:
+        cli.main(args=argv, prog_name="harness", standalone_mode=False)
+    except click.exceptions.NoSuchOption as e:
+        e.show()
+        return EXIT_USAGE
+    except click.UsageError as e:
+        e.show()
+        return EXIT_USAGE
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return EXIT_FAILED
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
