@@ -1,0 +1,51 @@
+-- V0009__verification_attempt: "VerificationAttempt", many attempts per session
+--
+-- What: creates the enum "VerificationResult" (PASS, FAIL) and the append-only
+--   table "VerificationAttempt" (B6 tasks 48-53): one row per verification run
+--   of a session, with the commit, the result, the logs as a JSON object and the
+--   verification job that produced it (NULL only for rows copied from the
+--   legacy "VerificationLog" by V0013; UNIQUE otherwise). Commit SHAs are
+--   lowercase hex of 40 (SHA-1) or 64 (SHA-256) characters; copied legacy rows
+--   keep whatever the legacy table held (never rewritten) and `harness verify`
+--   reports those that do not match.
+--   Freezes "VerificationLog": forgea_app loses INSERT (new results arrive only
+--   as VerificationAttempt rows); the app keeps reading it.
+-- Why: CONTRACT section 4; the legacy table allows one record per session.
+-- Locks: new objects only; REVOKE takes an instant catalog lock.
+-- Rollback: refuses (FM002) when the table holds rows that are not copies of
+--   "VerificationLog" rows (attempts made after the migration), unless
+--   forgea.rollback_preserve = on, which archives the table first; then drops
+--   it and gives forgea_app back INSERT on "VerificationLog".
+
+CREATE TYPE "VerificationResult" AS ENUM ('PASS', 'FAIL');
+
+CREATE TABLE "VerificationAttempt" (
+    "id" UUID NOT NULL DEFAULT gen_random_uuid(),
+    "sessionId" UUID NOT NULL,
+    "commitSha" TEXT NOT NULL,
+    "result" "VerificationResult" NOT NULL,
+    "logs" JSONB NOT NULL,
+    "verificationJobId" UUID,
+    "createdAt" TIMESTAMP(3) NOT NULL DEFAULT timezone('UTC', now()),
+    CONSTRAINT "VerificationAttempt_pkey" PRIMARY KEY ("id"),
+    CONSTRAINT "VerificationAttempt_logs_check" CHECK (
+        jsonb_typeof("logs") = 'object'
+    ),
+    CONSTRAINT "VerificationAttempt_commitSha_check" CHECK (
+        "commitSha" ~ '^[0-9a-f]{40}([0-9a-f]{24})?$'
+        OR "verificationJobId" IS NULL
+    ),
+    CONSTRAINT "VerificationAttempt_sessionId_fkey" FOREIGN KEY ("sessionId")
+    REFERENCES "LabSession" ("id") ON DELETE RESTRICT ON UPDATE RESTRICT
+);
+
+CREATE UNIQUE INDEX "VerificationAttempt_verificationJobId_key"
+ON "VerificationAttempt" ("verificationJobId");
+
+CREATE INDEX "VerificationAttempt_sessionId_createdAt_idx"
+ON "VerificationAttempt" ("sessionId", "createdAt");
+
+GRANT SELECT ON "VerificationAttempt"
+TO forgea_app, forgea_worker, forgea_readonly;
+
+REVOKE INSERT ON "VerificationLog" FROM forgea_app;

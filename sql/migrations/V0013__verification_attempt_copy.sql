@@ -1,0 +1,151 @@
+-- V0013__verification_attempt_copy: copy every VerificationLog row into VerificationAttempt
+-- harness: no-transaction
+--
+-- What: one "VerificationAttempt" per "VerificationLog" row, keeping its id:
+--   sessionId and commitSha as they are (a legacy SHA that is not lowercase hex
+--   is kept, never rewritten, and reported below); createdAt = verifiedAt;
+--   verificationJobId NULL; result derived from the session: VERIFIED_PASS ->
+--   PASS, any other status -> FAIL (the legacy table has no result column; a
+--   log row of a session that never passed is not a pass). "logs" is an object:
+--     {"source": {"table": "VerificationLog", "id": ..., "migration": "V0013"},
+--      "prDiff": V, "prDiffFormat": F, "ciOutput": V, "ciOutputFormat": F}
+--   where each text is parsed as JSON when it is valid JSONB (objects, arrays
+--   and scalars; F = "json"), else kept as a JSON string (F = "text": text that
+--   merely looks like JSON, escapes JSONB rejects such as \u0000, anything
+--   else). A text too large for a JSON string (over 256 MB) is stored as a
+--   reference (F = "reference": byte count and sha256); the original always
+--   stays in "VerificationLog", which is never changed.
+-- Why: CONTRACT section 4 (B6 tasks 48-53); the app's current client still
+--   reads VerificationLog, so it stays, frozen.
+-- How: batches of 2000 in primary-key order, COMMIT after each, NOTICE
+--   progress; rows already copied are skipped, so a rerun resumes.
+--   VerificationLog takes no new rows (V0009 revoked the app's INSERT).
+-- Locks: ACCESS SHARE on "VerificationLog", ROW EXCLUSIVE on
+--   "VerificationAttempt"; nothing the app writes is blocked.
+-- Rollback: nothing to undo here (V0009's rollback drops the table after
+--   checking that it only holds these copies).
+
+CREATE OR REPLACE FUNCTION public.forgea_legacy_log_value(p_text text)
+RETURNS jsonb
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF ltrim(p_text, E' \t\r\n') ~ '^[-\[{"0-9tfn]' THEN
+        BEGIN
+            RETURN jsonb_build_array(p_text::jsonb, 'json');
+        EXCEPTION WHEN others THEN
+            NULL;
+        END;
+    END IF;
+    BEGIN
+        RETURN jsonb_build_array(to_jsonb(p_text), 'text');
+    EXCEPTION WHEN others THEN
+        RETURN jsonb_build_array(
+            jsonb_build_object(
+                'bytes', octet_length(p_text),
+                'sha256', encode(sha256(convert_to(p_text, 'UTF8')), 'hex')
+            ),
+            'reference'
+        );
+    END;
+END;
+$$;
+
+REVOKE ALL ON FUNCTION public.forgea_legacy_log_value(text) FROM PUBLIC;
+
+CREATE OR REPLACE PROCEDURE public.forgea_copy_v0013(p_batch integer DEFAULT 2000)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_last uuid := '00000000-0000-0000-0000-000000000000';
+    v_next uuid;
+    v_rows bigint;
+    v_total bigint := 0;
+    v_bad bigint;
+    v_bad_ids text;
+BEGIN
+    LOOP
+        SELECT b."id" INTO v_next
+        FROM (
+            SELECT vl."id" FROM public."VerificationLog" AS vl
+            WHERE vl."id" > v_last
+            ORDER BY vl."id"
+            LIMIT p_batch
+        ) AS b
+        ORDER BY b."id" DESC
+        LIMIT 1;
+        EXIT WHEN v_next IS NULL;
+
+        INSERT INTO public."VerificationAttempt" (
+            "id", "sessionId", "commitSha", "result", "logs",
+            "verificationJobId", "createdAt"
+        )
+        SELECT
+            c."id",
+            c."sessionId",
+            c."commitSha",
+            CASE WHEN c."status" = 'VERIFIED_PASS' THEN 'PASS' ELSE 'FAIL' END
+            ::public."VerificationResult",
+            jsonb_build_object(
+                'source', jsonb_build_object(
+                    'table', 'VerificationLog',
+                    'id', c."id",
+                    'migration', 'V0013'
+                ),
+                'prDiff', c.diff -> 0,
+                'prDiffFormat', c.diff -> 1,
+                'ciOutput', c.ci -> 0,
+                'ciOutputFormat', c.ci -> 1
+            ),
+            NULL,
+            c."verifiedAt"
+        FROM (
+            SELECT
+                vl."id",
+                vl."sessionId",
+                vl."commitSha",
+                vl."verifiedAt",
+                s."status"::text AS "status",
+                public.forgea_legacy_log_value(vl."prDiff") AS diff,
+                public.forgea_legacy_log_value(vl."ciOutput") AS ci
+            FROM public."VerificationLog" AS vl
+            INNER JOIN public."LabSession" AS s ON vl."sessionId" = s."id"
+            WHERE
+                vl."id" > v_last AND vl."id" <= v_next
+                AND NOT EXISTS (
+                    SELECT 1 FROM public."VerificationAttempt" AS a
+                    WHERE a."id" = vl."id"
+                )
+        ) AS c;
+        GET DIAGNOSTICS v_rows = ROW_COUNT;
+        v_total := v_total + v_rows;
+        v_last := v_next;
+        COMMIT;
+        RAISE NOTICE 'V0013 progress: % rows', v_total;
+    END LOOP;
+
+    SELECT count(*), string_agg(x."id"::text || '=' || quote_literal(x.sha), ', ')
+    INTO v_bad, v_bad_ids
+    FROM (
+        SELECT vl."id", left(vl."commitSha", 80) AS sha
+        FROM public."VerificationLog" AS vl
+        WHERE vl."commitSha" !~ '^[0-9a-f]{40}([0-9a-f]{24})?$'
+        ORDER BY vl."id"
+        LIMIT 20
+    ) AS x;
+    IF v_bad > 0 THEN
+        RAISE NOTICE
+            'V0013 legacy rows kept as they are: VerificationLog commitSha not lowercase hex 40/64 (first 20): %',
+            v_bad_ids;
+    END IF;
+    RAISE NOTICE 'V0013 done: % attempts copied', v_total;
+END;
+$$;
+
+CALL public.forgea_copy_v0013();
+
+DROP PROCEDURE public.forgea_copy_v0013(integer);
+
+DROP FUNCTION public.forgea_legacy_log_value(text);

@@ -1,0 +1,58 @@
+-- Rollback of V0008__lab_session_version_columns
+--
+-- Safety: values that V0010's backfill would recreate (version 1 of the lab;
+--   completedAt of a session that was VERIFIED_PASS before the migration, taken
+--   from its VerificationLog or lastActivityAt) can be dropped. Anything else
+--   (a later lab version, a completion recorded by the new lifecycle) makes the
+--   rollback refuse with FM002 naming the sessions, unless
+--   forgea.rollback_preserve = on: then ("id", "labVersionId", "completedAt") of
+--   every session are archived to forgea_archive first.
+-- Locks: ACCESS EXCLUSIVE on "LabSession" for an instant (DROP COLUMN is
+--   catalog-only); the check reads the table once.
+
+DO $$
+DECLARE
+    n bigint;
+    ids text;
+BEGIN
+    SELECT count(*), string_agg(x."id"::text, ', ')
+    INTO n, ids
+    FROM (
+        SELECT s."id"
+        FROM "LabSession" AS s
+        LEFT JOIN "LabVersion" AS v ON s."labVersionId" = v."id"
+        LEFT JOIN "VerificationLog" AS vl ON s."id" = vl."sessionId"
+        WHERE coalesce(v."versionNumber", 1) <> 1
+            OR (
+                s."completedAt" IS NOT NULL
+                AND s."completedAt"
+                IS DISTINCT FROM coalesce(vl."verifiedAt", s."lastActivityAt")
+            )
+        ORDER BY s."id"
+        LIMIT 20
+    ) AS x;
+    IF n = 0 THEN
+        RETURN;
+    END IF;
+    IF coalesce(current_setting('forgea.rollback_preserve', true), '') <> 'on'
+        THEN
+        RAISE EXCEPTION
+            'rollback of V0008__lab_session_version_columns refused: sessions hold a version or completion the old schema cannot rebuild'
+            USING ERRCODE = 'FM002',
+            DETAIL = format('LabSession ids (first 20): %s', ids),
+            HINT = 'SET forgea.rollback_preserve = on to archive them first.';
+    END IF;
+    CREATE TEMP TABLE "LabSession_version_columns" ON COMMIT DROP AS
+    SELECT "id", "labId", "labVersionId", "completedAt" FROM "LabSession";
+    PERFORM forgea_archive_copy(
+        'pg_temp."LabSession_version_columns"', 'V0008'
+    );
+END;
+$$;
+
+ALTER TABLE "LabSession"
+DROP CONSTRAINT "LabSession_labVersionId_fkey";
+
+ALTER TABLE "LabSession"
+DROP COLUMN "completedAt",
+DROP COLUMN "labVersionId";

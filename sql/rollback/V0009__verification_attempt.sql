@@ -1,0 +1,49 @@
+-- Rollback of V0009__verification_attempt
+--
+-- Safety: rows that are copies of "VerificationLog" rows (same id, session and
+--   commit) are rebuilt by V0013 and may be dropped. Any other row (an attempt
+--   recorded after the migration) makes the rollback refuse with FM002, naming
+--   the ids, unless forgea.rollback_preserve = on: then the whole table is
+--   copied to forgea_archive first.
+-- Locks: ACCESS EXCLUSIVE on "VerificationAttempt" while it is dropped.
+
+DO $$
+DECLARE
+    n bigint;
+    ids text;
+BEGIN
+    SELECT count(*), string_agg(x."id"::text, ', ')
+    INTO n, ids
+    FROM (
+        SELECT a."id"
+        FROM "VerificationAttempt" AS a
+        WHERE NOT EXISTS (
+            SELECT 1 FROM "VerificationLog" AS vl
+            WHERE
+                vl."id" = a."id"
+                AND vl."sessionId" = a."sessionId"
+                AND vl."commitSha" = a."commitSha"
+        )
+        ORDER BY a."id"
+        LIMIT 20
+    ) AS x;
+    IF n = 0 THEN
+        RETURN;
+    END IF;
+    IF coalesce(current_setting('forgea.rollback_preserve', true), '') <> 'on'
+        THEN
+        RAISE EXCEPTION
+            'rollback of V0009__verification_attempt refused: VerificationAttempt holds attempts that VerificationLog cannot hold'
+            USING ERRCODE = 'FM002',
+            DETAIL = format('VerificationAttempt ids (first 20): %s', ids),
+            HINT = 'SET forgea.rollback_preserve = on to archive them first.';
+    END IF;
+    PERFORM forgea_archive_copy('"VerificationAttempt"', 'V0009');
+END;
+$$;
+
+GRANT INSERT ON "VerificationLog" TO forgea_app;
+
+DROP TABLE "VerificationAttempt";
+
+DROP TYPE "VerificationResult";
