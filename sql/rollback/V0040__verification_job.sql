@@ -1,0 +1,43 @@
+-- Rollback of V0040__verification_job
+--
+-- Safety: jobs exist nowhere else. While the table holds rows the rollback
+--   refuses with FM002 naming up to 20 job ids, unless
+--   forgea.rollback_preserve = on: then the table is copied to forgea_archive
+--   first. Attempts that reference jobs stay in "VerificationAttempt" (its own
+--   rollback, V0009, decides about them).
+-- Locks: ACCESS EXCLUSIVE on "VerificationJob" while dropped; SHARE ROW
+--   EXCLUSIVE on "VerificationAttempt" and "LabAttempt" for an instant.
+
+DO $$
+DECLARE
+    n bigint;
+    ids text;
+BEGIN
+    SELECT count(*), string_agg(x."id"::text, ', ')
+    INTO n, ids
+    FROM (
+        SELECT "id" FROM "VerificationJob" ORDER BY "createdAt", "id" LIMIT 20
+    ) AS x;
+    IF n = 0 THEN
+        RETURN;
+    END IF;
+    IF coalesce(current_setting('forgea.rollback_preserve', true), '') <> 'on'
+        THEN
+        RAISE EXCEPTION
+            'rollback of V0040__verification_job refused: VerificationJob holds jobs'
+            USING ERRCODE = 'FM002',
+            DETAIL = format('VerificationJob ids (first 20): %s', ids),
+            HINT = 'SET forgea.rollback_preserve = on to archive them first.';
+    END IF;
+    PERFORM forgea_archive_copy('"VerificationJob"', 'V0040');
+END;
+$$;
+
+ALTER TABLE "VerificationAttempt"
+DROP CONSTRAINT "VerificationAttempt_verificationJobId_fkey";
+
+DROP TABLE "VerificationJob";
+
+DROP INDEX "LabAttempt_id_sessionId_commitSha_key";
+
+DROP TYPE "VerificationJobStatus";
