@@ -3,6 +3,9 @@
 -- What: creates schema forgea_archive (owner-only) and the function
 --   forgea_archive_copy(table, tag), which copies every row of a table into a new
 --   table forgea_archive."<Table>_<tag>_<UTC timestamp>" and returns its name.
+--   Each row is kept whole as one jsonb value (column "row"), so the archive
+--   depends on no type or table of the pack and survives every later rollback;
+--   jsonb_populate_record() turns a row back into the table's type.
 --   Rollback files call it when the DBA asked for preservation
 --   (SET forgea.rollback_preserve = on; harness rollback --preserve) instead of
 --   refusing with FM002.
@@ -31,7 +34,8 @@ DECLARE
     n bigint;
 BEGIN
     EXECUTE format(
-        'CREATE TABLE forgea_archive.%I AS SELECT * FROM %s', target, p_table
+        'CREATE TABLE forgea_archive.%I AS SELECT to_jsonb(t) AS "row" FROM %s AS t',
+        target, p_table
     );
     GET DIAGNOSTICS n = ROW_COUNT;
     RAISE NOTICE 'archived % rows of % into forgea_archive.%',
