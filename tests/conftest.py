@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from pathlib import Path
 
 import psycopg
@@ -97,11 +98,31 @@ class TestDB:
         self._conns.clear()
 
 
-def _janitor(cluster: servers.Cluster, dbname: str, **kwargs) -> DatabaseJanitor:
-    return DatabaseJanitor(
-        user=OWNER, host="127.0.0.1", port=cluster.port, dbname=dbname,
+def _create_db(cluster: servers.Cluster, dbname: str, **kwargs) -> DatabaseJanitor:
+    """CREATE DATABASE through pytest-postgresql's janitor, then hand it to forgea_owner.
+
+    The janitor connects as the superuser: before cloning it terminates every
+    session on the template, and on PostgreSQL 15 only a superuser may
+    terminate e.g. an autovacuum worker.  Objects inside a clone keep their
+    owner (forgea_owner, who ran the migrations).
+    """
+    janitor = DatabaseJanitor(
+        user=servers.SUPERUSER, host="127.0.0.1", port=cluster.port, dbname=dbname,
         connection_timeout=10, **kwargs,
     )
+    for attempt in range(5):
+        try:
+            janitor.init()
+            break
+        except psycopg.errors.ObjectInUse:
+            # a session (autovacuum) reached the template between terminate and CREATE
+            if attempt == 4:
+                raise
+            time.sleep(0.2)
+    with cluster.connect() as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+            sql.Identifier(dbname), sql.Identifier(OWNER)))
+    return janitor
 
 
 def _apply(cluster: servers.Cluster, dbname: str, to: str | None, sql_root: Path) -> None:
@@ -156,8 +177,7 @@ def owner_role(pg_cluster) -> str:
 
 
 def _build_template(cluster, name, to, sql_root):
-    janitor = _janitor(cluster, name, as_template=True)
-    janitor.init()
+    janitor = _create_db(cluster, name, as_template=True)
     try:
         _apply(cluster, name, to, sql_root)
     except BaseException:
@@ -194,8 +214,7 @@ _db_counter = itertools.count(1)
 
 def _fresh_db(cluster: servers.Cluster, template: str | None, prefix: str):
     name = f"{prefix}_{os.getpid()}_{next(_db_counter)}"
-    janitor = _janitor(cluster, name, template_dbname=template)
-    janitor.init()
+    janitor = _create_db(cluster, name, template_dbname=template)
     testdb = TestDB(cluster, name)
     try:
         yield testdb
