@@ -53,7 +53,10 @@ def resolve_target(target: str | None) -> str:
 
 
 def _sql_root() -> Path:
-    return repo_root() / "sql"
+    """The sql/ tree: $HARNESS_SQL_ROOT when set (tests, reviews of a branch), else the repo's."""
+    import os
+    env = os.environ.get("HARNESS_SQL_ROOT")
+    return Path(env) if env else repo_root() / "sql"
 
 
 def _fail(exc: HarnessError) -> None:

@@ -29,6 +29,9 @@ class HarnessError(Exception):
         self.message = message
         self.details = list(details or [])
 
+    def __str__(self) -> str:
+        return self.render()
+
     def render(self) -> str:
         if not self.details:
             return self.message
