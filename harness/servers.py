@@ -277,6 +277,13 @@ class Cluster:
             return False
         return self.pg_ctl("status", check=False).returncode == 0
 
+    def running_port(self) -> int | None:
+        """Port of the running server, from postmaster.pid (line 4)."""
+        try:
+            return int((self.datadir / "postmaster.pid").read_text().split("\n")[3])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def dsn(self, user: str = SUPERUSER, dbname: str = "postgres") -> str:
         return f"postgresql://{user}@127.0.0.1:{self.port}/{dbname}"
 
@@ -477,10 +484,10 @@ def embedded_default(repo_root: Path) -> Cluster:
         if not (cluster.datadir / "PG_VERSION").exists():
             shutil.rmtree(cluster.datadir, ignore_errors=True)
             cluster.init()
-        if not cluster.is_running():
+        if cluster.is_running():
+            cluster.port = cluster.running_port() or cluster.port
+        else:
             cluster.start()
-        elif cluster.port is None:
-            raise ServerError(f"{cluster.datadir} is running but {home / 'state.json'} is missing")
         _save_state(home, cluster)
         cluster.create_database(EMBEDDED_DBNAME)
     return cluster

@@ -173,6 +173,8 @@ def test_embedded_default_is_reused_with_a_stable_dsn(tmp_path):
         state = json.loads((repo / ".harness" / "pg18" / "state.json").read_text())
         assert state["port"] == first.port
         assert servers.embedded_default(repo).dsn(dbname="forgea") == dsn  # already running
+        (repo / ".harness" / "pg18" / "state.json").unlink()  # lost state: port from postmaster.pid
+        assert servers.embedded_default(repo).dsn(dbname="forgea") == dsn
         assert servers.stop_embedded(repo) is True
         assert servers.stop_embedded(repo) is False
         again = servers.embedded_default(repo)  # started on demand, same data, same port
