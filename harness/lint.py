@@ -298,8 +298,8 @@ def run_squawk(repo: Path, files: list[Path]) -> list[Finding]:
             continue
         for it in items:
             rule = it.get("rule_name") or "squawk"
-            findings.append(Finding(rel, int(it.get("line", 0)) + 1 if it.get("line") == 0
-                                    else int(it.get("line", 1)),
+            # squawk's JSON reporter counts lines from 0
+            findings.append(Finding(rel, int(it.get("line", 0)) + 1,
                                     f"squawk:{rule}", (it.get("message") or "").strip(), "squawk"))
     return findings
 

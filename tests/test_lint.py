@@ -1,0 +1,78 @@
+"""harness lint: the tree passes; planted bad files fail with the rule named."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import lint
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """A copy of the repo's SQL tree and lint configuration."""
+    shutil.copytree(REPO / "sql", tmp_path / "sql")
+    for name in (".sqlfluff", "pyproject.toml"):
+        if (REPO / name).exists():
+            shutil.copy(REPO / name, tmp_path / name)
+    return tmp_path
+
+
+def rules(findings):
+    return {(Path(f.file).name, f.rule) for f in findings}
+
+
+def test_lint_passes_on_the_tree():
+    findings = lint.run_lint(REPO)
+    assert findings == [], "\n".join(map(str, findings))
+
+
+def test_every_squawk_exclusion_has_a_reason():
+    for pattern, rule, reason in lint.SQUAWK_EXCLUSIONS:
+        assert pattern.startswith("sql/") and rule and len(reason) > 20
+
+
+def test_pack_rules_catch_a_planted_bad_file(tree):
+    bad = tree / "sql" / "migrations" / "V9990__bad.sql"
+    bad.write_text(
+        "CREATE FUNCTION leak() RETURNS int LANGUAGE sql SECURITY DEFINER AS $$ SELECT 1 $$;\n"
+        "BEGIN;\nCOMMIT;\n")
+    (tree / "sql" / "rollback" / "V9991__orphan.sql").write_text("-- orphan\nSELECT 1;\n")
+    found = rules(lint.run_lint(tree, tools=False))
+    assert ("V9990__bad.sql", "chain-missing-rollback") in found
+    assert ("V9991__orphan.sql", "chain-orphan-rollback") in found
+    assert ("V9990__bad.sql", "header-comment") in found
+    assert ("V9990__bad.sql", "definer-search-path") in found
+    assert ("V9990__bad.sql", "function-execute-public") in found
+    assert ("V9990__bad.sql", "transaction-control") in found
+
+
+def test_revoke_or_public_function_directive_satisfies_the_execute_rule(tree):
+    (tree / "sql" / "migrations" / "V9990__ok.sql").write_text(
+        "-- fine\n-- harness: public-function ping used by health checks of every role\n"
+        "CREATE FUNCTION ping() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;\n"
+        "CREATE FUNCTION priv() RETURNS int LANGUAGE sql SECURITY DEFINER\n"
+        "SET search_path = pg_catalog, public AS $$ SELECT 1 $$;\n"
+        "REVOKE ALL ON FUNCTION priv() FROM PUBLIC;\n")
+    (tree / "sql" / "rollback" / "V9990__ok.sql").write_text(
+        "-- undo\nDROP FUNCTION priv();\nDROP FUNCTION ping();\n")
+    found = [f for f in lint.run_lint(tree, tools=False) if "V9990" in f.file]
+    assert found == [], "\n".join(map(str, found))
+
+
+def test_cli_lint_fails_naming_the_squawk_rule_on_an_unsafe_file(tree):
+    (tree / "sql" / "migrations" / "V9990__unsafe.sql").write_text(
+        "-- adds an index the blocking way\n"
+        'CREATE INDEX "Lab_title_idx" ON "Lab" ("title");\n')
+    (tree / "sql" / "rollback" / "V9990__unsafe.sql").write_text(
+        '-- undo\nDROP INDEX "Lab_title_idx";\n')
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "lint"], cwd=tree,
+                          capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "sql/migrations/V9990__unsafe.sql:2: squawk:require-concurrent-index-creation" \
+        in proc.stdout, proc.stdout
