@@ -129,7 +129,7 @@ CREATE TABLE "ResumeBullet" (
     "id" UUID NOT NULL,
     "sessionId" UUID NOT NULL,
     "bulletText" TEXT NOT NULL,
-    "atsKeywords" TEXT [],
+    "atsKeywords" TEXT[],
     CONSTRAINT "ResumeBullet_pkey" PRIMARY KEY ("id")
 );
 

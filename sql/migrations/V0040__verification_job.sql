@@ -4,8 +4,8 @@
 --   ERROR) and the table "VerificationJob": one job per commit of a session.
 --     * ("labAttemptId", "sessionId", "commitSha") references the LabAttempt
 --       with the same three values, so the job's commit and session are the
---       attempt's, enforced by the database (needs the unique index
---       "LabAttempt_id_sessionId_commitSha_key" created here);
+--       attempt's, enforced by the database (the unique index
+--       "LabAttempt_id_sessionId_commitSha_key" of V0039 is its target);
 --     * UNIQUE ("labAttemptId") and UNIQUE ("sessionId", "commitSha"): one job
 --       per commit SHA within a session. Not a global unique SHA: every fork
 --       shares the lab's base commit, and one user's push of it must not block
@@ -21,19 +21,17 @@
 --   Only the owner may write the table; forgea_app and forgea_worker go through
 --   the functions of V0042, which are the only road to PASSED.
 -- Why: CONTRACT sections 4-5; founding document 002 (H1).
--- Locks: new table; the index on "LabAttempt" (created by V0023 in the same
---   release, so still small) takes SHARE on it while it builds; the FK on
---   "VerificationAttempt" takes SHARE ROW EXCLUSIVE on it and scans it once
---   (only legacy rows with NULL job ids exist: nothing to look up).
+-- Locks: new table; the FKs take SHARE ROW EXCLUSIVE on "LabAttempt",
+--   "LabSession" and "LabVersion" for an instant. The FK from
+--   "VerificationAttempt" (about one row per legacy VerificationLog row) is
+--   added NOT VALID, so no scan here; V0043 validates it without blocking
+--   writes.
 -- Rollback: refuses (FM002, naming jobs) while any job exists, unless
 --   forgea.rollback_preserve = on, which archives the table first.
 
 CREATE TYPE "VerificationJobStatus" AS ENUM (
     'QUEUED', 'RUNNING', 'PASSED', 'FAILED', 'ERROR'
 );
-
-CREATE UNIQUE INDEX "LabAttempt_id_sessionId_commitSha_key"
-ON "LabAttempt" ("id", "sessionId", "commitSha");
 
 CREATE TABLE "VerificationJob" (
     "id" UUID NOT NULL DEFAULT gen_random_uuid(),
@@ -104,7 +102,8 @@ WHERE "status" = 'RUNNING';
 ALTER TABLE "VerificationAttempt"
 ADD CONSTRAINT "VerificationAttempt_verificationJobId_fkey"
 FOREIGN KEY ("verificationJobId") REFERENCES "VerificationJob" ("id")
-ON DELETE RESTRICT ON UPDATE RESTRICT;
+ON DELETE RESTRICT ON UPDATE RESTRICT
+NOT VALID;
 
 REVOKE ALL ON "VerificationJob" FROM PUBLIC;
 GRANT SELECT ON "VerificationJob"

@@ -96,6 +96,9 @@ BEGIN
 END;
 $$;
 
+COMMENT ON FUNCTION enqueue_verification_job(uuid) IS
+'Enqueue the verification job of a LabAttempt (V0042). Idempotent.';
+
 REVOKE ALL ON FUNCTION enqueue_verification_job(uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION enqueue_verification_job(uuid) TO forgea_app;
 

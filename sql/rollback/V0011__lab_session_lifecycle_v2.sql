@@ -2,7 +2,8 @@
 --
 -- What: drops labsession_version_default and restores the production body of
 --   enforce_lab_session_status_transition() (as created by V0001, with the
---   EXECUTE privilege V0002 left: none for PUBLIC).
+--   EXECUTE privilege V0002 left: none for PUBLIC). CREATE OR REPLACE without
+--   a SET clause also removes the pinned search_path, as in production.
 -- Safety: no data involved. Locks: SHARE ROW EXCLUSIVE on "LabSession", an
 --   instant.
 
@@ -13,7 +14,6 @@ DROP FUNCTION lab_session_version_default();
 CREATE OR REPLACE FUNCTION enforce_lab_session_status_transition()
 RETURNS trigger
 LANGUAGE plpgsql
-RESET search_path
 AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN

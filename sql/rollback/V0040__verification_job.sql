@@ -6,7 +6,8 @@
 --   first. Attempts that reference jobs stay in "VerificationAttempt" (its own
 --   rollback, V0009, decides about them).
 -- Locks: ACCESS EXCLUSIVE on "VerificationJob" while dropped; SHARE ROW
---   EXCLUSIVE on "VerificationAttempt" and "LabAttempt" for an instant.
+--   EXCLUSIVE on "VerificationAttempt" and "LabAttempt" for an instant. The
+--   index on "LabAttempt" belongs to V0039 and is dropped by its rollback.
 
 DO $$
 DECLARE
@@ -37,7 +38,5 @@ ALTER TABLE "VerificationAttempt"
 DROP CONSTRAINT "VerificationAttempt_verificationJobId_fkey";
 
 DROP TABLE "VerificationJob";
-
-DROP INDEX "LabAttempt_id_sessionId_commitSha_key";
 
 DROP TYPE "VerificationJobStatus";
