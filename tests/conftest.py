@@ -15,6 +15,7 @@ Fixtures:
   db           (function) TestDB cloned from tmpl_full
   baseline_db  (function) TestDB cloned from tmpl_baseline
   empty_db     (function) TestDB, empty database owned by forgea_owner
+  scratch_dir  (function) Path of a fresh directory the server user can reach
 
 Migrations always run as forgea_owner, proving the non-superuser path.
 """
@@ -23,6 +24,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -208,6 +211,23 @@ def login_roles(tmpl_baseline) -> dict[str, str]:
 
 
 # -------------------------------------------------------------------------- per test
+
+
+@pytest.fixture
+def scratch_dir():
+    """A fresh directory for data directories or repo copies, removed afterwards.
+
+    Not pytest's ``tmp_path``: pytest keeps ``/tmp/pytest-of-<user>`` at mode
+    0700 (and re-applies that whenever another pytest run starts), which the
+    ``harness_pg`` server user cannot traverse when we run as root.
+    """
+    path = Path(tempfile.mkdtemp(prefix="harness-test-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
 
 _db_counter = itertools.count(1)
 

@@ -44,10 +44,10 @@ def test_server_never_runs_as_root(pg_cluster):
         assert user == servers.SYSTEM_USER
 
 
-def test_two_throwaways_get_different_ports_and_dirs(pg_version, tmp_path):
-    a = servers.start_throwaway(pg_version, base_dir=tmp_path)
+def test_two_throwaways_get_different_ports_and_dirs(pg_version, scratch_dir):
+    a = servers.start_throwaway(pg_version, base_dir=scratch_dir)
     try:
-        b = servers.start_throwaway(pg_version, base_dir=tmp_path)
+        b = servers.start_throwaway(pg_version, base_dir=scratch_dir)
         try:
             assert a.port != b.port
             assert a.datadir != b.datadir
@@ -61,8 +61,8 @@ def test_two_throwaways_get_different_ports_and_dirs(pg_version, tmp_path):
     assert not a.is_running()
 
 
-def test_stop_start_and_immediate_restart(pg_version, tmp_path):
-    c = servers.start_throwaway(pg_version, base_dir=tmp_path)
+def test_stop_start_and_immediate_restart(pg_version, scratch_dir):
+    c = servers.start_throwaway(pg_version, base_dir=scratch_dir)
     try:
         with psycopg.connect(c.dsn(), autocommit=True) as conn:
             conn.execute("CREATE DATABASE kept")
@@ -84,28 +84,28 @@ def _dead_pid() -> int:
     return proc.pid
 
 
-def test_reap_stale_removes_registry_entry_of_dead_owner(tmp_path):
-    entry = tmp_path / f"{_dead_pid()}-1"
+def test_reap_stale_removes_registry_entry_of_dead_owner(scratch_dir):
+    entry = scratch_dir / f"{_dead_pid()}-1"
     (entry / "data").mkdir(parents=True)
     (entry / "owner.json").write_text(json.dumps({"pid": _dead_pid(), "started": 0.0,
                                                   "version": 18, "bin_dir": "/nonexistent"}))
-    alive = tmp_path / f"{os.getpid()}-999"
+    alive = scratch_dir / f"{os.getpid()}-999"
     alive.mkdir()
     (alive / "owner.json").write_text(json.dumps({
         "pid": os.getpid(), "started": psutil.Process().create_time(),
         "version": 18, "bin_dir": "/nonexistent"}))
-    reaped = servers.reap_stale(tmp_path)
+    reaped = servers.reap_stale(scratch_dir)
     assert entry in reaped
     assert not entry.exists()
     assert alive.exists(), "an entry whose owner is alive must be kept"
 
 
-def test_reap_stale_stops_server_of_sigkilled_owner(pg_version, tmp_path):
+def test_reap_stale_stops_server_of_sigkilled_owner(pg_version, scratch_dir):
     script = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
         from harness import servers
-        c = servers.start_throwaway({pg_version}, base_dir=Path({str(tmp_path)!r}))
+        c = servers.start_throwaway({pg_version}, base_dir=Path({str(scratch_dir)!r}))
         print(c.datadir, flush=True)
         time.sleep(600)
     """)
@@ -122,7 +122,7 @@ def test_reap_stale_stops_server_of_sigkilled_owner(pg_version, tmp_path):
         proc.wait()
     # the owner died without cleaning up: its server is still running
     assert psutil.pid_exists(postmaster)
-    reaped = servers.reap_stale(tmp_path)
+    reaped = servers.reap_stale(scratch_dir)
     assert datadir.parent in reaped
     assert not datadir.parent.exists()
     deadline = time.monotonic() + 10
@@ -160,8 +160,8 @@ def test_find_bin_dir_raises_for_missing_version(monkeypatch):
         servers.find_bin_dir(7)
 
 
-def test_embedded_default_is_reused_with_a_stable_dsn(tmp_path):
-    repo = tmp_path / "repo"
+def test_embedded_default_is_reused_with_a_stable_dsn(scratch_dir):
+    repo = scratch_dir / "repo"
     repo.mkdir()
     try:
         first = servers.embedded_default(repo)
