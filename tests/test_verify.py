@@ -1,0 +1,341 @@
+"""harness verify: passes on sound databases, fails naming the object on planted defects."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import uuid
+
+import psycopg
+import pytest
+
+from harness import apply as A
+from harness import verify as V
+from tests.attacks import seed_world
+from tests.helpers import ids
+
+
+def report(db, sql_root=None, role="owner", **kw) -> V.Report:
+    return V.verify(db.dsn(role), sql_root=sql_root, **kw)
+
+
+def assert_ok(rep: V.Report):
+    assert rep.ok, V.render_table(rep)
+
+
+def assert_fails(rep: V.Report, check: str, obj_part: str, msg_part: str = ""):
+    c = rep.by_name(check)
+    assert c.status == "fail", V.render_table(rep)
+    hits = [f for f in c.findings if f["severity"] == "fail" and obj_part in f["object"]
+            and msg_part in (f["message"] + " ".join(f.get("rows", [])))]
+    assert hits, f"no failure naming {obj_part!r} / {msg_part!r} in {check}:\n" \
+                 + V.render_table(rep)
+    return hits
+
+
+@pytest.fixture
+def world(db):
+    return seed_world(db)
+
+
+# ----------------------------------------------------------------- passes
+
+
+def test_passes_on_fresh_database(db):
+    rep = report(db)
+    assert_ok(rep)
+    names = [c.name for c in rep.checks]
+    for n in ("migration_chain", "guard_triggers", "constraints_validated", "indexes_valid",
+              "lifecycle_completed_at", "lab_version_agreement",
+              "one_active_session_per_user_lab", "one_active_session_per_repo",
+              "job_status_consistency", "one_running_job_per_session",
+              "job_commit_matches_attempt", "job_attempt_results",
+              "verified_pass_has_pass_attempt", "sha_format", "lab_attempt_chain",
+              "role_attributes", "ownership", "table_privileges", "column_privileges",
+              "function_privileges", "schema_privileges", "security_definer"):
+        assert n in names
+
+
+def test_passes_with_data_and_json_shape(db, world):
+    out = io.StringIO()
+    assert V.run(db.dsn(), json_output=True, out=out) == 0
+    doc = json.loads(out.getvalue())
+    assert doc["ok"] is True
+    assert {c["status"] for c in doc["checks"]} <= {"pass", "info"}
+    assert all({"name", "status", "findings"} <= set(c) for c in doc["checks"])
+
+
+def test_cli_main_exit_codes(db, world, capsys):
+    assert V.main(["--target", db.dsn()]) == 0
+    assert "verify: OK" in capsys.readouterr().out
+    owner = db.connect("owner")
+    owner.execute('GRANT UPDATE ON "LabAttempt" TO forgea_app')
+    assert V.main(["--target", db.dsn(), "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is False
+
+
+def _legacy_seed(conn):
+    """Production-like rows at the baseline: legacy passes, a non-hex legacy SHA."""
+    lab = uuid.uuid4()
+    conn.execute('INSERT INTO "Lab" (id, title, epic, "failureClass", "sourceGithubIssueUrl", '
+                 '"repoVersion", "baseRepoUrl", constraints) VALUES (%s, %s, %s, '
+                 "'DATA_INTEGRITY', 'https://github.com/forgea/labs/issues/9', 'v1', "
+                 "'https://github.com/forgea/lab-9', '{}')", (lab, "Legacy", "Epic"))
+    sessions = []
+    for i, (url, passed, log_sha) in enumerate([
+            ("https://github.com/Legacy1/lab-9.git", True, "ABC123-not-hex"),
+            ("git@github.com:legacy2/lab-9.git", True, None),     # passed, no log at all
+            ("https://github.com/legacy3/lab-9", False, "b" * 40),
+            ("not a url at all", False, None)]):
+        s = uuid.uuid4()
+        sessions.append(s)
+        uu = uuid.uuid4()
+        conn.execute('INSERT INTO "User" (id, email) VALUES (%s, %s)', (uu, f"{uu}@example.com"))
+        conn.execute('INSERT INTO "LabSession" (id, "userId", "labId", "userForkUrl") '
+                     "VALUES (%s, %s, %s, %s)", (s, uu, lab, url))
+        if log_sha:
+            conn.execute('INSERT INTO "VerificationLog" (id, "sessionId", "commitSha", "prDiff", '
+                         '"ciOutput") VALUES (%s, %s, %s, %s, %s)',
+                         (uuid.uuid4(), s, log_sha, "diff", '{"ok": true}'))
+        if passed:
+            conn.execute("""UPDATE "LabSession" SET status = 'VERIFIED_PASS' WHERE id = %s""",
+                         (s,))
+    return sessions
+
+
+def test_passes_on_production_like_database_then_migrated(baseline_db, sql_root):
+    conn = baseline_db.connect("owner")
+    try:
+        from tests.prodlike import seed_production_like  # colleague's dataset, when present
+    except ImportError:
+        seed_production_like = None
+    if seed_production_like is not None:
+        seed_production_like(conn)
+    sessions = _legacy_seed(conn)
+    A.apply(baseline_db.dsn(), sql_root=sql_root)
+    rep = report(baseline_db)
+    assert_ok(rep)
+    # the legacy pass without a log is reported, not failed
+    vp = rep.by_name("verified_pass_has_pass_attempt")
+    assert any(str(sessions[1]) in " ".join(f.get("rows", [])) for f in vp.findings
+               if f["severity"] == "info"), V.render_table(rep)
+    sf = rep.by_name("sha_format")
+    assert any("legacy rows kept" in f["message"] for f in sf.findings), V.render_table(rep)
+
+
+def test_passes_on_adopted_prisma_database(empty_db, sql_root):
+    from tests.test_adoption import build_production
+    conn = empty_db.connect("owner")
+    build_production(conn, sql_root)
+    _legacy_seed(conn)
+    r = A.apply(empty_db.dsn(), sql_root=sql_root)
+    assert r.adopted == ["V0001__baseline"]
+    # the pack's roles get their login members in the session fixtures already
+    rep = report(empty_db)
+    assert_ok(rep)
+    assert any("adopted" in f["message"] for f in rep.by_name("migration_chain").findings)
+
+
+def test_read_only_connection_still_passes(db, world):
+    su = db.connect("superuser")
+    su.execute(f'ALTER ROLE readonly_login IN DATABASE "{db.name}" '
+               "SET default_transaction_read_only = on")
+    try:
+        # a connection that cannot write at all, as the owner: verify still passes
+        dsn = db.dsn("owner") + "?options=-c%20default_transaction_read_only%3Don"
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                conn.execute("CREATE TABLE nope (id int)")
+            rep = V.run_checks(conn)
+        assert_ok(rep)
+    finally:
+        su.execute(f'ALTER ROLE readonly_login IN DATABASE "{db.name}" RESET ALL')
+
+
+def test_verify_writes_nothing(db, world):
+    """Every transaction verify opens is read-only and rolled back: no xid is ever assigned."""
+    owner = db.connect("owner")
+    before = owner.execute("SELECT xact_commit, xact_rollback FROM pg_stat_database "
+                           "WHERE datname = current_database()").fetchone()
+    txid_before = owner.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()[0]
+    assert report(db).ok
+    txid_after = owner.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()[0]
+    # only our own two pg_current_xact_id() calls consumed xids
+    assert txid_after == txid_before + 1
+    del before
+
+
+# ----------------------------------------------------------------- planted defects
+
+
+def _superuser(db):
+    return db.connect("superuser")
+
+
+def test_fails_on_disabled_trigger(db, world):
+    _superuser(db).execute('ALTER TABLE "LabAttempt" DISABLE TRIGGER labattempt_append_only')
+    assert_fails(report(db), "guard_triggers", 'labattempt_append_only on "LabAttempt"',
+                 "DISABLED")
+
+
+def test_fails_on_trigger_no_longer_always(db, world):
+    db.connect("owner").execute('ALTER TABLE "AuditLog" ENABLE TRIGGER auditlog_no_truncate')
+    assert_fails(report(db), "guard_triggers", 'auditlog_no_truncate on "AuditLog"',
+                 "origin only")
+
+
+def test_fails_on_dropped_trigger(db, world):
+    db.connect("owner").execute('DROP TRIGGER verificationjob_no_truncate ON "VerificationJob"')
+    assert_fails(report(db), "guard_triggers", "verificationjob_no_truncate", "missing")
+
+
+def test_fails_on_extra_grant(db, world):
+    db.connect("owner").execute('GRANT UPDATE ON "LabAttempt" TO forgea_app')
+    rep = report(db)
+    assert_fails(rep, "table_privileges", '"LabAttempt" to forgea_app', "UPDATE")
+    assert_fails(rep, "table_privileges", '"LabAttempt"', "forgea_app can UPDATE")
+
+
+def test_fails_on_grant_to_a_login_role(db, world):
+    db.connect("owner").execute('GRANT INSERT ON "VerificationJob" TO hostile_login')
+    assert_fails(report(db), "table_privileges", '"VerificationJob" to hostile_login', "INSERT")
+
+
+def test_fails_on_secret_column_readable(db, world):
+    db.connect("owner").execute('GRANT SELECT ("access_token") ON "Account" TO forgea_readonly')
+    rep = report(db)
+    assert_fails(rep, "column_privileges", '"Account"."access_token"', "SELECT")
+
+
+def test_fails_on_edited_ledger_row(db, world):
+    su = _superuser(db)
+    with su.transaction():
+        su.execute('ALTER TABLE "LabAttempt" DISABLE TRIGGER ALL')
+        victim = su.execute('UPDATE "LabAttempt" SET "authorName" = %s '
+                            'WHERE "chainSeq" = 1 AND "sessionId" = %s RETURNING id',
+                            ("Mallory", world["s1"])).fetchone()[0]
+        su.execute('ALTER TABLE "LabAttempt" ENABLE TRIGGER ALL')
+        su.execute('ALTER TABLE "LabAttempt" ENABLE ALWAYS TRIGGER labattempt_chain_hash, '
+                   "ENABLE ALWAYS TRIGGER labattempt_append_only, "
+                   "ENABLE ALWAYS TRIGGER labattempt_no_truncate")
+    rep = report(db)
+    assert_fails(rep, "lab_attempt_chain", "LabAttempt", str(victim))
+    assert rep.by_name("guard_triggers").status != "fail", V.render_table(rep)
+
+
+def test_fails_on_not_valid_constraint(db, world):
+    owner = db.connect("owner")
+    owner.execute('ALTER TABLE "LabSession" ADD CONSTRAINT "LabSession_fork_check" '
+                  "CHECK (length(\"userForkUrl\") > 0) NOT VALID")
+    assert_fails(report(db), "constraints_validated", 'LabSession_fork_check on "LabSession"',
+                 "NOT VALID")
+
+
+def test_fails_on_active_session_with_completed_at(db, world):
+    su = _superuser(db)
+    with su.transaction():
+        su.execute('ALTER TABLE "LabSession" DISABLE TRIGGER ALL')
+        su.execute('ALTER TABLE "LabSession" DROP CONSTRAINT "LabSession_completedAt_check"')
+        su.execute("""UPDATE "LabSession" SET "completedAt" = now() WHERE id = %s""",
+                   (world["s2"],))
+        su.execute('ALTER TABLE "LabSession" ADD CONSTRAINT "LabSession_completedAt_check" '
+                   "CHECK ((status::text IN ('VERIFIED_PASS', 'FAILED')) = "
+                   '("completedAt" IS NOT NULL)) NOT VALID')
+        su.execute('ALTER TABLE "LabSession" ENABLE TRIGGER ALL')
+        for t in ("labsession_lifecycle_guard", "labsession_version_default",
+                  "labsession_repo_mapping_active", "labsession_repo_mapping_autobind"):
+            su.execute(f'ALTER TABLE "LabSession" ENABLE ALWAYS TRIGGER {t}')
+    rep = report(db)
+    assert_fails(rep, "lifecycle_completed_at", '"LabSession"', str(world["s2"]))
+    assert_fails(rep, "constraints_validated", "LabSession_completedAt_check")
+
+
+def test_fails_on_public_executable_definer_function(db, world):
+    db.connect("owner").execute(
+        "GRANT EXECUTE ON FUNCTION complete_verification_job(uuid, text, "
+        '"VerificationJobStatus", integer, jsonb) TO PUBLIC')
+    assert_fails(report(db), "function_privileges", "complete_verification_job",
+                 "executable by everyone")
+
+
+def test_fails_on_new_function_left_public(db, world):
+    db.connect("owner").execute(
+        "CREATE FUNCTION sneaky() RETURNS int LANGUAGE sql SECURITY DEFINER AS 'SELECT 1'")
+    rep = report(db)
+    assert_fails(rep, "function_privileges", "sneaky()", "PUBLIC")
+    assert_fails(rep, "security_definer", "sneaky()", "search_path")
+
+
+def test_fails_on_definer_search_path_reset(db, world):
+    db.connect("owner").execute("ALTER FUNCTION record_push(text, bigint, text, text, text, "
+                                "timestamptz, jsonb) RESET search_path")
+    assert_fails(report(db), "security_definer", "record_push", "search_path")
+
+
+def test_fails_on_definer_search_path_public_first(db, world):
+    db.connect("owner").execute("ALTER FUNCTION create_lab_session(uuid, uuid, text, bigint, "
+                                "text) SET search_path = public, pg_catalog, pg_temp")
+    assert_fails(report(db), "security_definer", "create_lab_session", "pg_catalog")
+
+
+def test_fails_on_definer_owned_by_another_role(db, world):
+    su = _superuser(db)
+    su.execute("ALTER FUNCTION requeue_expired_verification_jobs() OWNER TO postgres")
+    assert_fails(report(db), "security_definer", "requeue_expired_verification_jobs",
+                 "owned by postgres")
+
+
+def test_fails_on_create_in_public(db, world):
+    _superuser(db).execute("GRANT CREATE ON SCHEMA public TO forgea_app")
+    assert_fails(report(db), "schema_privileges", "schema public", "CREATE")
+
+
+def test_fails_on_group_role_escalation(db, world):
+    # roles are cluster-wide: undo it even when the assertions fail
+    _superuser(db).execute("GRANT pg_write_all_data TO forgea_worker")
+    try:
+        rep = report(db)
+        assert_fails(rep, "role_attributes", "forgea_worker", "pg_write_all_data")
+        assert_fails(rep, "table_privileges", '"VerificationJob"', "forgea_worker can UPDATE")
+    finally:
+        _superuser(db).execute("REVOKE pg_write_all_data FROM forgea_worker")
+
+
+def test_fails_on_two_running_jobs_planted(db, world):
+    su = _superuser(db)
+    app = db.connect("app")
+    from tests.attacks import push
+    from tests.helpers import sha
+    push(app, 2, "d-x", [sha(50), sha(51)])  # session 2 gets two more queued jobs
+    with su.transaction():
+        su.execute('ALTER TABLE "VerificationJob" DISABLE TRIGGER ALL')
+        su.execute('DROP INDEX "VerificationJob_sessionId_running_key"')
+        su.execute("""UPDATE "VerificationJob" SET status = 'RUNNING', "runCount" = 1,
+                      "startedAt" = now(), "leaseOwner" = 'x',
+                      "leaseExpiresAt" = now() + interval '1 hour'
+                      WHERE "sessionId" = %s AND status = 'QUEUED'""", (world["s2"],))
+        su.execute('ALTER TABLE "VerificationJob" ENABLE TRIGGER ALL')
+        su.execute('ALTER TABLE "VerificationJob" ENABLE ALWAYS TRIGGER '
+                   "verificationjob_transition_guard, ENABLE ALWAYS TRIGGER "
+                   "verificationjob_no_truncate")
+    assert_fails(report(db), "one_running_job_per_session", '"VerificationJob"',
+                 str(world["s2"]))
+
+
+def test_fails_on_edited_migration_file(db, sql_root, tmp_path):
+    root = tmp_path / "sql"
+    shutil.copytree(sql_root, root)
+    f = root / "triggers" / "V0003__legacy_append_only_hardening.sql"
+    f.write_text(f.read_text() + "\n-- an innocent-looking edit\n")
+    rep = report(db, sql_root=root)
+    assert_fails(rep, "migration_chain", "_harness_migration",
+                 "V0003__legacy_append_only_hardening")
+
+
+def test_pending_is_failure_only_when_complete_required(baseline_db, sql_root):
+    rep = report(baseline_db)
+    assert_fails(rep, "migration_chain", "sql/", "pending")
+    rep = report(baseline_db, require_complete=False)
+    assert rep.by_name("migration_chain").status == "info"
