@@ -1,0 +1,60 @@
+"""harness bench at a tiny scale: every required figure is present, finite and positive.
+
+Performance is reported, never asserted: no timing assertions here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from harness import bench, datagen
+
+REQUIRED = (
+    "max_blocking_lock_s", "app_worst_latency_s", "chain_vs_copy_ratio",
+    "record_push_vs_insert_ratio", "queue_vs_procrastinate_ratio_w4",
+    "queue_vs_procrastinate_ratio_w16", "scale", "server_version",
+)
+POSITIVE = (
+    "app_worst_latency_s", "chain_vs_copy_ratio", "record_push_vs_insert_ratio",
+    "queue_vs_procrastinate_ratio_w1", "queue_vs_procrastinate_ratio_w4",
+    "queue_vs_procrastinate_ratio_w16", "migration_s", "copy_floor_s", "datagen_s",
+    "record_push_pushes_per_s", "record_push_commits_per_s", "insert_ceiling_commits_per_s",
+    "scale", "server_version",
+)
+
+
+def test_bench_json_has_every_figure(tmp_path, capsys):
+    report = tmp_path / "report.json"
+    rc = bench.main(["--scale", "2000", "--json", "--report", str(report)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    figures = json.loads(out)
+    for key in REQUIRED:
+        assert key in figures, key
+    for key, value in figures.items():
+        assert isinstance(value, (int, float)) and not isinstance(value, bool), key
+        assert math.isfinite(value), key
+    for key in POSITIVE:
+        assert figures[key] > 0, (key, figures[key])
+    assert figures["max_blocking_lock_s"] >= 0
+    assert figures["scale"] == 2000
+    assert figures["server_version"] >= 180000
+    details = json.loads(report.read_text())["details"]
+    # the migration ran the whole chain with the simulated app and produced no app errors
+    mig = details["migration"]
+    assert mig["app_ops"] > 0
+    assert mig["app_error_count"] == 0, mig["app_errors"]
+    assert "V0013__verification_attempt_copy" in mig["file_times"]
+
+
+def test_bench_usage_errors():
+    assert bench.main(["--scale", "10"]) == 2
+    assert bench.main(["--no-such-option"]) == 2
+
+
+def test_datagen_ids_are_deterministic():
+    assert datagen.session_id(7) == datagen.session_id(7)
+    assert datagen.session_id(7) != datagen.vlog_id(7)
+    assert datagen.users_for(2000) == 20
+    assert datagen.users_for(1_000_000) == 10_000
