@@ -350,7 +350,7 @@ def api_push(app, repo_id: int, head_sha: str, *, delivery: str | None = None):
     rows = app.execute(
         "SELECT commit_sha, lab_attempt_id, created, verification_job_id, outcome"
         " FROM record_push(%s, %s, %s, %s, %s, %s, %s)",
-        (delivery or f"delivery-{head_sha[:12]}", repo_id, fork_url(repo_id), "refs/heads/main",
+        (delivery or f"delivery-{head_sha}", repo_id, fork_url(repo_id), "refs/heads/main",
          head_sha, dt.datetime(2026, 2, 10, 12, 0, tzinfo=dt.timezone.utc), Jsonb(commits)),
     ).fetchall()
     head = [r for r in rows if r[0] == head_sha]
