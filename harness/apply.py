@@ -413,6 +413,23 @@ def adoption_check(conn, baseline: MigrationFile) -> list[str] | None:
 
 
 # ---------------------------------------------------------------------------
+# progress of batched backfills
+
+_PROGRESS = re.compile(r"^(?P<what>\S+) progress: (?P<done>\d+)/(?P<total>\d+) rows$")
+
+
+def progress_bar(message: str, width: int = 30) -> str | None:
+    """Draw 'V0012 progress: 5000/20000 rows' NOTICEs as a bar; None for other notices."""
+    m = _PROGRESS.match(message)
+    if not m:
+        return None
+    done, total = int(m["done"]), int(m["total"])
+    frac = 1.0 if total == 0 else min(1.0, done / total)
+    filled = int(round(frac * width))
+    return f"{m['what']} [{'#' * filled}{'.' * (width - filled)}] {frac:6.1%} ({done}/{total} rows)"
+
+
+# ---------------------------------------------------------------------------
 # the migration session
 
 class _Session:
@@ -449,6 +466,10 @@ class _Session:
         sev = diag.severity or "NOTICE"
         msg = diag.message_primary or ""
         if msg in ("there is no transaction in progress",):
+            return
+        bar = progress_bar(msg)
+        if bar is not None:
+            self.say(bar)
             return
         line = f"{sev}: {msg}"
         if diag.message_detail:

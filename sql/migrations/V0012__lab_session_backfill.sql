@@ -10,8 +10,9 @@
 -- How: a procedure updates batches of 5000 sessions in primary-key order and
 --   COMMITs after each batch, so no row lock is held for more than one batch
 --   and the app keeps writing; it reports progress with NOTICEs
---   ("V0012 progress: N rows"). It only touches rows that still need a value,
---   so after an interruption a rerun resumes where it stopped. New sessions are
+--   ("V0012 progress: done/total rows", drawn by the harness as a progress
+--   bar). It only touches rows that still need a value, so after an
+--   interruption a rerun resumes where it stopped. New sessions are
 --   filled by labsession_version_default (V0011) as they arrive.
 --   The procedure has no SET clause (that would forbid COMMIT); every name in it
 --   is schema-qualified instead.
@@ -28,7 +29,10 @@ DECLARE
     v_next uuid;
     v_rows bigint;
     v_total bigint := 0;
+    v_seen bigint := 0;
+    v_all bigint;
 BEGIN
+    SELECT count(*) INTO v_all FROM public."LabSession";
     LOOP
         SELECT b."id" INTO v_next
         FROM (
@@ -67,7 +71,8 @@ BEGIN
         v_total := v_total + v_rows;
         v_last := v_next;
         COMMIT;
-        RAISE NOTICE 'V0012 progress: % rows', v_total;
+        v_seen := least(v_seen + p_batch, v_all);
+        RAISE NOTICE 'V0012 progress: %/% rows', v_seen, v_all;
     END LOOP;
     RAISE NOTICE 'V0012 done: % sessions backfilled', v_total;
 END;

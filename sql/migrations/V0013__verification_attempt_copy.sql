@@ -63,9 +63,12 @@ DECLARE
     v_next uuid;
     v_rows bigint;
     v_total bigint := 0;
+    v_seen bigint := 0;
+    v_all bigint;
     v_bad bigint;
     v_bad_ids text;
 BEGIN
+    SELECT count(*) INTO v_all FROM public."VerificationLog";
     LOOP
         SELECT b."id" INTO v_next
         FROM (
@@ -123,7 +126,8 @@ BEGIN
         v_total := v_total + v_rows;
         v_last := v_next;
         COMMIT;
-        RAISE NOTICE 'V0013 progress: % rows', v_total;
+        v_seen := least(v_seen + p_batch, v_all);
+        RAISE NOTICE 'V0013 progress: %/% rows', v_seen, v_all;
     END LOOP;
 
     SELECT count(*), string_agg(x."id"::text || '=' || quote_literal(x.sha), ', ')
