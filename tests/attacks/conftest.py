@@ -1,0 +1,166 @@
+"""Attack suite plumbing: shared attacked database, and the attack summary.
+
+Every test module of this package is one attack category (test_privilege ->
+"privilege", ...); a test may also carry ``@pytest.mark.attack("category")``.
+A passed test is an attack that was BLOCKED; a failed (or errored) test is an
+attack that SUCCEEDED. At the end of the run the table
+(category, tried, blocked, succeeded) is printed and written to
+``.harness/attack-summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tests.helpers import LEDGER_TABLES, digests, ids
+
+REPO = Path(__file__).resolve().parents[2]
+EXTRA_TABLES = ("GitHubRepoMapping", "GitHubPushDelivery", "LabSession", "Lab")
+WATCHED = LEDGER_TABLES + EXTRA_TABLES
+HIJACK_ROLE = "hijack_login"
+
+_results: dict[str, dict[str, int]] = defaultdict(lambda: {"tried": 0, "blocked": 0,
+                                                             "succeeded": 0})
+_seen: set[str] = set()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "attack(category): attack-suite category of a test")
+
+
+def _category(item) -> str | None:
+    m = item.get_closest_marker("attack")
+    if m and m.args:
+        return m.args[0]
+    path = Path(str(item.fspath))
+    if path.parent.name == "attacks" and path.name.startswith("test_"):
+        return path.stem[5:].replace("hostile_input", "input")
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        cat = _category(item)
+        if cat and not item.get_closest_marker("attack"):
+            item.add_marker(pytest.mark.attack(cat))
+
+
+def pytest_runtest_logreport(report):
+    # one outcome per test: setup failure, call result, or teardown failure
+    if "/attacks/" not in report.nodeid.replace("\\", "/") and \
+            not report.nodeid.startswith("attacks/"):
+        return
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        if report.nodeid in _seen or report.skipped:
+            return
+        _seen.add(report.nodeid)
+        path = report.nodeid.split("::")[0]
+        cat = Path(path).stem[5:].replace("hostile_input", "input")
+        r = _results[cat]
+        r["tried"] += 1
+        r["blocked" if report.passed else "succeeded"] += 1
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not _results:
+        return
+    version = config.getoption("--pg-version", default=None)
+    tr = terminalreporter
+    tr.section(f"attack summary (PostgreSQL {version})")
+    tr.write_line(f"{'category':<12} {'tried':>6} {'blocked':>8} {'succeeded':>10}")
+    tot = {"tried": 0, "blocked": 0, "succeeded": 0}
+    for cat in sorted(_results):
+        r = _results[cat]
+        for k in tot:
+            tot[k] += r[k]
+        tr.write_line(f"{cat:<12} {r['tried']:>6} {r['blocked']:>8} {r['succeeded']:>10}")
+    tr.write_line(f"{'total':<12} {tot['tried']:>6} {tot['blocked']:>8} {tot['succeeded']:>10}")
+    out = REPO / ".harness"
+    try:
+        out.mkdir(exist_ok=True)
+        (out / "attack-summary.json").write_text(json.dumps({
+            "pg_version": version,
+            "categories": {k: dict(v) for k, v in sorted(_results.items())},
+            "total": tot}, indent=2) + "\n")
+    except OSError:
+        pass
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def world_db(pg_cluster, tmpl_full):
+    """One database per attack module, cloned from tmpl_full and seeded once.
+
+    Attacks must change nothing, so they can share it (each asserts digests).
+    """
+    from conftest import _fresh_db   # the suite's clone helper
+    from tests.attacks import seed_world
+    gen = _fresh_db(pg_cluster, tmpl_full, "t_attack")
+    db = next(gen)
+    world = seed_world(db)
+    owner = db.connect("owner")
+    # legacy tables get a row each so that row triggers have something to refuse
+    owner.execute('INSERT INTO "ResumeBullet" (id, "sessionId", "bulletText") '
+                  "VALUES (%s, %s, 'Fixed a leak')", (ids.log(900), world["s1"]))
+    owner.execute('INSERT INTO "VerificationLog" (id, "sessionId", "commitSha", "prDiff", '
+                  '"ciOutput") VALUES (%s, %s, %s, %s, %s)',
+                  (ids.log(901), world["s2"], "c" * 40, "diff", "{}"))
+    owner.execute('INSERT INTO "Account" (id, "userId", type, provider, "providerAccountId", '
+                  "access_token, refresh_token, id_token) VALUES "
+                  "('acc-1', %s, 'oauth', 'github', 'gh1', 'gho_secret', 'ghr_secret', "
+                  "'idt')", (ids.user(1),))
+    owner.execute('INSERT INTO "VerificationToken" (identifier, token, expires) '
+                  "VALUES ('user1@example.com', 'vt-secret', now() + interval '1 hour')")
+    db.world = world
+    try:
+        yield db
+    finally:
+        try:
+            next(gen)
+        except StopIteration:
+            pass
+
+
+@pytest.fixture(autouse=True)
+def _close_connections(request):
+    """Module-scoped databases must not accumulate one connection per test."""
+    yield
+    if "world_db" in request.fixturenames:
+        request.getfixturevalue("world_db").close()
+
+
+@pytest.fixture
+def snapshot(world_db):
+    """Digests of every watched table before the attack; asserts them after."""
+    conn = world_db.connect("owner")
+    before = digests(conn, WATCHED)
+    yield before
+    after = digests(conn, WATCHED)
+    assert after == before, "the attack changed data"
+
+
+@pytest.fixture(scope="session")
+def hijack_role(pg_cluster, tmpl_full):
+    """A LOGIN role in forgea_app and forgea_worker (the hostile insider)."""
+    with pg_cluster.connect() as conn:
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                            (HIJACK_ROLE,)).fetchone():
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(HIJACK_ROLE)))
+        conn.execute(sql.SQL("GRANT forgea_app, forgea_worker TO {}").format(
+            sql.Identifier(HIJACK_ROLE)))
+    return HIJACK_ROLE
+
+
+def connect_as(db, role: str, **kw) -> psycopg.Connection:
+    conn = psycopg.connect(db.cluster.dsn(user=role, dbname=db.name), autocommit=True, **kw)
+    db._conns.append(conn)
+    return conn
