@@ -453,6 +453,7 @@ class _Session:
         self.conn: psycopg.Connection = self.backend.connection
         self.conn.add_notice_handler(self._notice)
         self.locked = False
+        self.quiet = False
 
     # output -------------------------------------------------------------
     def say(self, msg: str) -> None:
@@ -465,7 +466,7 @@ class _Session:
     def _notice(self, diag) -> None:
         sev = diag.severity or "NOTICE"
         msg = diag.message_primary or ""
-        if msg in ("there is no transaction in progress",):
+        if msg in ("there is no transaction in progress",) or self.quiet:
             return
         bar = progress_bar(msg)
         if bar is not None:
@@ -669,6 +670,41 @@ class _Session:
         self.say(f"rolled back {f.id} ({time.monotonic() - t0:.2f}s)")
         self.event("rolled_back", f.id)
 
+    def probe_rollback(self, victims: list[MigrationFile], *, preserve: bool = False) -> None:
+        """Run every transactional rollback of ``victims`` in ONE transaction, then
+        ROLLBACK it: nothing changes, but any refusal (FM002: rows the old schema
+        cannot hold) or other error shows up before the first file is really
+        rolled back. Without the probe, a refusal by an older file would come after
+        newer files had already been rolled back and committed, leaving e.g. a
+        queue with jobs but without its guards. no-transaction rollbacks (DROP INDEX
+        CONCURRENTLY) are skipped in the probe; they never refuse."""
+        current = None
+        self.quiet = True   # the probe's NOTICEs (e.g. "archived N rows") are not real
+        try:
+            self.conn.execute("BEGIN")
+            if preserve:
+                self.conn.execute("SET LOCAL forgea.rollback_preserve = 'on'")
+            for f in victims:
+                if f.rollback_no_transaction:
+                    continue
+                current = f
+                self.conn.execute(f.rollback_sql or "SELECT 1")
+        except psycopg.Error as e:
+            path = current.rollback_relpath() if current else "(probe)"
+            line, extra = describe_pg_error(e, file=path)
+            self._reset_tx()
+            if e.sqlstate == "FM002":
+                raise RollbackRefused(
+                    f"rollback refused before anything was changed: {line}", details=extra,
+                    sqlstate=e.sqlstate)
+            raise MigrationFailed(f"rollback probe failed, nothing was changed: {line}",
+                                  sqlstate=e.sqlstate, file=path, details=extra)
+        finally:
+            self.quiet = False
+            if not self.conn.closed and (self.conn.info.transaction_status
+                                         != psycopg.pq.TransactionStatus.IDLE):
+                self.conn.execute("ROLLBACK")
+
     def drop_invalid_indexes(self, text: str) -> None:
         for name in created_indexes(text):
             row = self.conn.execute(
@@ -795,6 +831,7 @@ def rollback(target_dsn: str, *, to: str | None = None, steps: int | None = None
         if dry_run:
             result.planned = victims
             return result
+        sess.probe_rollback([by_id[m] for m in victims], preserve=preserve)
         for mid in victims:
             sess.rollback_one(by_id[mid], preserve=preserve)
             result.rolled_back.append(mid)

@@ -67,7 +67,12 @@ class LockHeld(RefusedError):
 
 
 class RollbackRefused(RefusedError):
-    pass
+    """A rollback file refused (FM002) or the baseline of an adopted database."""
+
+    def __init__(self, message: str, *, details: list[str] | None = None,
+                 sqlstate: str | None = None):
+        super().__init__(message, details=details)
+        self.sqlstate = sqlstate
 
 
 class ServerUnavailable(HarnessError):

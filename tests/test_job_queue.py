@@ -11,7 +11,7 @@ from psycopg.types.json import Jsonb
 
 from harness import apply as A
 from harness import chain
-from harness.errors import MigrationFailed
+from harness.errors import RollbackRefused
 from helpers import digests, raises_sqlstate, sha
 from queue_fixtures import claim, complete, enqueue, job, queue_world
 
@@ -287,7 +287,7 @@ def _applied(dsn, sql_root):
 def test_rollback_is_refused_while_jobs_exist(world, db, sql_root):
     _jobs_in_every_state(world)
     before = digests(world.owner)
-    with pytest.raises(MigrationFailed) as e:
+    with pytest.raises(RollbackRefused) as e:
         A.rollback(db.dsn(), to=_version_before_queue(sql_root), sql_root=sql_root)
     assert e.value.sqlstate == "FM002"
     assert "V0040__verification_job" in _applied(db.dsn(), sql_root)
@@ -303,7 +303,7 @@ def test_refused_rollback_leaves_the_queue_guards_and_api_in_place(world, db, sq
     guard and claim/complete are gone while the jobs stay.
     """
     _jobs_in_every_state(world)
-    with pytest.raises(MigrationFailed):
+    with pytest.raises(RollbackRefused):
         A.rollback(db.dsn(), to=_version_before_queue(sql_root), sql_root=sql_root)
     applied = _applied(db.dsn(), sql_root)
     assert all(i in applied for i in _queue_ids(sql_root)), applied

@@ -219,10 +219,10 @@ def test_truncate_is_refused(world, db):
     make_terminal(world, "FAILED")
     world.new_job()
     before = snapshot(world.owner)
-    # The FK from VerificationAttempt is checked before any trigger: 0A000.
-    with raises_sqlstate("0A000"):
+    # No foreign key points at VerificationJob (attempts are tied to their job
+    # by the attempt guard), so TRUNCATE reaches the BEFORE TRUNCATE guard.
+    with raises_sqlstate("FA001"):
         world.owner.execute('TRUNCATE "VerificationJob"')
-    # With CASCADE the statement reaches the BEFORE TRUNCATE guards: FA001.
     with raises_sqlstate("FA001"):
         world.owner.execute('TRUNCATE "VerificationJob" CASCADE')
     for role in ("app", "worker", "hostile"):

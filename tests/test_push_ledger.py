@@ -17,7 +17,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from harness import apply as A
-from harness.errors import MigrationFailed
+from harness.errors import RollbackRefused
 from helpers import digests, raises_sqlstate, sha
 from queue_fixtures import make_lab, make_user
 
@@ -433,7 +433,7 @@ def test_rollback_refuses_then_preserves_ledger_rows(db, sql_root):
     A.rollback(dsn, to="V0030__record_push", preserve=True, sql_root=sql_root)
     owner = db.connect("owner")
     before = digests(owner, ("LabAttempt", "GitHubRepoMapping", "GitHubPushDelivery"))
-    with pytest.raises(MigrationFailed) as exc:
+    with pytest.raises(RollbackRefused) as exc:
         A.rollback(dsn, to="V0024__github_repo_mapping_backfill", sql_root=sql_root)
     assert exc.value.sqlstate == "FM002"
     assert "V0025__lab_attempt" in _applied(dsn)
@@ -452,7 +452,7 @@ def test_rollback_refuses_then_preserves_ledger_rows(db, sql_root):
 
     # the mapping: refused, then archived
     mbefore = digests(owner, ("GitHubRepoMapping",))
-    with pytest.raises(MigrationFailed) as exc:
+    with pytest.raises(RollbackRefused) as exc:
         A.rollback(dsn, to="V0020__canonical_repo_url", sql_root=sql_root)
     assert exc.value.sqlstate == "FM002"
     assert digests(owner, ("GitHubRepoMapping",)) == mbefore

@@ -21,7 +21,9 @@
 --   complete_verification_job(p_job_id, p_worker_id, p_status, p_exit_code,
 --     p_logs) -> the job row                                     forgea_worker
 --     Only the lease holder, before the lease expires (FQ002); status PASSED,
---     FAILED or ERROR (22023). PASSED/FAILED append the VerificationAttempt
+--     FAILED or ERROR (22023). It marks the job it completes in the
+--     transaction-local setting forgea.completing_job, which the job guard
+--     (V0041) requires for RUNNING -> PASSED/FAILED/ERROR. PASSED/FAILED append the VerificationAttempt
 --     (PASS/FAIL) in the same transaction; PASSED moves an IN_PROGRESS or STUCK
 --     session to VERIFIED_PASS through the lifecycle guard (a DEFERRED session
 --     stays DEFERRED: the guard does not allow DEFERRED -> VERIFIED_PASS; the
@@ -183,6 +185,13 @@ DECLARE
     v_job public."VerificationJob";
     v_now timestamp(3) := timezone('UTC', clock_timestamp());
 BEGIN
+    IF p_worker_id IS NULL OR length(p_worker_id) NOT BETWEEN 1 AND 200
+        OR p_worker_id ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION
+            'complete_verification_job: p_worker_id must be 1-200 printable characters, got %',
+            coalesce(quote_literal(left(p_worker_id, 60)), 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
     IF p_status IS NULL OR p_status NOT IN ('PASSED', 'FAILED', 'ERROR') THEN
         RAISE EXCEPTION
             'complete_verification_job: p_status must be PASSED, FAILED or ERROR, got %',
@@ -230,6 +239,7 @@ BEGIN
             USING ERRCODE = 'FQ002';
     END IF;
 
+    PERFORM set_config('forgea.completing_job', p_job_id::text, true);
     UPDATE public."VerificationJob" AS j
     SET
         "status" = p_status,
@@ -241,6 +251,7 @@ BEGIN
         END
     WHERE j."id" = p_job_id
     RETURNING j.* INTO v_job;
+    PERFORM set_config('forgea.completing_job', '', true);
 
     IF p_status IN ('PASSED', 'FAILED') THEN
         INSERT INTO public."VerificationAttempt" (

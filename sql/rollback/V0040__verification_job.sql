@@ -4,10 +4,11 @@
 --   refuses with FM002 naming up to 20 job ids, unless
 --   forgea.rollback_preserve = on: then the table is copied to forgea_archive
 --   first. Attempts that reference jobs stay in "VerificationAttempt" (its own
---   rollback, V0009, decides about them).
+--   rollback, V0009, decides about them); their job ids then point into the
+--   archive, and a later apply of V0040 does not trip over them (no FK).
 -- Locks: ACCESS EXCLUSIVE on "VerificationJob" while dropped; SHARE ROW
---   EXCLUSIVE on "VerificationAttempt" and "LabAttempt" for an instant. The
---   index on "LabAttempt" belongs to V0039 and is dropped by its rollback.
+--   EXCLUSIVE on "LabAttempt", "LabSession" and "LabVersion" for an instant.
+--   The index on "LabAttempt" belongs to V0039 and is dropped by its rollback.
 
 DO $$
 DECLARE
@@ -33,9 +34,6 @@ BEGIN
     PERFORM forgea_archive_copy('"VerificationJob"', 'V0040');
 END;
 $$;
-
-ALTER TABLE "VerificationAttempt"
-DROP CONSTRAINT "VerificationAttempt_verificationJobId_fkey";
 
 DROP TABLE "VerificationJob";
 

@@ -9,9 +9,12 @@
 --       id, labAttemptId, sessionId, commitSha, labVersionId and createdAt
 --               never change                                       (FA002)
 --       moves   QUEUED -> RUNNING          (one more run, a lease)
---               RUNNING -> PASSED | FAILED  (same lease owner, lease not
---                                             expired)
---               RUNNING -> ERROR           (same lease owner)
+--               RUNNING -> PASSED | FAILED | ERROR   inside
+--                          complete_verification_job() (which marks the job
+--                          it completes in the transaction-local setting
+--                          forgea.completing_job after checking the caller
+--                          holds the lease), before the lease expires
+--               RUNNING -> ERROR           (lease expired after the 3rd run)
 --               RUNNING -> QUEUED          (lease expired, runs remain)
 --               terminal -> nothing; anything else                 (FQ001)
 --   * verificationjob_no_truncate: TRUNCATE refused (FA001), ALWAYS.
@@ -20,11 +23,15 @@
 --     only for a job that has just reached the matching terminal status
 --     (PASSED -> PASS, FAILED -> FAIL) with the same session and commit, and at
 --     most once per job (UNIQUE "verificationJobId"). A job reaches PASSED only
---     from RUNNING under its lease, so a PASS attempt, and with it
---     VERIFIED_PASS (FL002), cannot be forged even by the table owner without
---     disabling triggers.
---   Only the owner can write these tables at all (GRANTs); the API functions
---   of V0042 check who holds the lease.
+--     from RUNNING, under an unexpired lease, inside complete_verification_job,
+--     so a PASS attempt, and with it VERIFIED_PASS (FL002), is the result of a
+--     lease holder's completion.
+--   Trust boundary, stated plainly: only the owner can write these tables at all
+--   (GRANTs), and the API functions check who holds the lease. A plain UPDATE by
+--   the owner is refused; an owner who deliberately imitates the API (sets the
+--   marker) or disables the triggers can forge anything, as a table owner always
+--   can in PostgreSQL. The owner's credentials belong to the DBAs, and `harness
+--   verify` re-checks every invariant.
 -- Why: CONTRACT section 4 (VerificationJob), issue 5.
 -- Locks: SHARE ROW EXCLUSIVE on "VerificationJob" (new) for an instant.
 -- Rollback: drops the guards and restores V0010's attempt guard.
@@ -77,8 +84,10 @@ BEGIN
         AND NEW."leaseOwner" IS NOT DISTINCT FROM OLD."leaseOwner"
         AND NEW."runCount" = OLD."runCount"
         AND (
-            NEW."status" = 'ERROR'
-            OR OLD."leaseExpiresAt" >= timezone('UTC', clock_timestamp())
+            current_setting('forgea.completing_job', true) = OLD."id"::text
+            AND OLD."leaseExpiresAt" >= timezone('UTC', clock_timestamp())
+            OR NEW."status" = 'ERROR' AND OLD."runCount" >= 3
+            AND OLD."leaseExpiresAt" < timezone('UTC', clock_timestamp())
         ) THEN
         RETURN NEW;
     ELSIF OLD."status" = 'RUNNING' AND NEW."status" = 'QUEUED'
