@@ -677,7 +677,10 @@ class _Session:
         rolled back. Without the probe, a refusal by an older file would come after
         newer files had already been rolled back and committed, leaving e.g. a
         queue with jobs but without its guards. no-transaction rollbacks (DROP INDEX
-        CONCURRENTLY) are skipped in the probe; they never refuse."""
+        CONCURRENTLY) run in the probe without CONCURRENTLY, so that later files
+        see the schema they will really see; a statement that still cannot run
+        inside a transaction is skipped (savepoint). The probe holds the locks of
+        the whole rollback until it ends: run rollbacks in a maintenance window."""
         current = None
         self.quiet = True   # the probe's NOTICEs (e.g. "archived N rows") are not real
         try:
@@ -685,9 +688,10 @@ class _Session:
             if preserve:
                 self.conn.execute("SET LOCAL forgea.rollback_preserve = 'on'")
             for f in victims:
-                if f.rollback_no_transaction:
-                    continue
                 current = f
+                if f.rollback_no_transaction:
+                    self._probe_no_transaction(f)
+                    continue
                 self.conn.execute(f.rollback_sql or "SELECT 1")
         except psycopg.Error as e:
             path = current.rollback_relpath() if current else "(probe)"
@@ -704,6 +708,18 @@ class _Session:
             if not self.conn.closed and (self.conn.info.transaction_status
                                          != psycopg.pq.TransactionStatus.IDLE):
                 self.conn.execute("ROLLBACK")
+
+    def _probe_no_transaction(self, f: MigrationFile) -> None:
+        for stmt in sqlparse.split(f.rollback_sql or ""):
+            body = sqlparse.format(stmt, strip_comments=True).strip()
+            if not body:
+                continue
+            self.conn.execute("SAVEPOINT harness_probe")
+            try:
+                self.conn.execute(re.sub(r"\bCONCURRENTLY\b", "", body, flags=re.I))
+            except psycopg.errors.ActiveSqlTransaction:
+                self.conn.execute("ROLLBACK TO SAVEPOINT harness_probe")
+            self.conn.execute("RELEASE SAVEPOINT harness_probe")
 
     def drop_invalid_indexes(self, text: str) -> None:
         for name in created_indexes(text):

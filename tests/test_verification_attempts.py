@@ -60,12 +60,16 @@ def data(db):
     worker_complete(worker, fjob, "FAILED")
     assert session_row(owner, failing)[0] == "IN_PROGRESS"
 
-    # a legacy-shaped VerificationLog row (the owner can still write one; the app cannot)
+    # a legacy VerificationLog row, standing in for one written before the
+    # migration: the table is frozen (verificationlog_frozen refuses every
+    # INSERT), so the fixture lifts the freeze for this one row as the owner.
     legacy_session = api_create_session(app, user, lab_c, 303)
+    owner.execute('ALTER TABLE "VerificationLog" DISABLE TRIGGER verificationlog_frozen')
     owner.execute(
         'INSERT INTO "VerificationLog" ("id", "sessionId", "commitSha", "prDiff", "ciOutput")'
         " VALUES (%s, %s, %s, 'diff', '{\"ok\": true}')",
         (uuid.UUID(int=0xABC), legacy_session, sha(303)))
+    owner.execute('ALTER TABLE "VerificationLog" ENABLE ALWAYS TRIGGER verificationlog_frozen')
 
     counts = owner.execute(
         'SELECT (SELECT count(*) FROM "VerificationAttempt"),'

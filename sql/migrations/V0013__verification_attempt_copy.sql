@@ -28,20 +28,13 @@
 CREATE OR REPLACE FUNCTION public.forgea_legacy_log_value(p_text text)
 RETURNS jsonb
 LANGUAGE plpgsql
-IMMUTABLE
+STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF ltrim(p_text, E' \t\r\n') ~ '^[-\[{"0-9tfn]' THEN
-        BEGIN
-            RETURN jsonb_build_array(p_text::jsonb, 'json');
-        EXCEPTION WHEN others THEN
-            NULL;
-        END;
-    END IF;
-    BEGIN
-        RETURN jsonb_build_array(to_jsonb(p_text), 'text');
-    EXCEPTION WHEN others THEN
+    -- A JSON string longer than jsonb can hold (2^28 - 1 bytes): keep a
+    -- reference; the text itself stays in VerificationLog.
+    IF octet_length(p_text) > 255 * 1024 * 1024 THEN
         RETURN jsonb_build_array(
             jsonb_build_object(
                 'bytes', octet_length(p_text),
@@ -49,7 +42,24 @@ BEGIN
             ),
             'reference'
         );
-    END;
+    END IF;
+    -- Only text that starts like JSON is worth parsing (diffs, logs: no).
+    IF ltrim(p_text, E' \t\r\n') ~ '^[-\[{"0-9tfn]' THEN
+        IF current_setting('server_version_num')::integer >= 160000 THEN
+            -- PostgreSQL 16+: a validity test without a subtransaction (this
+            -- branch is never planned on 15, where the function is missing).
+            IF pg_input_is_valid(p_text, 'jsonb') THEN
+                RETURN jsonb_build_array(p_text::jsonb, 'json');
+            END IF;
+        ELSE
+            BEGIN
+                RETURN jsonb_build_array(p_text::jsonb, 'json');
+            EXCEPTION WHEN others THEN
+                NULL;
+            END;
+        END IF;
+    END IF;
+    RETURN jsonb_build_array(to_jsonb(p_text), 'text');
 END;
 $$;
 

@@ -33,15 +33,17 @@ BEGIN
     INTO v_dups
     FROM (
         SELECT
-            canonical_repo_url(s."userForkUrl") AS url,
-            string_agg(s."id"::text, ', ' ORDER BY s."id") AS ids
-        FROM public."LabSession" AS s
-        WHERE s."status"::text IN ('IN_PROGRESS', 'STUCK', 'DEFERRED')
-        GROUP BY 1
-        HAVING
-            count(*) > 1
-            AND canonical_repo_url(s."userForkUrl") IS NOT NULL
-        ORDER BY 1
+            a.url,
+            string_agg(a."id"::text, ', ' ORDER BY a."id") AS ids
+        FROM (
+            SELECT s."id", canonical_repo_url(s."userForkUrl") AS url
+            FROM public."LabSession" AS s
+            WHERE s."status"::text IN ('IN_PROGRESS', 'STUCK', 'DEFERRED')
+        ) AS a
+        WHERE a.url IS NOT NULL
+        GROUP BY a.url
+        HAVING count(*) > 1
+        ORDER BY a.url
         LIMIT 20
     ) AS d;
     IF v_dups IS NOT NULL THEN

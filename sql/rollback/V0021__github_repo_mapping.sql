@@ -1,9 +1,12 @@
 -- Rollback of V0021__github_repo_mapping
 --
--- Safety: the previous schema has nowhere to keep repository bindings. If the
---   table holds rows the rollback refuses with FM002 (count and the first 20
---   session ids) unless forgea.rollback_preserve = on; then the rows are copied
---   to forgea_archive."GitHubRepoMapping_V0021_<UTC timestamp>" first.
+-- Safety: rows that re-applying V0021-V0024 rebuilds from LabSession.userForkUrl
+--   (no providerRepoId, no idempotency key, repoUrl = canonical_repo_url of the
+--   session's fork URL) may be dropped. Any other row (a binding made by
+--   create_lab_session or completed by a push) makes the rollback refuse with
+--   FM002 (count and the first 20 session ids) unless
+--   forgea.rollback_preserve = on; then the whole table is copied to
+--   forgea_archive."GitHubRepoMapping_V0021_<UTC timestamp>" first.
 -- Locks: ACCESS EXCLUSIVE on "GitHubRepoMapping" while it is dropped; SHARE ROW
 --   EXCLUSIVE on "LabSession" for an instant (FK removal).
 
@@ -12,20 +15,28 @@ DECLARE
     n bigint;
     ids text;
 BEGIN
-    SELECT count(*) INTO n FROM public."GitHubRepoMapping";
+    SELECT count(*), string_agg(x."sessionId"::text, ', ')
+    INTO n, ids
+    FROM (
+        SELECT m."sessionId"
+        FROM public."GitHubRepoMapping" AS m
+        INNER JOIN public."LabSession" AS s ON m."sessionId" = s."id"
+        WHERE
+            m."providerRepoId" IS NOT NULL
+            OR m."idempotencyKey" IS NOT NULL
+            OR m."defaultBranch" IS NOT NULL
+            OR m."repoUrl"
+            IS DISTINCT FROM public.canonical_repo_url(s."userForkUrl")
+        ORDER BY m."sessionId"
+        LIMIT 20
+    ) AS x;
     IF n = 0 THEN
         RETURN;
     END IF;
     IF coalesce(current_setting('forgea.rollback_preserve', true), '') <> 'on'
         THEN
-        SELECT string_agg(x."sessionId"::text, ', ') INTO ids
-        FROM (
-            SELECT m."sessionId" FROM public."GitHubRepoMapping" AS m
-            ORDER BY m."sessionId" LIMIT 20
-        ) AS x;
         RAISE EXCEPTION
-            'rollback of V0021__github_repo_mapping refused: GitHubRepoMapping holds % rows',
-            n
+            'rollback of V0021__github_repo_mapping refused: GitHubRepoMapping holds bindings that LabSession.userForkUrl cannot rebuild'
             USING ERRCODE = 'FM002',
             DETAIL = format('sessionIds (first 20): %s', ids),
             HINT = 'SET forgea.rollback_preserve = on to archive them first.';

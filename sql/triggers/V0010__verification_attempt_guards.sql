@@ -10,8 +10,13 @@
 --     this function so that only a completed job can produce its attempt.
 --     Refusals raise FQ001. Privileges already keep forgea_app and
 --     forgea_worker from inserting at all; this guard stops the owner too.
---   All three fire ALWAYS (also under session_replication_role = replica).
--- Locks: SHARE ROW EXCLUSIVE on "VerificationAttempt" (new, empty), an instant.
+--   * verificationlog_frozen: INSERT into the legacy "VerificationLog" is
+--     refused for everyone, owner included (FA001). V0009 took INSERT away
+--     from forgea_app; this closes the owner's road too, which would otherwise
+--     let a new log row be "copied" into a PASS attempt.
+--   All four fire ALWAYS (also under session_replication_role = replica).
+-- Locks: SHARE ROW EXCLUSIVE on "VerificationAttempt" (new, empty) and on
+--   "VerificationLog" (no scan), an instant.
 -- Rollback: drops the triggers and the function.
 
 CREATE FUNCTION verification_attempt_insert_guard()
@@ -37,6 +42,28 @@ END;
 $$;
 
 REVOKE ALL ON FUNCTION verification_attempt_insert_guard() FROM PUBLIC;
+
+CREATE FUNCTION verification_log_frozen()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION
+        'VerificationLog is frozen: INSERT of row % refused; verification results are VerificationAttempt rows',
+        NEW."id"
+        USING ERRCODE = 'FA001';
+END;
+$$;
+
+REVOKE ALL ON FUNCTION verification_log_frozen() FROM PUBLIC;
+
+CREATE TRIGGER verificationlog_frozen
+BEFORE INSERT ON "VerificationLog"
+FOR EACH ROW EXECUTE FUNCTION verification_log_frozen();
+
+ALTER TABLE "VerificationLog"
+ENABLE ALWAYS TRIGGER verificationlog_frozen;
 
 CREATE TRIGGER verificationattempt_append_only
 BEFORE UPDATE OR DELETE ON "VerificationAttempt"

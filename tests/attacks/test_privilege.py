@@ -237,3 +237,22 @@ def test_app_cannot_complete_a_job_it_sees(world_db, snapshot):
     with raises_sqlstate("42501"):
         app.execute("SELECT * FROM complete_verification_job((SELECT id FROM "
                     "\"VerificationJob\" LIMIT 1), 'w1', 'PASSED', 0, '{}')")
+
+
+def test_app_cannot_forge_push_anchors(world_db, snapshot):
+    """WEAKNESS (found by this suite): forgea_app may INSERT into "AuditLog", and
+    verify_lab_attempt_chain() trusts every PUSH_RECORDED row whose actorId is
+    'github-webhook' as a ledger anchor. The app (or anyone holding its
+    credentials) can plant an anchor naming a row that never existed, or an
+    existing row with another rowHash, and make the tamper evidence cry wolf
+    ('missing' / 'edited') -- and harness verify fail -- for an intact ledger.
+    Anchors must only come from record_push: the insert must be refused (42501)."""
+    app = world_db.connect("app")
+    s1 = world_db.world["s1"]
+    with raises_sqlstate("42501"):
+        app.execute(
+            'INSERT INTO "AuditLog" (id, "userId", action, metadata, "actorId") '
+            "VALUES (gen_random_uuid(), NULL, 'PUSH_RECORDED', jsonb_build_object("
+            "'sessionId', %s::text, 'attempts', jsonb_build_array(jsonb_build_object("
+            "'id', gen_random_uuid()::text, 'chainSeq', 99, 'rowHash', repeat('0', 64)))), "
+            "'github-webhook')", (str(s1),))
