@@ -150,7 +150,7 @@ def _make_traversable(path: Path) -> None:
             pass
 
 
-def _run(args: list[str], *, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+def _run(args: list[str], *, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run a PostgreSQL program, as ``harness_pg`` when we are root."""
     kwargs = {}
     if _is_root():
