@@ -111,9 +111,23 @@ def world_db(pg_cluster, tmpl_full):
     # legacy tables get a row each so that row triggers have something to refuse
     owner.execute('INSERT INTO "ResumeBullet" (id, "sessionId", "bulletText") '
                   "VALUES (%s, %s, 'Fixed a leak')", (ids.log(900), world["s1"]))
-    owner.execute('INSERT INTO "VerificationLog" (id, "sessionId", "commitSha", "prDiff", '
-                  '"ciOutput") VALUES (%s, %s, %s, %s, %s)',
-                  (ids.log(901), world["s2"], "c" * 40, "diff", "{}"))
+    # a legacy VerificationLog row, planted as production had it before the pack
+    # (the pack freezes the table, so the superuser lifts its user triggers for the
+    # insert and puts back exactly the modes they had)
+    su = db.connect("superuser")
+    with su.transaction():
+        modes = su.execute("SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = "
+                           "'public.\"VerificationLog\"'::regclass AND NOT tgisinternal"
+                           ).fetchall()
+        su.execute('ALTER TABLE "VerificationLog" DISABLE TRIGGER USER')
+        su.execute('INSERT INTO "VerificationLog" (id, "sessionId", "commitSha", "prDiff", '
+                   '"ciOutput") VALUES (%s, %s, %s, %s, %s)',
+                   (ids.log(901), world["s2"], "c" * 40, "diff", "{}"))
+        for name, mode in modes:
+            how = {"A": "ENABLE ALWAYS", "R": "ENABLE REPLICA", "O": "ENABLE",
+                   "D": "DISABLE"}[mode]
+            su.execute(sql.SQL('ALTER TABLE "VerificationLog" {} TRIGGER {}').format(
+                sql.SQL(how), sql.Identifier(name)))
     owner.execute('INSERT INTO "Account" (id, "userId", type, provider, "providerAccountId", '
                   "access_token, refresh_token, id_token) VALUES "
                   "('acc-1', %s, 'oauth', 'github', 'gh1', 'gho_secret', 'ghr_secret', "
