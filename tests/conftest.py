@@ -101,6 +101,17 @@ class TestDB:
         self._conns.clear()
 
 
+class _Janitor(DatabaseJanitor):
+    """Clones with STRATEGY file_copy (PostgreSQL 15+): with fsync off it is the
+    faster way to copy a small template, and the clone drops faster too."""
+
+    def _build_create_database_sql(self) -> sql.Composed:
+        query = super()._build_create_database_sql()
+        if self.template_dbname:
+            query = query + sql.SQL(" STRATEGY file_copy")
+        return query
+
+
 def _create_db(cluster: servers.Cluster, dbname: str, **kwargs) -> DatabaseJanitor:
     """CREATE DATABASE through pytest-postgresql's janitor, then hand it to forgea_owner.
 
@@ -109,7 +120,7 @@ def _create_db(cluster: servers.Cluster, dbname: str, **kwargs) -> DatabaseJanit
     terminate e.g. an autovacuum worker.  Objects inside a clone keep their
     owner (forgea_owner, who ran the migrations).
     """
-    janitor = DatabaseJanitor(
+    janitor = _Janitor(
         user=servers.SUPERUSER, host="127.0.0.1", port=cluster.port, dbname=dbname,
         connection_timeout=10, **kwargs,
     )
