@@ -439,7 +439,11 @@ class _Session:
         self.err = err or sys.stderr
         self.progress = progress
         d = conninfo_to_dict(dsn)
-        opts = _session_options(lock_timeout, statement_timeout)
+        # statement_timeout applies to the migrations' own statements only (set
+        # around them below), never to the harness's bookkeeping queries.
+        opts = _session_options(lock_timeout, "0")
+        _session_options(lock_timeout, statement_timeout)   # validates the value
+        self.statement_timeout = str(statement_timeout).replace(" ", "")
         d["options"] = (d.get("options", "") + " " + opts).strip()
         d["application_name"] = "harness"
         uri = to_uri(d)
@@ -595,6 +599,10 @@ class _Session:
                 raise MigrationFailed(line, sqlstate=e.sqlstate, file=path_for_error,
                                       details=extra)
 
+    def _set_timeout(self, *, local: bool) -> None:
+        scope = "LOCAL " if local else ""
+        self.conn.execute(f"SET {scope}statement_timeout = '{self.statement_timeout}'")
+
     def _check_file(self, f: MigrationFile, text: str, path: str) -> None:
         tc = transaction_control_statements(text)
         if tc:
@@ -612,10 +620,13 @@ class _Session:
                 self.drop_invalid_indexes(f.sql)
                 if preserve:
                     self.conn.execute("SET forgea.rollback_preserve = 'on'")
+                self._set_timeout(local=False)
                 try:
                     for step in m.steps:
                         step.apply(self.backend)
                 finally:
+                    if not self.conn.broken:
+                        self.conn.execute("SET statement_timeout = 0")
                     if preserve:
                         self.conn.execute("RESET forgea.rollback_preserve")
                 with self.backend.transaction():
@@ -625,7 +636,9 @@ class _Session:
                 with self.backend.transaction():
                     if preserve:
                         self.conn.execute("SET LOCAL forgea.rollback_preserve = 'on'")
+                    self._set_timeout(local=True)
                     m.process_steps(self.backend, "apply")   # savepoint inside our BEGIN
+                    self.conn.execute("SET LOCAL statement_timeout = 0")
                     self.record(f, m, adopted=False)          # same transaction
         self._with_retries(f, "applying", run, path, f.sql)
         self.say(f"applied {f.id} ({time.monotonic() - t0:.2f}s)")
@@ -651,10 +664,13 @@ class _Session:
                 self.drop_invalid_indexes(text)
                 if preserve:
                     self.conn.execute("SET forgea.rollback_preserve = 'on'")
+                self._set_timeout(local=False)
                 try:
                     for step in m.steps:          # file order, as psql would
                         step.rollback(self.backend)
                 finally:
+                    if not self.conn.broken:
+                        self.conn.execute("SET statement_timeout = 0")
                     if preserve:
                         self.conn.execute("RESET forgea.rollback_preserve")
                 with self.backend.transaction():
@@ -664,7 +680,9 @@ class _Session:
                 with self.backend.transaction():
                     if preserve:
                         self.conn.execute("SET LOCAL forgea.rollback_preserve = 'on'")
+                    self._set_timeout(local=True)
                     m.process_steps(self.backend, "rollback")
+                    self.conn.execute("SET LOCAL statement_timeout = 0")
                     self.unrecord(f, m)
         self._with_retries(f, "rolling back", run, path, text)
         self.say(f"rolled back {f.id} ({time.monotonic() - t0:.2f}s)")

@@ -190,6 +190,7 @@ OWNER_ONLY_CALLS = {
     "lab_version_snapshot": "SELECT lab_version_snapshot()",
     "verification_attempt_insert_guard": "SELECT verification_attempt_insert_guard()",
     "verification_log_frozen": "SELECT verification_log_frozen()",
+    "audit_log_webhook_guard": "SELECT audit_log_webhook_guard()",
     "verification_job_transition_guard": "SELECT verification_job_transition_guard()",
     "guard_github_repo_mapping": "SELECT guard_github_repo_mapping()",
     "sync_github_repo_mapping_active": "SELECT sync_github_repo_mapping_active()",
