@@ -541,8 +541,10 @@ def bench_queue(dsn: str, pdsn: str, duration: float, sessions_n: int, commits_p
             commits = _commits(commits_per_session, k)
             rows = push(conn, s, commits)
             per_session.append([(r[1], s["id"], r[0]) for r in rows if r[2] and not r[3]])
-    # round robin over sessions; one iterator for all rounds (an attempt is enqueued once)
-    pool = iter([x for tup in zip(*per_session) for x in tup])
+    # round robin over sessions; each round gets its own share of the attempts (an
+    # attempt is enqueued once), so a fast round cannot starve a later one
+    items = [x for tup in zip(*per_session) for x in tup]
+    pools = {w: iter(items[k::len(WORKER_COUNTS)]) for k, w in enumerate(WORKER_COUNTS)}
     backlog = sessions_n
     with _connect(pdsn) as conn:
         conn.execute(_procrastinate_schema())
@@ -550,7 +552,7 @@ def bench_queue(dsn: str, pdsn: str, duration: float, sessions_n: int, commits_p
             _pdefer(conn, str(s["id"]), {"sessionId": str(s["id"]), "backlog": k})
     results = {}
     for w in WORKER_COUNTS:
-        ours = _queue_round(w, duration, pool, lambda c, i, item: _ours_cycle(c, i, item), dsn,
+        ours = _queue_round(w, duration, pools[w], lambda c, i, item: _ours_cycle(c, i, item), dsn,
                             "bench-queue")
         theirs = _queue_round(w, duration, None,
                               lambda c, i, item: _procr_cycle(c, i, item, sessions), pdsn,
