@@ -37,6 +37,9 @@ from pytest_postgresql.janitor import DatabaseJanitor
 from harness import servers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# the attack summary must run in pytest-xdist's controller too
+pytest_plugins = ["tests.attack_summary"]
 OWNER = "forgea_owner"
 BASELINE_TARGET = "V0002__roles"
 

@@ -159,7 +159,7 @@ def test_completion_of_a_queued_or_terminal_job_is_refused(world):
     ("labAttemptId", None),
     ("labVersionId", None),
     ("createdAt", "2020-01-01 00:00:00"),
-    ("id", str(uuid.uuid4())),
+    ("id", "0badc0de-0000-4000-8000-000000000001"),
 ])
 def test_job_identity_columns_never_change(world, column, value):
     jid = world.new_job()

@@ -5,14 +5,12 @@ Every test module of this package is one attack category (test_privilege ->
 A passed test is an attack that was BLOCKED; a failed (or errored) test is an
 attack that SUCCEEDED. At the end of the run the table
 (category, tried, blocked, succeeded) is printed and written to
-``.harness/attack-summary.json``.
+``.harness/attack-summary.json`` by ``tests/attack_summary.py`` (a plugin of
+the root conftest, so that it also runs in pytest-xdist's controller).
 """
 
 from __future__ import annotations
 
-import json
-import os
-from collections import defaultdict
 from pathlib import Path
 
 import psycopg
@@ -25,11 +23,6 @@ REPO = Path(__file__).resolve().parents[2]
 EXTRA_TABLES = ("GitHubRepoMapping", "GitHubPushDelivery", "LabSession", "Lab")
 WATCHED = LEDGER_TABLES + EXTRA_TABLES
 HIJACK_ROLE = "hijack_login"
-
-_results: dict[str, dict[str, int]] = defaultdict(lambda: {"tried": 0, "blocked": 0,
-                                                             "succeeded": 0})
-_seen: set[str] = set()
-
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "attack(category): attack-suite category of a test")
@@ -50,47 +43,6 @@ def pytest_collection_modifyitems(config, items):
         cat = _category(item)
         if cat and not item.get_closest_marker("attack"):
             item.add_marker(pytest.mark.attack(cat))
-
-
-def pytest_runtest_logreport(report):
-    # one outcome per test: setup failure, call result, or teardown failure
-    if "/attacks/" not in report.nodeid.replace("\\", "/") and \
-            not report.nodeid.startswith("attacks/"):
-        return
-    if report.when == "call" or (report.when == "setup" and not report.passed):
-        if report.nodeid in _seen or report.skipped:
-            return
-        _seen.add(report.nodeid)
-        path = report.nodeid.split("::")[0]
-        cat = Path(path).stem[5:].replace("hostile_input", "input")
-        r = _results[cat]
-        r["tried"] += 1
-        r["blocked" if report.passed else "succeeded"] += 1
-
-
-def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    if not _results:
-        return
-    version = config.getoption("--pg-version", default=None)
-    tr = terminalreporter
-    tr.section(f"attack summary (PostgreSQL {version})")
-    tr.write_line(f"{'category':<12} {'tried':>6} {'blocked':>8} {'succeeded':>10}")
-    tot = {"tried": 0, "blocked": 0, "succeeded": 0}
-    for cat in sorted(_results):
-        r = _results[cat]
-        for k in tot:
-            tot[k] += r[k]
-        tr.write_line(f"{cat:<12} {r['tried']:>6} {r['blocked']:>8} {r['succeeded']:>10}")
-    tr.write_line(f"{'total':<12} {tot['tried']:>6} {tot['blocked']:>8} {tot['succeeded']:>10}")
-    out = REPO / ".harness"
-    try:
-        out.mkdir(exist_ok=True)
-        (out / "attack-summary.json").write_text(json.dumps({
-            "pg_version": version,
-            "categories": {k: dict(v) for k, v in sorted(_results.items())},
-            "total": tot}, indent=2) + "\n")
-    except OSError:
-        pass
 
 
 # ------------------------------------------------------------------ fixtures
