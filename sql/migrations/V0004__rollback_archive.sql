@@ -9,6 +9,10 @@
 --   Rollback files call it when the DBA asked for preservation
 --   (SET forgea.rollback_preserve = on; harness rollback --preserve) instead of
 --   refusing with FM002.
+--   And forgea_rollback_preserving(rollback, reason, detail), the one decision
+--   every such rollback makes: without preservation it raises FM002 with the
+--   reason and the offending rows (DETAIL) and a HINT; with it, it returns true
+--   and the caller archives before dropping.
 -- Why: a rollback never silently drops rows it cannot put back (README, rollback
 --   rules). Archived tables are plain tables: nothing reads them automatically.
 -- Locks: none on existing objects.
@@ -45,3 +49,25 @@ END;
 $$;
 
 REVOKE ALL ON FUNCTION forgea_archive_copy(regclass, text) FROM PUBLIC;
+
+CREATE FUNCTION forgea_rollback_preserving(
+    p_rollback text, p_reason text, p_detail text
+)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF coalesce(current_setting('forgea.rollback_preserve', true), '') = 'on' THEN
+        RETURN true;
+    END IF;
+    RAISE EXCEPTION 'rollback of % refused: %', p_rollback, p_reason
+        USING ERRCODE = 'FM002',
+        DETAIL = p_detail,
+        HINT = 'Nothing was changed. To archive the rows into forgea_archive and '
+        || 'roll back anyway: harness rollback --preserve '
+        || '(psql: SET forgea.rollback_preserve = on).';
+END;
+$$;
+
+REVOKE ALL ON FUNCTION forgea_rollback_preserving(text, text, text) FROM PUBLIC;

@@ -1,8 +1,11 @@
 -- Rollback of V0004__rollback_archive
 --
--- What: drops forgea_archive_copy(); drops schema forgea_archive only if it
+-- What: drops forgea_rollback_preserving() and forgea_archive_copy(); drops
+--   schema forgea_archive only if it
 --   holds nothing (RESTRICT fails otherwise, so an archive with rows refuses).
 -- Safety: archived rows are never dropped by a rollback. Locks: none.
+
+DROP FUNCTION forgea_rollback_preserving(text, text, text);
 
 DROP FUNCTION forgea_archive_copy(regclass, text);
 

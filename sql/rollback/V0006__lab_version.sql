@@ -9,27 +9,20 @@
 
 DO $$
 DECLARE
-    n bigint;
     labs text;
 BEGIN
-    SELECT count(*), string_agg(v."labId"::text, ', ')
-    INTO n, labs
+    SELECT string_agg(v."labId"::text, ', ')
+    INTO labs
     FROM (
         SELECT DISTINCT "labId" FROM "LabVersion"
         WHERE "versionNumber" > 1 ORDER BY "labId" LIMIT 20
     ) AS v;
-    IF n = 0 THEN
-        RETURN;
+    IF labs IS NOT NULL AND forgea_rollback_preserving(
+        'V0006__lab_version', 'labs have versions above 1',
+        'labs (first 20): ' || labs
+    ) THEN
+        PERFORM forgea_archive_copy('"LabVersion"', 'V0006');
     END IF;
-    IF coalesce(current_setting('forgea.rollback_preserve', true), '') <> 'on'
-        THEN
-        RAISE EXCEPTION
-            'rollback of V0006__lab_version refused: labs have versions above 1'
-            USING ERRCODE = 'FM002',
-            DETAIL = format('labs (first 20): %s', labs),
-            HINT = 'SET forgea.rollback_preserve = on to archive them first.';
-    END IF;
-    PERFORM forgea_archive_copy('"LabVersion"', 'V0006');
 END;
 $$;
 

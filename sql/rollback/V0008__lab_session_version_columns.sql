@@ -12,11 +12,10 @@
 
 DO $$
 DECLARE
-    n bigint;
     ids text;
 BEGIN
-    SELECT count(*), string_agg(x."id"::text, ', ')
-    INTO n, ids
+    SELECT string_agg(x."id"::text, ', ')
+    INTO ids
     FROM (
         SELECT s."id"
         FROM "LabSession" AS s
@@ -31,22 +30,17 @@ BEGIN
         ORDER BY s."id"
         LIMIT 20
     ) AS x;
-    IF n = 0 THEN
-        RETURN;
+    IF ids IS NOT NULL AND forgea_rollback_preserving(
+        'V0008__lab_session_version_columns',
+        'sessions hold a version or completion the old schema cannot rebuild',
+        'LabSession ids (first 20): ' || ids
+    ) THEN
+        CREATE TEMP TABLE "LabSession_version_columns" ON COMMIT DROP AS
+        SELECT "id", "labId", "labVersionId", "completedAt" FROM "LabSession";
+        PERFORM forgea_archive_copy(
+            'pg_temp."LabSession_version_columns"', 'V0008'
+        );
     END IF;
-    IF coalesce(current_setting('forgea.rollback_preserve', true), '') <> 'on'
-        THEN
-        RAISE EXCEPTION
-            'rollback of V0008__lab_session_version_columns refused: sessions hold a version or completion the old schema cannot rebuild'
-            USING ERRCODE = 'FM002',
-            DETAIL = format('LabSession ids (first 20): %s', ids),
-            HINT = 'SET forgea.rollback_preserve = on to archive them first.';
-    END IF;
-    CREATE TEMP TABLE "LabSession_version_columns" ON COMMIT DROP AS
-    SELECT "id", "labId", "labVersionId", "completedAt" FROM "LabSession";
-    PERFORM forgea_archive_copy(
-        'pg_temp."LabSession_version_columns"', 'V0008'
-    );
 END;
 $$;
 

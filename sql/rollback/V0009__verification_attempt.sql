@@ -9,11 +9,10 @@
 
 DO $$
 DECLARE
-    n bigint;
     ids text;
 BEGIN
-    SELECT count(*), string_agg(x."id"::text, ', ')
-    INTO n, ids
+    SELECT string_agg(x."id"::text, ', ')
+    INTO ids
     FROM (
         SELECT a."id"
         FROM "VerificationAttempt" AS a
@@ -27,18 +26,13 @@ BEGIN
         ORDER BY a."id"
         LIMIT 20
     ) AS x;
-    IF n = 0 THEN
-        RETURN;
+    IF ids IS NOT NULL AND forgea_rollback_preserving(
+        'V0009__verification_attempt',
+        'VerificationAttempt holds attempts that VerificationLog cannot hold',
+        'VerificationAttempt ids (first 20): ' || ids
+    ) THEN
+        PERFORM forgea_archive_copy('"VerificationAttempt"', 'V0009');
     END IF;
-    IF coalesce(current_setting('forgea.rollback_preserve', true), '') <> 'on'
-        THEN
-        RAISE EXCEPTION
-            'rollback of V0009__verification_attempt refused: VerificationAttempt holds attempts that VerificationLog cannot hold'
-            USING ERRCODE = 'FM002',
-            DETAIL = format('VerificationAttempt ids (first 20): %s', ids),
-            HINT = 'SET forgea.rollback_preserve = on to archive them first.';
-    END IF;
-    PERFORM forgea_archive_copy('"VerificationAttempt"', 'V0009');
 END;
 $$;
 

@@ -12,11 +12,10 @@
 
 DO $$
 DECLARE
-    n bigint;
     ids text;
 BEGIN
-    SELECT count(*), string_agg(x."sessionId"::text, ', ')
-    INTO n, ids
+    SELECT string_agg(x."sessionId"::text, ', ')
+    INTO ids
     FROM (
         SELECT m."sessionId"
         FROM public."GitHubRepoMapping" AS m
@@ -30,18 +29,13 @@ BEGIN
         ORDER BY m."sessionId"
         LIMIT 20
     ) AS x;
-    IF n = 0 THEN
-        RETURN;
+    IF ids IS NOT NULL AND forgea_rollback_preserving(
+        'V0021__github_repo_mapping',
+        'GitHubRepoMapping holds bindings that LabSession.userForkUrl cannot rebuild',
+        'sessionIds (first 20): ' || ids
+    ) THEN
+        PERFORM forgea_archive_copy('public."GitHubRepoMapping"', 'V0021');
     END IF;
-    IF coalesce(current_setting('forgea.rollback_preserve', true), '') <> 'on'
-        THEN
-        RAISE EXCEPTION
-            'rollback of V0021__github_repo_mapping refused: GitHubRepoMapping holds bindings that LabSession.userForkUrl cannot rebuild'
-            USING ERRCODE = 'FM002',
-            DETAIL = format('sessionIds (first 20): %s', ids),
-            HINT = 'SET forgea.rollback_preserve = on to archive them first.';
-    END IF;
-    PERFORM forgea_archive_copy('public."GitHubRepoMapping"', 'V0021');
 END;
 $$;
 

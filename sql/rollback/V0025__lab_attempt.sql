@@ -10,31 +10,26 @@
 
 DO $$
 DECLARE
-    n_att bigint;
-    n_del bigint;
+    n_att bigint := (SELECT count(*) FROM public."LabAttempt");
+    n_del bigint := (SELECT count(*) FROM public."GitHubPushDelivery");
     ids text;
 BEGIN
-    SELECT count(*) INTO n_att FROM public."LabAttempt";
-    SELECT count(*) INTO n_del FROM public."GitHubPushDelivery";
     IF n_att + n_del = 0 THEN
         RETURN;
     END IF;
-    IF coalesce(current_setting('forgea.rollback_preserve', true), '') <> 'on'
-        THEN
-        SELECT string_agg(x."id"::text, ', ') INTO ids
-        FROM (
-            SELECT a."id" FROM public."LabAttempt" AS a
-            ORDER BY a."id" LIMIT 20
-        ) AS x;
-        RAISE EXCEPTION
-            'rollback of V0025__lab_attempt refused: LabAttempt holds % rows, GitHubPushDelivery % rows',
-            n_att, n_del
-            USING ERRCODE = 'FM002',
-            DETAIL = format('LabAttempt ids (first 20): %s', coalesce(ids, '-')),
-            HINT = 'SET forgea.rollback_preserve = on to archive them first.';
+    SELECT string_agg(x."id"::text, ', ') INTO ids
+    FROM (
+        SELECT a."id" FROM public."LabAttempt" AS a
+        ORDER BY a."id" LIMIT 20
+    ) AS x;
+    IF forgea_rollback_preserving(
+        'V0025__lab_attempt',
+        format('LabAttempt holds %s rows, GitHubPushDelivery %s rows', n_att, n_del),
+        'LabAttempt ids (first 20): ' || coalesce(ids, '-')
+    ) THEN
+        PERFORM forgea_archive_copy('public."LabAttempt"', 'V0025');
+        PERFORM forgea_archive_copy('public."GitHubPushDelivery"', 'V0025');
     END IF;
-    PERFORM forgea_archive_copy('public."LabAttempt"', 'V0025');
-    PERFORM forgea_archive_copy('public."GitHubPushDelivery"', 'V0025');
 END;
 $$;
 

@@ -12,26 +12,19 @@
 
 DO $$
 DECLARE
-    n bigint;
     ids text;
 BEGIN
-    SELECT count(*), string_agg(x."id"::text, ', ')
-    INTO n, ids
+    SELECT string_agg(x."id"::text, ', ')
+    INTO ids
     FROM (
         SELECT "id" FROM "VerificationJob" ORDER BY "createdAt", "id" LIMIT 20
     ) AS x;
-    IF n = 0 THEN
-        RETURN;
+    IF ids IS NOT NULL AND forgea_rollback_preserving(
+        'V0040__verification_job', 'VerificationJob holds jobs',
+        'VerificationJob ids (first 20): ' || ids
+    ) THEN
+        PERFORM forgea_archive_copy('"VerificationJob"', 'V0040');
     END IF;
-    IF coalesce(current_setting('forgea.rollback_preserve', true), '') <> 'on'
-        THEN
-        RAISE EXCEPTION
-            'rollback of V0040__verification_job refused: VerificationJob holds jobs'
-            USING ERRCODE = 'FM002',
-            DETAIL = format('VerificationJob ids (first 20): %s', ids),
-            HINT = 'SET forgea.rollback_preserve = on to archive them first.';
-    END IF;
-    PERFORM forgea_archive_copy('"VerificationJob"', 'V0040');
 END;
 $$;
 

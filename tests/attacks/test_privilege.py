@@ -182,6 +182,7 @@ API_CALLS = {
 }
 OWNER_ONLY_CALLS = {
     "forgea_archive_copy": "SELECT forgea_archive_copy('\"LabAttempt\"'::regclass, 'x')",
+    "forgea_rollback_preserving": "SELECT forgea_rollback_preserving('a', 'b', 'c')",
     "forbid_ledger_mutation": "SELECT forbid_ledger_mutation()",
     "prevent_destructive_action": "SELECT prevent_destructive_action()",
     "prevent_auditlog_mutations": "SELECT prevent_auditlog_mutations()",
