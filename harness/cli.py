@@ -40,11 +40,7 @@ def resolve_target(target: str | None) -> str:
     try:
         from . import servers
         cluster = servers.embedded_default(repo_root())
-        dbname = getattr(servers, "EMBEDDED_DBNAME", "forgea")
-        try:
-            return cluster.dsn(dbname=dbname)
-        except TypeError:
-            return cluster.dsn()
+        return cluster.dsn(dbname=servers.EMBEDDED_DBNAME)
     except HarnessError:
         raise
     except Exception as e:  # any failure to start the embedded server
@@ -266,18 +262,20 @@ def _delegate(module: str, ctx: click.Context) -> None:
 
 
 @cli.command(epilog=EPILOG, context_settings={"ignore_unknown_options": True,
-                                              "allow_extra_args": True})
+                                              "allow_extra_args": True,
+                                              "help_option_names": []})
 @click.pass_context
 def verify(ctx):
-    """Read-only checks of a live database (harness.verify)."""
+    """Read-only checks of a live database (`harness verify --help`)."""
     _delegate("verify", ctx)
 
 
 @cli.command(epilog=EPILOG, context_settings={"ignore_unknown_options": True,
-                                              "allow_extra_args": True})
+                                              "allow_extra_args": True,
+                                              "help_option_names": []})
 @click.pass_context
 def bench(ctx):
-    """Benchmarks (harness.bench)."""
+    """Benchmarks against a copy floor, plain INSERTs and procrastinate (`harness bench --help`)."""
     _delegate("bench", ctx)
 
 
