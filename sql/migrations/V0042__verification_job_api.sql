@@ -32,6 +32,8 @@
 --   requeue_expired_verification_jobs() -> number of jobs moved  forgea_worker
 --     RUNNING jobs whose lease expired go back to QUEUED while runs remain (at
 --     most 3), else to ERROR with a reason; requeued jobs are NOTIFYed again.
+--   Bad input is reported through api_bad_input() (V0028), as in the other API
+--   functions: 22023, naming the function, the field and the value.
 -- Why: issue 5; procrastinate/river style SKIP LOCKED queue with leases.
 -- Locks: function creation only.
 -- Rollback: drops claim/complete/requeue and puts back the enqueue placeholder
@@ -54,10 +56,8 @@ BEGIN
     INNER JOIN public."LabSession" AS s ON a."sessionId" = s."id"
     WHERE a."id" = p_lab_attempt_id;
     IF NOT FOUND THEN
-        RAISE EXCEPTION
-            'enqueue_verification_job: p_lab_attempt_id % is not a LabAttempt',
-            coalesce(p_lab_attempt_id::text, 'NULL')
-            USING ERRCODE = '22023';
+        PERFORM api_bad_input('enqueue_verification_job', 'p_lab_attempt_id',
+            'must be the id of a LabAttempt', p_lab_attempt_id::text);
     END IF;
 
     SELECT j."id" INTO v_job_id
@@ -116,17 +116,13 @@ DECLARE
 BEGIN
     IF p_worker_id IS NULL OR length(p_worker_id) NOT BETWEEN 1 AND 200
         OR p_worker_id ~ '[[:cntrl:]]' THEN
-        RAISE EXCEPTION
-            'claim_verification_job: p_worker_id must be 1-200 printable characters, got %',
-            coalesce(quote_literal(left(p_worker_id, 60)), 'NULL')
-            USING ERRCODE = '22023';
+        PERFORM api_bad_input('claim_verification_job', 'p_worker_id',
+            'must be 1-200 printable characters', p_worker_id);
     END IF;
     IF p_lease IS NULL OR p_lease < interval '1 second'
         OR p_lease > interval '1 day' THEN
-        RAISE EXCEPTION
-            'claim_verification_job: p_lease must be between 1 second and 1 day, got %',
-            coalesce(p_lease::text, 'NULL')
-            USING ERRCODE = '22023';
+        PERFORM api_bad_input('claim_verification_job', 'p_lease',
+            'must be between 1 second and 1 day', p_lease::text);
     END IF;
 
     SELECT j."id" INTO v_id
@@ -187,28 +183,20 @@ DECLARE
 BEGIN
     IF p_worker_id IS NULL OR length(p_worker_id) NOT BETWEEN 1 AND 200
         OR p_worker_id ~ '[[:cntrl:]]' THEN
-        RAISE EXCEPTION
-            'complete_verification_job: p_worker_id must be 1-200 printable characters, got %',
-            coalesce(quote_literal(left(p_worker_id, 60)), 'NULL')
-            USING ERRCODE = '22023';
+        PERFORM api_bad_input('complete_verification_job', 'p_worker_id',
+            'must be 1-200 printable characters', p_worker_id);
     END IF;
     IF p_status IS NULL OR p_status NOT IN ('PASSED', 'FAILED', 'ERROR') THEN
-        RAISE EXCEPTION
-            'complete_verification_job: p_status must be PASSED, FAILED or ERROR, got %',
-            coalesce(p_status::text, 'NULL')
-            USING ERRCODE = '22023';
+        PERFORM api_bad_input('complete_verification_job', 'p_status',
+            'must be PASSED, FAILED or ERROR', p_status::text);
     END IF;
     IF p_logs IS NOT NULL AND jsonb_typeof(p_logs) <> 'object' THEN
-        RAISE EXCEPTION
-            'complete_verification_job: p_logs must be a JSON object, got %',
-            jsonb_typeof(p_logs)
-            USING ERRCODE = '22023';
+        PERFORM api_bad_input('complete_verification_job', 'p_logs',
+            'must be a JSON object', jsonb_typeof(p_logs));
     END IF;
     IF octet_length(p_logs::text) > 16 * 1024 * 1024 THEN
-        RAISE EXCEPTION
-            'complete_verification_job: p_logs is % bytes, more than 16 MiB',
-            octet_length(p_logs::text)
-            USING ERRCODE = '22023';
+        PERFORM api_bad_input('complete_verification_job', 'p_logs',
+            'must be at most 16 MiB', octet_length(p_logs::text) || ' bytes');
     END IF;
 
     SELECT * INTO v_job
@@ -216,9 +204,8 @@ BEGIN
     WHERE j."id" = p_job_id
     FOR UPDATE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'complete_verification_job: p_job_id % is not a job',
-            coalesce(p_job_id::text, 'NULL')
-            USING ERRCODE = '22023';
+        PERFORM api_bad_input('complete_verification_job', 'p_job_id',
+            'must be the id of a VerificationJob', p_job_id::text);
     END IF;
     IF v_job."status" <> 'RUNNING' THEN
         RAISE EXCEPTION
