@@ -73,6 +73,13 @@ CHECKED_GRANTEES = ("PUBLIC",) + GROUP_ROLES
 # objects that exist).
 
 _APP_AUTH = ("SELECT", "INSERT", "UPDATE", "DELETE")
+_LEDGER_READS = ("LabVersion", "VerificationAttempt", "GitHubRepoMapping", "LabAttempt",
+                 "GitHubPushDelivery", "VerificationJob")
+_WORKER_READS = ("Lab", "LabSession") + _LEDGER_READS
+#: everything but the secrets (Account/Session/AuthSession columns are granted
+#: column by column; VerificationToken not at all)
+_READONLY_READS = ("User", "AuthIdentity", "Lab", "LabSession", "VerificationLog",
+                   "ResumeBullet", "AuditLog") + _LEDGER_READS
 
 EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, frozenset[str]]] = {
     "forgea_app": {
@@ -94,31 +101,8 @@ EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, frozenset[str]]] = {
         "GitHubPushDelivery": frozenset({"SELECT"}),
         "VerificationJob": frozenset({"SELECT"}),
     },
-    "forgea_worker": {
-        "Lab": frozenset({"SELECT"}),
-        "LabSession": frozenset({"SELECT"}),
-        "LabVersion": frozenset({"SELECT"}),
-        "VerificationAttempt": frozenset({"SELECT"}),
-        "GitHubRepoMapping": frozenset({"SELECT"}),
-        "LabAttempt": frozenset({"SELECT"}),
-        "GitHubPushDelivery": frozenset({"SELECT"}),
-        "VerificationJob": frozenset({"SELECT"}),
-    },
-    "forgea_readonly": {
-        "User": frozenset({"SELECT"}),
-        "AuthIdentity": frozenset({"SELECT"}),
-        "Lab": frozenset({"SELECT"}),
-        "LabSession": frozenset({"SELECT"}),
-        "VerificationLog": frozenset({"SELECT"}),
-        "ResumeBullet": frozenset({"SELECT"}),
-        "AuditLog": frozenset({"SELECT"}),
-        "LabVersion": frozenset({"SELECT"}),
-        "VerificationAttempt": frozenset({"SELECT"}),
-        "GitHubRepoMapping": frozenset({"SELECT"}),
-        "LabAttempt": frozenset({"SELECT"}),
-        "GitHubPushDelivery": frozenset({"SELECT"}),
-        "VerificationJob": frozenset({"SELECT"}),
-    },
+    "forgea_worker": dict.fromkeys(_WORKER_READS, frozenset({"SELECT"})),
+    "forgea_readonly": dict.fromkeys(_READONLY_READS, frozenset({"SELECT"})),
     "PUBLIC": {},
 }
 
