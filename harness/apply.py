@@ -415,18 +415,19 @@ def adoption_check(conn, baseline: MigrationFile) -> list[str] | None:
 # ---------------------------------------------------------------------------
 # progress of batched backfills
 
-_PROGRESS = re.compile(r"^(?P<what>\S+) progress: (?P<done>\d+)/(?P<total>\d+) rows$")
+_PROGRESS = re.compile(
+    r"^(?P<what>\S+) progress: (?P<done>\d+)/(?P<total>\d+) (?P<unit>rows|pages)$")
 
 
 def progress_bar(message: str, width: int = 30) -> str | None:
-    """Draw 'V0012 progress: 5000/20000 rows' NOTICEs as a bar; None for other notices."""
+    """Draw 'V0012 progress: 5000/20000 rows' (or '... pages') NOTICEs as a bar; None otherwise."""
     m = _PROGRESS.match(message)
     if not m:
         return None
     done, total = int(m["done"]), int(m["total"])
     frac = 1.0 if total == 0 else min(1.0, done / total)
     filled = int(round(frac * width))
-    return f"{m['what']} [{'#' * filled}{'.' * (width - filled)}] {frac:6.1%} ({done}/{total} rows)"
+    return f"{m['what']} [{'#' * filled}{'.' * (width - filled)}] {frac:6.1%} ({done}/{total} {m['unit']})"
 
 
 # ---------------------------------------------------------------------------

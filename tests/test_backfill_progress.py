@@ -10,6 +10,9 @@ def test_progress_notice_is_drawn_as_a_bar():
     assert progress_bar("V0012 progress: 5000/20000 rows") == (
         "V0012 [########......................]  25.0% (5000/20000 rows)"
     )
+    assert progress_bar("V0013 progress: 1000/4000 pages") == (
+        "V0013 [########......................]  25.0% (1000/4000 pages)"
+    )
     assert progress_bar("V0012 done: 3 sessions backfilled") is None
 
 

@@ -291,6 +291,39 @@ def test_preflight_session_without_lab_version_stops_at_v0014(baseline_db, sql_r
     ).fetchone()[0] == 0
 
 
+def test_v0013_rerun_after_an_interruption_keeps_copied_rows_and_copies_the_rest(
+        baseline_db, sql_root):
+    """V0013 resumes: attempts already copied (an earlier, interrupted run) are kept
+    as they are, not duplicated, and every other VerificationLog row is copied."""
+    owner = baseline_db.connect("owner")
+    seed_production_like(owner)
+    dsn = baseline_db.dsn("owner")
+    happly.apply(dsn, to="V0012__lab_session_backfill", sql_root=sql_root)
+    total = owner.execute('SELECT count(*) FROM "VerificationLog"').fetchone()[0]
+    assert total >= 10
+    # what a run stopped half-way leaves behind; the marker proves nothing rewrites them
+    pre = owner.execute(
+        """INSERT INTO "VerificationAttempt"
+               ("id", "sessionId", "commitSha", "result", "logs", "createdAt")
+           SELECT "id", "sessionId", "commitSha", 'FAIL', '{"marker": "first run"}',
+                  "verifiedAt"
+           FROM "VerificationLog" ORDER BY "id" LIMIT %s RETURNING "id" """,
+        (total // 2,)).fetchall()
+    happly.apply(dsn, to="V0013__verification_attempt_copy", sql_root=sql_root)
+    rows = dict(owner.execute(
+        'SELECT a."id", a."logs" FROM "VerificationAttempt" a').fetchall())
+    assert len(rows) == total
+    assert all(rows[i] == {"marker": "first run"} for (i,) in pre)
+    others = [v for k, v in rows.items() if (k,) not in pre]
+    assert len(others) == total - len(pre)
+    assert all(v["source"]["migration"] == "V0013" for v in others)
+    assert owner.execute(
+        'SELECT count(*) FROM "VerificationLog" vl WHERE NOT EXISTS'
+        ' (SELECT 1 FROM "VerificationAttempt" a WHERE a."id" = vl."id"'
+        ' AND a."sessionId" = vl."sessionId" AND a."commitSha" = vl."commitSha")'
+    ).fetchone()[0] == 0
+
+
 # ------------------------------------------------------------------ rollback with data
 
 
