@@ -7,7 +7,12 @@ One run, one server, in this order:
    AuditLog rows); ``datagen_s``;
 2. the copy floor: ``INSERT ... SELECT`` of LabSession, VerificationLog (into a
    plain text copy, no jsonb) and AuditLog into unindexed, unconstrained tables
-   (``copy_floor_s``; the copies are dropped again);
+   (``copy_floor_s``; the copies are dropped again). A second, wider floor
+   (``jsonb_floor_s``) also writes every VerificationLog text as new jsonb
+   (``to_jsonb``) into an unindexed table: the part of V0013's cost that any
+   conversion pays, because the plain copy reuses the compressed TOAST values
+   as they are while new jsonb must be compressed and written again
+   (``chain_vs_jsonb_floor_ratio``);
 3. the whole chain ``V0003..end`` through :func:`harness.apply.apply`
    (``migration_s``) while a simulated application (3 threads, own connections,
    as a LOGIN member of ``forgea_app`` when the bench may create one, else as the
@@ -327,6 +332,29 @@ def copy_floor(dsn: str) -> float:
         conn.execute('INSERT INTO bench_floor.ls SELECT * FROM "LabSession"')
         conn.execute('INSERT INTO bench_floor.vl SELECT "id", "sessionId", "commitSha", "prDiff", '
                      '"ciOutput", "verifiedAt" FROM "VerificationLog"')
+        conn.execute('INSERT INTO bench_floor.al SELECT * FROM "AuditLog"')
+        elapsed = time.monotonic() - t
+        conn.execute("DROP SCHEMA bench_floor CASCADE")
+        conn.execute("CHECKPOINT")
+    return elapsed
+
+
+def jsonb_floor(dsn: str) -> float:
+    """copy floor + every VerificationLog text rewritten as new jsonb (see the module doc)."""
+    with _connect(dsn) as conn:
+        conn.execute("SET synchronous_commit = off")
+        conn.execute("DROP SCHEMA IF EXISTS bench_floor CASCADE")
+        conn.execute("CREATE SCHEMA bench_floor")
+        conn.execute('CREATE TABLE bench_floor.ls AS SELECT * FROM "LabSession" WITH NO DATA')
+        conn.execute('CREATE TABLE bench_floor.va ("id" uuid, "sessionId" uuid, "commitSha" text, '
+                     '"logs" jsonb, "createdAt" timestamp(3))')
+        conn.execute('CREATE TABLE bench_floor.al AS SELECT * FROM "AuditLog" WITH NO DATA')
+        conn.execute("CHECKPOINT")
+        t = time.monotonic()
+        conn.execute('INSERT INTO bench_floor.ls SELECT * FROM "LabSession"')
+        conn.execute('INSERT INTO bench_floor.va SELECT "id", "sessionId", "commitSha", '
+                     'jsonb_build_object(\'prDiff\', to_jsonb("prDiff"), '
+                     '\'ciOutput\', to_jsonb("ciOutput")), "verifiedAt" FROM "VerificationLog"')
         conn.execute('INSERT INTO bench_floor.al SELECT * FROM "AuditLog"')
         elapsed = time.monotonic() - t
         conn.execute("DROP SCHEMA bench_floor CASCADE")
@@ -674,11 +702,14 @@ def measure(server_dsn: str, scale: int, *, echo: bool = True, keep: bool = Fals
         details["datagen"] = gen
         _say(f"data generated in {gen['total_s']:.1f}s; copy floor ...")
         results["copy_floor_s"] = copy_floor(dsn)
-        _say(f"copy floor {results['copy_floor_s']:.2f}s; migration chain with the app running ...")
+        results["jsonb_floor_s"] = jsonb_floor(dsn)
+        _say(f"copy floor {results['copy_floor_s']:.2f}s, with jsonb {results['jsonb_floor_s']:.2f}s;"
+             " migration chain with the app running ...")
         mig = run_migration(dsn, app_dsn, scale, echo)
         results["migration_s"] = mig["migration_s"]
         results["chain_vs_copy_ratio"] = mig["migration_s"] / results["copy_floor_s"]
         results["migration_vs_copy_ratio"] = results["chain_vs_copy_ratio"]
+        results["chain_vs_jsonb_floor_ratio"] = mig["migration_s"] / results["jsonb_floor_s"]
         for k in ("max_blocking_lock_s", "app_worst_latency_s", "app_p99_latency_s", "app_ops",
                   "app_error_count"):
             results[k] = mig[k]
@@ -720,7 +751,9 @@ def render_table(r: dict, details: dict | None = None) -> str:
         ("scale", r["scale"]), ("server_version", r["server_version"]),
         ("cpu_cores / ram_gb", f"{r.get('cpu_cores')} / {r.get('ram_gb')}"),
         ("datagen_s", r.get("datagen_s")), ("copy_floor_s", r.get("copy_floor_s")),
+        ("jsonb_floor_s", r.get("jsonb_floor_s")),
         ("migration_s", r.get("migration_s")), ("chain_vs_copy_ratio", r.get("chain_vs_copy_ratio")),
+        ("chain_vs_jsonb_floor_ratio", r.get("chain_vs_jsonb_floor_ratio")),
         ("max_blocking_lock_s", r.get("max_blocking_lock_s")),
         ("app_worst_latency_s", r.get("app_worst_latency_s")),
         ("app_p99_latency_s", r.get("app_p99_latency_s")),

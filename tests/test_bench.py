@@ -19,7 +19,7 @@ POSITIVE = (
     "app_worst_latency_s", "chain_vs_copy_ratio", "record_push_vs_insert_ratio",
     "queue_vs_procrastinate_ratio_w1", "queue_vs_procrastinate_ratio_w4",
     "queue_vs_procrastinate_ratio_w16", "migration_s", "copy_floor_s", "datagen_s",
-    "record_push_pushes_per_s", "record_push_commits_per_s", "insert_ceiling_commits_per_s",
+    "jsonb_floor_s", "chain_vs_jsonb_floor_ratio", "record_push_pushes_per_s", "record_push_commits_per_s", "insert_ceiling_commits_per_s",
     "scale", "server_version",
 )
 
