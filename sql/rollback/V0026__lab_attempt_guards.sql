@@ -14,5 +14,3 @@ DROP TRIGGER labattempt_chain_hash ON "LabAttempt";
 DROP FUNCTION lab_attempt_chain_hash();
 DROP FUNCTION lab_attempt_session_lock(uuid);
 DROP FUNCTION lab_attempt_row_hash(public."LabAttempt");
-DROP FUNCTION lab_attempt_ns_list(jsonb);
-DROP FUNCTION lab_attempt_ns(text);

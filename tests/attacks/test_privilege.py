@@ -199,8 +199,6 @@ OWNER_ONLY_CALLS = {
     "lab_attempt_chain_hash": "SELECT lab_attempt_chain_hash()",
     "api_bad_input": "SELECT api_bad_input('a', 'b', 'c', 'd')",
     "lab_attempt_session_lock": "SELECT lab_attempt_session_lock(gen_random_uuid())",
-    "lab_attempt_ns": "SELECT lab_attempt_ns('x')",
-    "lab_attempt_ns_list": "SELECT lab_attempt_ns_list('[]')",
     "lab_attempt_changed_files_valid": "SELECT lab_attempt_changed_files_valid('{}')",
     "backfill_github_repo_mapping": "CALL backfill_github_repo_mapping(1, 1)",
 }
