@@ -86,6 +86,60 @@ def test_canonical_repo_url_null_and_immutable(db):
         "SELECT provolatile FROM pg_proc WHERE proname = 'canonical_repo_url'").fetchone()[0] == "i"
 
 
+# The first implementation (one regex with a lazy name group), kept here as the
+# reference the faster prefix/split_part version must agree with everywhere.
+REGEX_REFERENCE = r"""
+CREATE FUNCTION pg_temp.canonical_repo_url_regex(url text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE AS $f$
+DECLARE
+    m text[];
+BEGIN
+    IF url IS NULL OR length(url) > 500 OR url ~ '[[:space:][:cntrl:]]' THEN
+        RETURN NULL;
+    END IF;
+    m := regexp_match(lower(url),
+        '^(?:https?://(?:www\.)?github\.com/|ssh://git@github\.com/|git@github\.com:)'
+        || '([^/]+)/([^/]+?)(?:\.git)?/*$');
+    IF m IS NULL OR m[1] !~ '^[a-z0-9]([a-z0-9-]{0,37}[a-z0-9])?$'
+        OR m[2] !~ '^[a-z0-9._-]{1,100}$' OR m[2] IN ('.', '..') THEN
+        RETURN NULL;
+    END IF;
+    RETURN 'https://github.com/' || m[1] || '/' || m[2];
+END;
+$f$
+"""
+
+URL_PARTS = {
+    "prefix": ["https://github.com/", "http://github.com/", "https://www.github.com/",
+               "HTTP://WWW.GITHUB.COM/", "ssh://git@github.com/", "git@github.com:",
+               "git@github.com/", "https://github.com:", "https://gist.github.com/", ""],
+    "owner": ["owner", "Own-er", "-own", "a", "", "o_o", ".", "own/", "a.git", "x" * 40],
+    "sep": ["/", "//", ":", ""],
+    "name": ["name", ".git", "..git", "a.git", "x.git.git", ".", "..", "n.GIT", "na me", "",
+             "name/", "name//", "name.git/", "name/.git", "name/x", ".git.git", "...", "git",
+             "x.gi", "é", "n" * 101],
+    "tail": ["", "/", "///", ".git", ".git/", "?x=1", "#f", "/tree/main", "\n"],
+}
+
+
+def test_canonical_repo_url_agrees_with_the_first_regex_implementation(db):
+    """Every combination of the parts above (75,600 URLs), in one query."""
+    conn = db.connect("owner")
+    conn.execute(REGEX_REFERENCE)
+    cols = list(URL_PARTS)
+    rows = conn.execute(
+        "SELECT count(*), array_agg(u) FILTER (WHERE canonical_repo_url(u)"
+        " IS DISTINCT FROM pg_temp.canonical_repo_url_regex(u)),"
+        " count(canonical_repo_url(u))"
+        f" FROM (SELECT {' || '.join(cols)} AS u FROM"
+        + " CROSS JOIN ".join(f"(SELECT unnest(%s::text[]) AS {c}) AS t_{c}" for c in cols)
+        + ") AS q", [URL_PARTS[c] for c in cols]).fetchone()
+    total, differing, parsed = rows
+    assert total == 75600
+    assert differing is None, differing[:20]
+    assert parsed > 100  # the combinations include many valid URLs, not only refusals
+
+
 # ------------------------------------------------------------------ create / resolve
 
 
