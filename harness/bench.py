@@ -29,7 +29,10 @@ One run, one server, in this order:
    the same per-session ordering (procrastinate's ``lock`` = the session) in a
    second database on the same cluster (its own schema.sql, driven through its
    SQL procedures ``procrastinate_defer_jobs_v1`` / ``procrastinate_fetch_job_v2``
-   / ``procrastinate_finish_job_v1``, exactly what its job manager sends);
+   / ``procrastinate_finish_job_v1``, exactly what its job manager sends); both
+   databases are vacuumed first, then for each worker count the two queues run
+   alternately, ``QUEUE_REPEATS`` rounds each, and the median round is reported
+   (single rounds moved by +-30% on 2 cores);
 5. ``record_push``: 4 connections pushing 5 commits at a time to 200 sessions
    made with ``create_lab_session``, against multi-row INSERTs of the very same
    LabAttempt rows (5 per statement, same 4 connections) into
@@ -54,6 +57,7 @@ import json
 import math
 import os
 import random
+import statistics
 import sys
 import threading
 import time
@@ -76,6 +80,7 @@ PUSH_CONNECTIONS = 4
 PUSH_SESSIONS_PER_CONN = 50
 COMMITS_PER_PUSH = 5
 WORKER_COUNTS = (1, 4, 16)
+QUEUE_REPEATS = 3   # rounds per side and worker count, alternating; the median is reported
 
 REQUIRED_KEYS = (
     "max_blocking_lock_s", "app_worst_latency_s", "chain_vs_copy_ratio",
@@ -572,22 +577,32 @@ def bench_queue(dsn: str, pdsn: str, duration: float, sessions_n: int, commits_p
     # round robin over sessions; each round gets its own share of the attempts (an
     # attempt is enqueued once), so a fast round cannot starve a later one
     items = [x for tup in zip(*per_session) for x in tup]
-    pools = {w: iter(items[k::len(WORKER_COUNTS)]) for k, w in enumerate(WORKER_COUNTS)}
+    shares = len(WORKER_COUNTS) * QUEUE_REPEATS
+    pools = [iter(items[k::shares]) for k in range(shares)]
     backlog = sessions_n
     with _connect(pdsn) as conn:
         conn.execute(_procrastinate_schema())
         for k, s in enumerate(sessions):
             _pdefer(conn, str(s["id"]), {"sessionId": str(s["id"]), "backlog": k})
+    # a freshly migrated database is still being vacuumed: settle both first
+    for d in (dsn, pdsn):
+        with _connect(d) as conn:
+            conn.execute("VACUUM (ANALYZE)")
     results = {}
-    for w in WORKER_COUNTS:
-        ours = _queue_round(w, duration, pools[w], lambda c, i, item: _ours_cycle(c, i, item), dsn,
-                            "bench-queue")
-        theirs = _queue_round(w, duration, None,
-                              lambda c, i, item: _procr_cycle(c, i, item, sessions), pdsn,
-                              "bench-procrastinate", setup=_preg)
-        results[f"queue_cycles_per_s_w{w}"] = ours
-        results[f"procrastinate_cycles_per_s_w{w}"] = theirs
-        results[f"queue_vs_procrastinate_ratio_w{w}"] = ours / theirs if theirs else 0.0
+    for k, w in enumerate(WORKER_COUNTS):
+        ours, theirs = [], []
+        for r in range(QUEUE_REPEATS):   # ours, theirs, ours, theirs, ...
+            ours.append(_queue_round(w, duration, pools[k * QUEUE_REPEATS + r],
+                                     lambda c, i, item: _ours_cycle(c, i, item), dsn,
+                                     "bench-queue"))
+            theirs.append(_queue_round(w, duration, None,
+                                       lambda c, i, item: _procr_cycle(c, i, item, sessions),
+                                       pdsn, "bench-procrastinate", setup=_preg))
+        results[f"queue_cycles_per_s_w{w}"] = statistics.median(ours)
+        results[f"procrastinate_cycles_per_s_w{w}"] = statistics.median(theirs)
+        mid = results[f"procrastinate_cycles_per_s_w{w}"]
+        results[f"queue_vs_procrastinate_ratio_w{w}"] = (
+            results[f"queue_cycles_per_s_w{w}"] / mid if mid else 0.0)
     results["queue_backlog_jobs"] = backlog
     return results
 
@@ -718,8 +733,8 @@ def measure(server_dsn: str, scale: int, *, echo: bool = True, keep: bool = Fals
              f"{mig['app_worst_latency_s']:.3f}s; longest block {mig['max_blocking_lock_s']:.3f}s")
 
         small = scale < 20000
-        q = bench_queue(dsn, pdsn, 1.0 if small else 5.0, 60 if small else 400,
-                        25 if small else 80)
+        q = bench_queue(dsn, pdsn, 0.5 if small else 3.0, 60 if small else 400,
+                        25 if small else 120)
         results.update(q)
         _say("queue: " + ", ".join(f"w{w} {q[f'queue_cycles_per_s_w{w}']:.0f}/s vs "
                                    f"{q[f'procrastinate_cycles_per_s_w{w}']:.0f}/s"

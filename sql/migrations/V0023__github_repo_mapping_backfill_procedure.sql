@@ -101,10 +101,13 @@ BEGIN
             FROM batch AS b
             WHERE
                 b.url IS NOT NULL
-                AND NOT EXISTS (
-                    SELECT 1 FROM public."GitHubRepoMapping" AS m
+                -- Mapped already: skipped. A scalar subquery, not NOT EXISTS,
+                -- so that it stays one index probe per session (an anti-join
+                -- may scan the whole growing table once per batch).
+                AND (
+                    SELECT m."id" FROM public."GitHubRepoMapping" AS m
                     WHERE m."sessionId" = b."id"
-                )
+                ) IS NULL
             ORDER BY b."id"
             ON CONFLICT DO NOTHING
             RETURNING 1
