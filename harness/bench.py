@@ -51,7 +51,6 @@ the blocking episodes with their statements and locks) as JSON.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import math
@@ -322,49 +321,43 @@ class _Progress(io.TextIOBase):
 # ---------------------------------------------------------------------------
 # phases
 
-def copy_floor(dsn: str) -> float:
-    """INSERT ... SELECT of the three big tables into unindexed, unconstrained copies."""
+def _floor(dsn: str, vl_columns: str, vl_select: str) -> float:
+    """INSERT ... SELECT of LabSession, VerificationLog (as ``vl_select`` into a table of
+    ``vl_columns``) and AuditLog into unindexed, unconstrained copies; seconds taken."""
     with _connect(dsn) as conn:
         conn.execute("SET synchronous_commit = off")
         conn.execute("DROP SCHEMA IF EXISTS bench_floor CASCADE")
         conn.execute("CREATE SCHEMA bench_floor")
         conn.execute('CREATE TABLE bench_floor.ls AS SELECT * FROM "LabSession" WITH NO DATA')
-        conn.execute('CREATE TABLE bench_floor.vl ("id" uuid, "sessionId" uuid, "commitSha" text, '
-                     '"prDiff" text, "ciOutput" text, "verifiedAt" timestamp(3))')
+        conn.execute(f"CREATE TABLE bench_floor.vl ({vl_columns})")
         conn.execute('CREATE TABLE bench_floor.al AS SELECT * FROM "AuditLog" WITH NO DATA')
         conn.execute("CHECKPOINT")
         t = time.monotonic()
         conn.execute('INSERT INTO bench_floor.ls SELECT * FROM "LabSession"')
-        conn.execute('INSERT INTO bench_floor.vl SELECT "id", "sessionId", "commitSha", "prDiff", '
-                     '"ciOutput", "verifiedAt" FROM "VerificationLog"')
+        conn.execute(f'INSERT INTO bench_floor.vl SELECT {vl_select} FROM "VerificationLog"')
         conn.execute('INSERT INTO bench_floor.al SELECT * FROM "AuditLog"')
         elapsed = time.monotonic() - t
         conn.execute("DROP SCHEMA bench_floor CASCADE")
         conn.execute("CHECKPOINT")
     return elapsed
+
+
+def copy_floor(dsn: str) -> float:
+    """The three big tables copied as they are (VerificationLog's texts stay text)."""
+    return _floor(dsn,
+                  '"id" uuid, "sessionId" uuid, "commitSha" text, "prDiff" text, '
+                  '"ciOutput" text, "verifiedAt" timestamp(3)',
+                  '"id", "sessionId", "commitSha", "prDiff", "ciOutput", "verifiedAt"')
 
 
 def jsonb_floor(dsn: str) -> float:
     """copy floor + every VerificationLog text rewritten as new jsonb (see the module doc)."""
-    with _connect(dsn) as conn:
-        conn.execute("SET synchronous_commit = off")
-        conn.execute("DROP SCHEMA IF EXISTS bench_floor CASCADE")
-        conn.execute("CREATE SCHEMA bench_floor")
-        conn.execute('CREATE TABLE bench_floor.ls AS SELECT * FROM "LabSession" WITH NO DATA')
-        conn.execute('CREATE TABLE bench_floor.va ("id" uuid, "sessionId" uuid, "commitSha" text, '
-                     '"logs" jsonb, "createdAt" timestamp(3))')
-        conn.execute('CREATE TABLE bench_floor.al AS SELECT * FROM "AuditLog" WITH NO DATA')
-        conn.execute("CHECKPOINT")
-        t = time.monotonic()
-        conn.execute('INSERT INTO bench_floor.ls SELECT * FROM "LabSession"')
-        conn.execute('INSERT INTO bench_floor.va SELECT "id", "sessionId", "commitSha", '
-                     'jsonb_build_object(\'prDiff\', to_jsonb("prDiff"), '
-                     '\'ciOutput\', to_jsonb("ciOutput")), "verifiedAt" FROM "VerificationLog"')
-        conn.execute('INSERT INTO bench_floor.al SELECT * FROM "AuditLog"')
-        elapsed = time.monotonic() - t
-        conn.execute("DROP SCHEMA bench_floor CASCADE")
-        conn.execute("CHECKPOINT")
-    return elapsed
+    return _floor(dsn,
+                  '"id" uuid, "sessionId" uuid, "commitSha" text, "logs" jsonb, '
+                  '"createdAt" timestamp(3)',
+                  '"id", "sessionId", "commitSha", jsonb_build_object('
+                  '\'prDiff\', to_jsonb("prDiff"), \'ciOutput\', to_jsonb("ciOutput")), '
+                  '"verifiedAt"')
 
 
 def _app_dsn(dsn: str, admin: psycopg.Connection, cleanup: list) -> tuple[str, str]:
@@ -500,7 +493,6 @@ def bench_record_push(dsn: str, duration: float) -> dict:
         conn.execute('DROP TABLE IF EXISTS bench.la_copy')
         conn.execute('CREATE TABLE bench.la_copy (LIKE "LabAttempt")')
     pushes = [0] * PUSH_CONNECTIONS
-    deliveries: list[list[str]] = [[] for _ in range(PUSH_CONNECTIONS)]
 
     def pusher(c):
         mine = sessions[c * PUSH_SESSIONS_PER_CONN:(c + 1) * PUSH_SESSIONS_PER_CONN]
