@@ -61,7 +61,6 @@ checked, drift has been ruled out and adoption has been decided.
 from __future__ import annotations
 
 import getpass
-import os
 import random
 import re
 import socket
@@ -71,7 +70,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 from urllib.parse import quote, urlencode
 
 import psycopg
@@ -84,9 +83,9 @@ from yoyo.migrations import Migration, MigrationStep, get_migration_hash
 
 from . import catalog
 from .chain import MigrationFile, find, load_chain
-from .errors import (AdoptionMismatch, ChainError, DriftError, HarnessError, LockHeld,
-                     MigrationFailed, RefusedError, RollbackRefused, ServerUnavailable,
-                     UsageError, describe_pg_error)
+from .errors import (AdoptionMismatch, ChainError, DriftError, LockHeld, MigrationFailed,
+                     RefusedError, RollbackRefused, ServerUnavailable, UsageError,
+                     describe_pg_error)
 
 #: advisory lock key of the harness (per database): 'FRG1'
 LOCK_KEY = 0x46524731

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import click
 
-from .errors import (EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_SERVER, EXIT_USAGE,
-                     HarnessError)
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_SERVER, EXIT_USAGE, HarnessError
 
 EPILOG = """\b
 Exit codes:

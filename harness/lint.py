@@ -35,7 +35,7 @@ from pathlib import Path
 
 import sqlparse
 
-from .chain import FILE_RE, has_header_comment, header_lines, parse_directives, scan
+from .chain import FILE_RE, has_header_comment, parse_directives, scan
 
 #: squawk judges online safety against the oldest server the pack supports.
 SQUAWK_PG_VERSION = "15.0"

@@ -2,7 +2,6 @@
 
 import uuid
 
-import psycopg
 import pytest
 
 from harness import apply as A

@@ -5,14 +5,13 @@ from __future__ import annotations
 import time
 import uuid
 
-import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
 from harness import apply as A
 from harness import chain
 from harness.errors import RollbackRefused
-from helpers import digests, raises_sqlstate, sha
+from helpers import digests, sha
 from queue_fixtures import claim, complete, enqueue, job, queue_world
 
 CHANNEL = "verification_job_queued"

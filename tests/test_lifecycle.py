@@ -16,7 +16,7 @@ import uuid
 import psycopg
 import pytest
 
-from tests.helpers import ids, raises_sqlstate, sha
+from tests.helpers import raises_sqlstate, sha
 from tests.prodlike import (
     add_user_and_lab,
     api_create_session,

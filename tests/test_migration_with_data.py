@@ -7,19 +7,15 @@ chain is applied as the owner through the harness.
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 
-import psycopg
 import pytest
-from psycopg.types.json import Jsonb
 
 from harness import apply as happly
 from harness import catalog
 from harness.errors import HarnessError
 from tests.helpers import ids, raises_sqlstate, sha
 from tests.prodlike import (
-    BASELINE_TABLES,
     HUGE_TEXT,
     LOG_KINDS,
     NONHEX_SHA,

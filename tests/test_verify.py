@@ -13,7 +13,6 @@ import pytest
 from harness import apply as A
 from harness import verify as V
 from tests.attacks import seed_world
-from tests.helpers import ids
 
 
 def report(db, sql_root=None, role="owner", **kw) -> V.Report:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 import psycopg
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
