@@ -232,6 +232,59 @@ def lint(as_json):
 
 
 @cli.command(epilog=EPILOG)
+@click.option("--target", metavar="DSN", help=TARGET_HELP)
+@click.option("--out", "out", metavar="FILE", type=click.Path(dir_okay=False),
+              help="write the checkpoint document here (default: standard output)")
+@click.option("--previous", metavar="FILE", type=click.Path(exists=True, dir_okay=False),
+              help="an earlier checkpoint the live ledger must extend; named in the new one")
+@click.option("--no-record", is_flag=True,
+              help="do not record the checkpoint in LedgerCheckpoint (a read-only role)")
+@click.option("--compare", nargs=2, metavar="EARLIER LATER",
+              type=click.Path(exists=True, dir_okay=False),
+              help="check offline that checkpoint LATER extends EARLIER; no database")
+def checkpoint(target, out, previous, no_record, compare):
+    """Commit to the whole push ledger: every session's head, one Merkle root.
+
+    \b
+    Keep the document off the database (another system, object storage with
+    retention, a git repository); `harness verify --checkpoint FILE` later
+    fails when any row that existed at checkpoint time was removed, reordered
+    or rewritten, even by a superuser who also rewrote AuditLog.
+    """
+    from . import ledger
+
+    def go():
+        try:
+            if compare:
+                earlier, later = (ledger.load(f) for f in compare)
+                problems = ledger.compare(earlier, later)
+                for line in problems:
+                    click.echo(f"  {line}")
+                click.echo(f"{later['root']} extends {earlier['root']}" if not problems
+                           else f"{later['root']} does NOT extend {earlier['root']}")
+                sys.exit(EXIT_FAILED if problems else EXIT_OK)
+            prev = ledger.load(previous) if previous else None
+            import psycopg
+            with psycopg.connect(resolve_target(target), autocommit=True,
+                                 application_name="harness-checkpoint") as conn:
+                doc = ledger.take_checkpoint(conn, prev)
+                if not no_record:
+                    ledger.record(conn, doc)
+        except ledger.CheckpointError as e:
+            click.echo("harness checkpoint: " + "\n  ".join([str(e), *e.details]), err=True)
+            sys.exit(EXIT_FAILED)
+        text = json.dumps(doc, indent=1) + "\n"
+        if out:
+            Path(out).write_text(text, encoding="utf-8")
+        else:
+            click.echo(text, nl=False)
+        click.echo(f"root {doc['root']}: {doc['sessionCount']} sessions, {doc['rows']} rows"
+                   + (f", extends {doc['previousRoot']}" if doc["previousRoot"] else ""),
+                   err=True)
+    run(go)
+
+
+@cli.command(epilog=EPILOG)
 def stop():
     """Stop the embedded PostgreSQL server."""
     def go():

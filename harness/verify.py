@@ -59,6 +59,7 @@ from pathlib import Path
 import psycopg
 
 from . import chain as chain_mod
+from . import ledger
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_SERVER, EXIT_USAGE, HarnessError
 
 MAX_ROWS = 20
@@ -79,7 +80,7 @@ _WORKER_READS = ("Lab", "LabSession") + _LEDGER_READS
 #: everything but the secrets (Account/Session/AuthSession columns are granted
 #: column by column; VerificationToken not at all)
 _READONLY_READS = ("User", "AuthIdentity", "Lab", "LabSession", "VerificationLog",
-                   "ResumeBullet", "AuditLog") + _LEDGER_READS
+                   "ResumeBullet", "AuditLog", "LedgerCheckpoint") + _LEDGER_READS
 
 EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, frozenset[str]]] = {
     "forgea_app": {
@@ -137,7 +138,8 @@ EXPECTED_FUNCTION_EXECUTE: dict[str, frozenset[str]] = {
 
 #: tables no role but the owner may UPDATE, DELETE or TRUNCATE (CONTRACT 6)
 APPEND_ONLY_TABLES = ("LabVersion", "VerificationAttempt", "VerificationLog",
-                      "LabAttempt", "AuditLog", "ResumeBullet", "GitHubPushDelivery")
+                      "LabAttempt", "AuditLog", "ResumeBullet", "GitHubPushDelivery",
+                      "LedgerCheckpoint")
 #: tables no role but the owner may write at all (API functions only)
 API_ONLY_TABLES = ("VerificationJob", "GitHubRepoMapping")
 #: secret columns forgea_readonly must not read
@@ -625,6 +627,38 @@ def check_chain_hashes(conn) -> Check:
     return c
 
 
+def check_chain_recomputed(conn) -> Check:
+    """The chains recomputed in Python from the documented layout (harness.ledger):
+    no function of the database is trusted, not even the hash function."""
+    c = Check("lab_attempt_chain_recomputed")
+    if not _exists(conn, "LabAttempt"):
+        c.info('"LabAttempt"', "not applied yet")
+        return c
+    rec = ledger.recompute(conn)
+    for kind in sorted({b.kind for b in rec.breaks}):
+        sel = [b for b in rec.breaks if b.kind == kind]
+        c.fail('"LabAttempt" hash chain (recomputed)',
+               f"{kind}: first broken link per session (session/seq/id: detail)",
+               [f"{b.session_id}/{b.chain_seq}/{b.row_id}: {b.detail}" for b in sel],
+               len(sel))
+    c.info('"LabAttempt"', f"{rec.rows} rows of {rec.sessions} sessions recomputed in "
+                           f"{rec.seconds:.2f} s ({rec.rows_per_s:.0f} rows/s)")
+    return c
+
+
+def check_against_checkpoint(conn, doc: dict) -> Check:
+    """Every session head of a checkpoint kept off the database is still in place."""
+    c = Check("checkpoint")
+    problems = ledger.check_checkpoint(conn, doc)
+    if problems:
+        c.fail(f"checkpoint {doc['root'][:16]}", "the live ledger no longer extends it",
+               problems, len(problems))
+    else:
+        c.info(f"checkpoint {doc['root'][:16]}",
+               f"{doc['sessionCount']} session heads of {doc['takenAt']} still in place")
+    return c
+
+
 # --------------------------------------------------------------------------
 # privileges (CONTRACT section 6)
 
@@ -861,7 +895,7 @@ def check_security_definer(conn, owner) -> Check:
 
 
 def run_checks(conn: psycopg.Connection, sql_root: Path | None = None,
-               require_complete: bool = True) -> Report:
+               require_complete: bool = True, checkpoint: dict | None = None) -> Report:
     """All checks through ``conn`` (not in a transaction yet), in one READ ONLY one."""
     root = Path(sql_root) if sql_root else chain_mod.default_sql_root()
     files, problems = chain_mod.scan(root)
@@ -895,6 +929,9 @@ def run_checks(conn: psycopg.Connection, sql_root: Path | None = None,
         guarded("indexes_valid", check_indexes, conn)
         guarded("row_invariants", check_rows, conn, state)
         guarded("lab_attempt_chain", check_chain_hashes, conn)
+        guarded("lab_attempt_chain_recomputed", check_chain_recomputed, conn)
+        if checkpoint is not None:
+            guarded("checkpoint", check_against_checkpoint, conn, checkpoint)
         guarded("role_attributes", check_roles, conn)
         guarded("ownership", check_ownership, conn, owner)
         guarded("table_privileges", check_table_privileges, conn, owner)
@@ -907,9 +944,11 @@ def run_checks(conn: psycopg.Connection, sql_root: Path | None = None,
     return Report(checks)
 
 
-def verify(dsn: str, *, sql_root: Path | None = None, require_complete: bool = True) -> Report:
+def verify(dsn: str, *, sql_root: Path | None = None, require_complete: bool = True,
+           checkpoint: dict | None = None) -> Report:
     with psycopg.connect(dsn, autocommit=True, application_name="harness-verify") as conn:
-        return run_checks(conn, sql_root=sql_root, require_complete=require_complete)
+        return run_checks(conn, sql_root=sql_root, require_complete=require_complete,
+                          checkpoint=checkpoint)
 
 
 def render_table(report: Report) -> str:
@@ -939,11 +978,12 @@ def render_table(report: Report) -> str:
 
 
 def run(dsn: str, json_output: bool = False, *, sql_root: Path | None = None,
-        require_complete: bool = True, out=None) -> int:
+        require_complete: bool = True, checkpoint: dict | None = None, out=None) -> int:
     """Run every check against ``dsn``, print the result; return the exit code."""
     out = out or sys.stdout
     try:
-        report = verify(dsn, sql_root=sql_root, require_complete=require_complete)
+        report = verify(dsn, sql_root=sql_root, require_complete=require_complete,
+                        checkpoint=checkpoint)
     except psycopg.OperationalError as e:
         print(f"harness verify: cannot reach the database: {str(e).strip()}", file=sys.stderr)
         return EXIT_SERVER
@@ -962,6 +1002,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--sql-root", type=Path, default=None,
                    help="sql/ tree to compare with (default: $HARNESS_SQL_ROOT or the repo's)")
+    p.add_argument("--checkpoint", metavar="FILE", type=Path, default=None,
+                   help="also check that the live ledger still extends this checkpoint "
+                        "(written earlier by `harness checkpoint`)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--require-complete", dest="require_complete", action="store_true",
                    default=True, help="pending migrations are a failure (default)")
@@ -974,12 +1017,18 @@ def main(argv: list[str] | None = None) -> int:
     sql_root = args.sql_root or (Path(os.environ["HARNESS_SQL_ROOT"])
                                  if os.environ.get("HARNESS_SQL_ROOT") else None)
     try:
+        doc = ledger.load(args.checkpoint) if args.checkpoint else None
+    except (OSError, ValueError, ledger.CheckpointError) as e:
+        print(f"harness verify: cannot use the checkpoint: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
         if args.target:
             dsn = args.target
         else:
             from .cli import resolve_target
             dsn = resolve_target(None)
-        return run(dsn, args.json, sql_root=sql_root, require_complete=args.require_complete)
+        return run(dsn, args.json, sql_root=sql_root, require_complete=args.require_complete,
+                   checkpoint=doc)
     except HarnessError as e:
         print(f"harness verify: {e.render()}", file=sys.stderr)
         return e.exit_code
