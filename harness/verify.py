@@ -59,7 +59,7 @@ from pathlib import Path
 import psycopg
 
 from . import chain as chain_mod
-from . import ledger
+from . import ledger, reference
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_SERVER, EXIT_USAGE, HarnessError
 
 MAX_ROWS = 20
@@ -646,6 +646,44 @@ def check_chain_recomputed(conn) -> Check:
     return c
 
 
+def check_definitions(conn, ref: dict) -> Check:
+    """Every object of public as the applied files create it (harness.reference):
+    function source and attributes, triggers with their functions, timing, events
+    and mode, constraints, indexes, enums, columns and grants. Names alone prove
+    nothing: the owner can replace what a name points at."""
+    c = Check("definitions")
+    if "error" in ref:
+        c.fail("reference", f"could not build what the applied files create: {ref['error']}")
+        return c
+    diffs = reference.differences(ref, reference.snapshot_of(conn))
+    for d in diffs:
+        head, _, rest = d.partition("\n")
+        c.fail(head.split(":", 1)[0], head.split(":", 1)[1].strip() + ("\n" + rest if rest
+                                                                        else ""))
+    if not diffs:
+        c.info("public", f"{len(ref['catalog']['functions'])} functions, "
+                         f"{len(ref['catalog']['tables'])} tables and their grants are as "
+                         "the applied files create them")
+    return c
+
+
+def build_reference(conn, sql_root: Path | None = None) -> dict:
+    """The reference for the files applied on ``conn``'s database, built on a
+    throwaway server of the same major; ``{"error": ...}`` when that fails."""
+    root = Path(sql_root) if sql_root else chain_mod.default_sql_root()
+    files, _ = chain_mod.scan(root)
+    _state, applied = _applied_files(conn, files)
+    major = int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000
+    try:
+        cache = chain_mod.find_repo_root() / ".harness" / "reference"
+    except Exception:
+        cache = None
+    try:
+        return reference.build(major, applied, root, cache)
+    except Exception as e:  # binaries missing, server failed: the check says so
+        return {"error": f"{type(e).__name__}: {e}".strip()}
+
+
 def check_against_checkpoint(conn, doc: dict) -> Check:
     """Every session head of a checkpoint kept off the database is still in place."""
     c = Check("checkpoint")
@@ -895,11 +933,13 @@ def check_security_definer(conn, owner) -> Check:
 
 
 def run_checks(conn: psycopg.Connection, sql_root: Path | None = None,
-               require_complete: bool = True, checkpoint: dict | None = None) -> Report:
+               require_complete: bool = True, checkpoint: dict | None = None,
+               reference_snapshot: dict | None = None) -> Report:
     """All checks through ``conn`` (not in a transaction yet), in one READ ONLY one."""
     root = Path(sql_root) if sql_root else chain_mod.default_sql_root()
     files, problems = chain_mod.scan(root)
     checks: list[Check] = []
+    was_autocommit = conn.autocommit
     conn.autocommit = False
     try:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -932,6 +972,8 @@ def run_checks(conn: psycopg.Connection, sql_root: Path | None = None,
         guarded("lab_attempt_chain_recomputed", check_chain_recomputed, conn)
         if checkpoint is not None:
             guarded("checkpoint", check_against_checkpoint, conn, checkpoint)
+        if reference_snapshot is not None:
+            guarded("definitions", check_definitions, conn, reference_snapshot)
         guarded("role_attributes", check_roles, conn)
         guarded("ownership", check_ownership, conn, owner)
         guarded("table_privileges", check_table_privileges, conn, owner)
@@ -941,14 +983,20 @@ def run_checks(conn: psycopg.Connection, sql_root: Path | None = None,
         guarded("security_definer", check_security_definer, conn, owner)
     finally:
         conn.rollback()   # never commit: nothing here writes, and nothing could
+        conn.autocommit = was_autocommit
     return Report(checks)
 
 
 def verify(dsn: str, *, sql_root: Path | None = None, require_complete: bool = True,
-           checkpoint: dict | None = None) -> Report:
+           checkpoint: dict | None = None, reference_snapshot: dict | str | None = None
+           ) -> Report:
+    """``reference_snapshot``: a snapshot (harness.reference), "build" to build one
+    for the applied files, or None to skip the definitions check."""
     with psycopg.connect(dsn, autocommit=True, application_name="harness-verify") as conn:
+        if reference_snapshot == "build":
+            reference_snapshot = build_reference(conn, sql_root)
         return run_checks(conn, sql_root=sql_root, require_complete=require_complete,
-                          checkpoint=checkpoint)
+                          checkpoint=checkpoint, reference_snapshot=reference_snapshot)
 
 
 def render_table(report: Report) -> str:
@@ -978,12 +1026,13 @@ def render_table(report: Report) -> str:
 
 
 def run(dsn: str, json_output: bool = False, *, sql_root: Path | None = None,
-        require_complete: bool = True, checkpoint: dict | None = None, out=None) -> int:
+        require_complete: bool = True, checkpoint: dict | None = None,
+        reference_snapshot: dict | str | None = "build", out=None) -> int:
     """Run every check against ``dsn``, print the result; return the exit code."""
     out = out or sys.stdout
     try:
         report = verify(dsn, sql_root=sql_root, require_complete=require_complete,
-                        checkpoint=checkpoint)
+                        checkpoint=checkpoint, reference_snapshot=reference_snapshot)
     except psycopg.OperationalError as e:
         print(f"harness verify: cannot reach the database: {str(e).strip()}", file=sys.stderr)
         return EXIT_SERVER
@@ -1005,6 +1054,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", metavar="FILE", type=Path, default=None,
                    help="also check that the live ledger still extends this checkpoint "
                         "(written earlier by `harness checkpoint`)")
+    p.add_argument("--no-reference", action="store_true",
+                   help="skip comparing every definition with what the applied files create "
+                        "(built on a throwaway server of the same major)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--require-complete", dest="require_complete", action="store_true",
                    default=True, help="pending migrations are a failure (default)")
@@ -1028,7 +1080,7 @@ def main(argv: list[str] | None = None) -> int:
             from .cli import resolve_target
             dsn = resolve_target(None)
         return run(dsn, args.json, sql_root=sql_root, require_complete=args.require_complete,
-                   checkpoint=doc)
+                   checkpoint=doc, reference_snapshot=None if args.no_reference else "build")
     except HarnessError as e:
         print(f"harness verify: {e.render()}", file=sys.stderr)
         return e.exit_code

@@ -262,3 +262,45 @@ def test_layout_timestamps_cover_the_whole_column_range():
         ledger.layout_timestamp("infinity")
 
 
+
+
+# ------------------------------------------------------- definitions, not names
+
+DEFINITION_ATTACKS = {
+    "guard_replaced": (
+        "CREATE OR REPLACE FUNCTION forbid_ledger_mutation() RETURNS trigger "
+        "LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$ BEGIN "
+        "RETURN NULL; END $$", "function forbid_ledger_mutation()", "body differs"),
+    "hash_replaced": (
+        'CREATE OR REPLACE FUNCTION lab_attempt_row_hash(r public."LabAttempt") '
+        "RETURNS bytea LANGUAGE plpgsql STABLE PARALLEL SAFE "
+        "SET search_path = pg_catalog, public, pg_temp AS $$ BEGIN "
+        'RETURN r."rowHash"; END $$', 'function lab_attempt_row_hash(r "LabAttempt")',
+        "body differs"),
+    "check_dropped": ('ALTER TABLE "LabAttempt" DROP CONSTRAINT "LabAttempt_commitSha_check"',
+                      'constraint "LabAttempt_commitSha_check" on "LabAttempt"', "missing"),
+    "trigger_added": ('CREATE TRIGGER aaa_first BEFORE INSERT ON "LabAttempt" FOR EACH ROW '
+                      "EXECUTE FUNCTION lab_session_version_default()",
+                      'trigger "aaa_first" on "LabAttempt"', "unexpected"),
+    "trigger_mode": ('ALTER TABLE "LabAttempt" ENABLE TRIGGER labattempt_append_only',
+                     'trigger "labattempt_append_only" on "LabAttempt"', "enabled differs"),
+    "grant_widened": ('GRANT UPDATE ON "LabAttempt" TO forgea_app',
+                      'privilege on table LabAttempt', "forgea_app UPDATE unexpected"),
+    "security_definer_added": (
+        "ALTER FUNCTION canonical_repo_url(text) SECURITY DEFINER",
+        "function canonical_repo_url(url text)", "security_definer differs"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DEFINITION_ATTACKS))
+def test_owner_changing_what_a_name_means_fails_verify_by_name(db, reference_snapshot, case):
+    ddl, obj, message = DEFINITION_ATTACKS[case]
+    owner = db.connect("owner")
+    clean = V.run_checks(owner, reference_snapshot=reference_snapshot)
+    assert clean.by_name("definitions").status != "fail", V.render_table(clean)
+    owner.execute(ddl)
+    rep = V.run_checks(owner, reference_snapshot=reference_snapshot)
+    c = rep.by_name("definitions")
+    hits = [f for f in c.findings if f["severity"] == "fail" and f["object"] == obj
+            and message in f["message"]]
+    assert hits, V.render_table(rep)
