@@ -285,6 +285,38 @@ def checkpoint(target, out, previous, no_record, compare):
 
 
 @cli.command(epilog=EPILOG)
+@click.option("--out", metavar="FILE", type=click.Path(dir_okay=False),
+              help="where to write it (default: sql/schema.sql)")
+@click.option("--check", is_flag=True,
+              help="write nothing; exit 1 when the file differs from what the chain builds")
+@click.option("--pg-version", type=int, default=18, show_default=True,
+              help="major of the throwaway server the chain is built on")
+def schema(out, check, pg_version):
+    """Generate sql/schema.sql: the schema after the whole chain, in one file."""
+    from . import schema_file, servers
+
+    def go():
+        path = Path(out) if out else _sql_root() / "schema.sql"
+        try:
+            cluster = servers.start_throwaway(pg_version)
+        except Exception as e:
+            from .errors import ServerUnavailable
+            raise ServerUnavailable(f"could not start PostgreSQL {pg_version}: {e}")
+        try:
+            text = schema_file.generate(cluster.dsn(), _sql_root())
+        finally:
+            cluster.destroy()
+        if check:
+            same = path.exists() and path.read_text(encoding="utf-8") == text
+            click.echo(f"{path}: " + ("up to date" if same else
+                                      "differs from the chain; run `harness schema`"))
+            sys.exit(EXIT_OK if same else EXIT_FAILED)
+        path.write_text(text, encoding="utf-8")
+        click.echo(f"{path}: {len(text.splitlines())} lines")
+    run(go)
+
+
+@cli.command(epilog=EPILOG)
 def stop():
     """Stop the embedded PostgreSQL server."""
     def go():
