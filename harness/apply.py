@@ -54,6 +54,37 @@ Adoption
     without running it, and the rest is applied. Different: refuse, change
     nothing, list the differences. An adopted baseline is never rolled back.
 
+Where the bookkeeping lives
+    Every bookkeeping table (yoyo's ``_yoyo_migration``, ``_yoyo_log``,
+    ``_yoyo_version``, ``yoyo_lock`` and our ``_harness_migration``) lives in the
+    schema ``harness`` (:data:`BOOKKEEPING_SCHEMA`), out of ``public`` where
+    Prisma and every introspection of the application's schema would see it, the
+    way sqitch keeps its registry in a ``sqitch`` schema. The migration
+    connection keeps its ordinary ``search_path`` (``"$user", public``), so the
+    files create their objects in ``public`` unqualified, exactly as with psql;
+    instead every bookkeeping statement names its table schema-qualified: ours
+    directly, yoyo's through ``_Backend``, which overrides the ``*_table_quoted``
+    names yoyo builds its SQL from (yoyo quotes a table name as one identifier,
+    so ``migration_table = "harness._yoyo_migration"`` would not work, and yoyo's
+    ``?schema=`` URI option would move the migrations' own objects too). yoyo's
+    own table management (``init_database``, ``ensure_internal_schema_updated``)
+    looks for its tables in ``current_schema``, i.e. ``public``, and would create
+    them there, so the harness never calls it: :meth:`_Session.ensure_bookkeeping`
+    creates the same tables (yoyo 9's DDL, :data:`BOOKKEEPING_SQL`, which ``plan
+    --sql`` prints as well) in the bookkeeping schema. ``yoyo list --database
+    'postgresql://...?schema=harness'`` still reads them.
+
+    A database migrated by an earlier harness has these tables in ``public``.
+    The first ``apply`` or ``rollback`` that holds the migration lock moves them
+    (``ALTER TABLE ... SET SCHEMA``, rows, indexes and history kept) in one
+    transaction; until then the read-only commands (``status``, ``plan``,
+    ``verify``) read them where they are. The migration owner creates the schema,
+    which needs CREATE on the database; without it the harness refuses (exit 3),
+    naming the grant to give or the ``CREATE SCHEMA ... AUTHORIZATION`` a DBA can
+    run instead. It never falls back to ``public``: the bookkeeping has one home.
+    The schema is the owner's alone: no grant to PUBLIC or the group roles
+    (``harness verify`` fails on any).
+
 Nothing is created in the database before the lock is held, the chain has been
 checked, drift has been ruled out and adoption has been decided.
 """
@@ -89,12 +120,26 @@ from .errors import (AdoptionMismatch, ChainError, DriftError, LockHeld, Migrati
 
 #: advisory lock key of the harness (per database): 'FRG1'
 LOCK_KEY = 0x46524731
+#: the schema that holds every bookkeeping table (see "Where the bookkeeping lives")
+BOOKKEEPING_SCHEMA = "harness"
+#: where an earlier harness (and yoyo by default) kept them
+LEGACY_SCHEMA = "public"
 MIGRATION_TABLE = "_yoyo_migration"
+HARNESS_TABLE = "_harness_migration"
+#: every bookkeeping table; yoyo's probe tables ``yoyo_tmp_*`` are bookkeeping too
+BOOKKEEPING_TABLES = (MIGRATION_TABLE, "_yoyo_log", "_yoyo_version", "yoyo_lock",
+                      HARNESS_TABLE)
 MAX_LOCK_RETRIES = 5
 RETRY_BASE_DELAY = 0.5
 
-HARNESS_TABLE_DDL = """
-CREATE TABLE IF NOT EXISTS _harness_migration (
+
+def bk(table: str) -> str:
+    """``harness."table"``: a bookkeeping table, schema-qualified, for SQL text."""
+    return f'{BOOKKEEPING_SCHEMA}."{table}"'
+
+
+HARNESS_TABLE_DDL = f"""
+CREATE TABLE IF NOT EXISTS {bk(HARNESS_TABLE)} (
     migration_id      text PRIMARY KEY,
     checksum          text NOT NULL,
     rollback_checksum text,
@@ -196,9 +241,45 @@ def connect(dsn: str, *, lock_timeout="5s", statement_timeout="0", autocommit=Tr
 
 
 class _Backend(PostgresqlPsycopgBackend):
-    """yoyo's psycopg 3 backend, with a cached host name for ``_yoyo_log``."""
+    """yoyo's psycopg 3 backend writing to the bookkeeping schema.
+
+    yoyo formats its SQL with ``{0.migration_table_quoted}``, ``log_table_quoted``,
+    ``lock_table_quoted`` and ``version_table_quoted`` (built by ``__getattr__``
+    from the bare names); these properties return schema-qualified names instead,
+    so ``mark_one`` / ``unmark_one`` / ``log_migration`` write to
+    ``harness._yoyo_migration`` and ``harness._yoyo_log`` whatever the connection's
+    search_path. yoyo's table management is switched off (see the module
+    docstring): PostgreSQL has transactional DDL, and ``ensure_bookkeeping``
+    creates the tables. Also caches the host name for ``_yoyo_log``.
+    """
 
     _hostname: str | None = None
+    has_transactional_ddl = True
+
+    def _qualified(self, table: str) -> str:
+        return f"{self.quote_identifier(BOOKKEEPING_SCHEMA)}.{self.quote_identifier(table)}"
+
+    @property
+    def migration_table_quoted(self) -> str:
+        return self._qualified(self.migration_table)
+
+    @property
+    def log_table_quoted(self) -> str:
+        return self._qualified(self.log_table)
+
+    @property
+    def lock_table_quoted(self) -> str:
+        return self._qualified(self.lock_table)
+
+    @property
+    def version_table_quoted(self) -> str:
+        return self._qualified(self.version_table)
+
+    def init_database(self):
+        raise NotImplementedError("the harness creates the bookkeeping (ensure_bookkeeping)")
+
+    def ensure_internal_schema_updated(self):
+        """No-op: yoyo would look for (and create) its tables in current_schema."""
 
     def get_log_data(self, migration=None, operation="apply"):
         if _Backend._hostname is None:
@@ -279,16 +360,42 @@ def created_indexes(text: str) -> list[str]:
 # ---------------------------------------------------------------------------
 # state
 
+def bookkeeping_tables(conn) -> dict[str, list[str]]:
+    """Bookkeeping tables that exist, by schema (bookkeeping schema and ``public``)."""
+    out: dict[str, list[str]] = {}
+    for nsp, rel in conn.execute(
+            "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'p') "
+            "AND (c.relname = ANY(%s) OR c.relname LIKE 'yoyo\\_tmp\\_%%') ORDER BY 1, 2",
+            ([BOOKKEEPING_SCHEMA, LEGACY_SCHEMA], list(BOOKKEEPING_TABLES))).fetchall():
+        out.setdefault(nsp, []).append(rel)
+    return out
+
+
+def bookkeeping_schema(conn) -> str | None:
+    """Where the bookkeeping is read from: the bookkeeping schema, ``public`` for a
+    database an earlier harness migrated (not moved yet), None when there is none."""
+    found = bookkeeping_tables(conn)
+    for nsp in (BOOKKEEPING_SCHEMA, LEGACY_SCHEMA):
+        if {MIGRATION_TABLE, HARNESS_TABLE} & set(found.get(nsp, ())):
+            return nsp
+    return None
+
+
 def _read_state(conn) -> dict[str, dict]:
     """Applied migrations by id (empty when the bookkeeping tables are missing)."""
     state: dict[str, dict] = {}
+    schema = bookkeeping_schema(conn)
+    if schema is None:
+        return state
     cur = conn.cursor()
     cur.execute("SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
-                (MIGRATION_TABLE, "_harness_migration"))
+                (f'{schema}."{MIGRATION_TABLE}"', f'{schema}."{HARNESS_TABLE}"'))
     has_yoyo, has_harness = cur.fetchone()
     if not has_yoyo:
         return state
-    cur.execute(f"SELECT migration_id, applied_at_utc FROM {MIGRATION_TABLE} "
+    cur.execute(f'SELECT migration_id, applied_at_utc FROM {schema}."{MIGRATION_TABLE}" '
                 "ORDER BY applied_at_utc, migration_id")
     for mid, at in cur.fetchall():
         state[mid] = {"id": mid, "applied_at": at.replace(tzinfo=timezone.utc).isoformat()
@@ -296,7 +403,7 @@ def _read_state(conn) -> dict[str, dict]:
                       "adopted": False}
     if has_harness:
         cur.execute("SELECT migration_id, checksum, rollback_checksum, adopted, applied_at "
-                    "FROM _harness_migration")
+                    f'FROM {schema}."{HARNESS_TABLE}"')
         for mid, cs, rcs, adopted, at in cur.fetchall():
             if mid in state:
                 state[mid].update(checksum=cs, rollback_checksum=rcs, adopted=adopted,
@@ -347,10 +454,14 @@ def status(target_dsn: str, sql_root: Path | None = None) -> dict:
     root = Path(sql_root).parent if sql_root else None
     with connect(target_dsn) as conn:
         state = _read_state(conn)
+        schema = bookkeeping_schema(conn)
         server_version = conn.info.server_version
     out = _compute_status(files, state, root)
     out["target"] = redact(target_dsn)
     out["server_version"] = server_version
+    # where the bookkeeping was read: the bookkeeping schema; "public" for a database
+    # an earlier harness migrated (the next apply or rollback moves it); None: none yet
+    out["bookkeeping_schema"] = schema
     return out
 
 
@@ -449,8 +560,9 @@ class _Session:
         uri = to_uri(d)
         try:
             # yoyo.get_backend() would call init_database() at once, creating
-            # yoyo_lock before we hold our lock and before adoption is decided;
-            # build the same backend object and initialise it ourselves later.
+            # yoyo_lock (in public) before we hold our lock and before adoption is
+            # decided; build the same backend object, and ensure_bookkeeping()
+            # creates the tables in the bookkeeping schema later.
             self.backend = _Backend(parse_uri(uri), MIGRATION_TABLE)
         except psycopg.OperationalError as e:
             raise ServerUnavailable(f"cannot connect to {redact(dsn)}: {str(e).strip()}")
@@ -536,21 +648,91 @@ class _Session:
 
     # bookkeeping ----------------------------------------------------------
     def ensure_bookkeeping(self) -> None:
+        """The bookkeeping schema with every table in it, in ONE transaction under
+        the migration lock: created on a new database; on a database an earlier
+        harness migrated, its tables are moved out of ``public`` (ALTER TABLE ...
+        SET SCHEMA keeps rows, indexes and ACLs); a no-op once in place."""
         assert self.locked
-        b = self.backend
-        b._is_locked = True          # yoyo's lock row is never used: we hold ours
-        b.init_database()            # yoyo_lock table + transactional DDL probe
-        b.ensure_internal_schema_updated()   # _yoyo_migration, _yoyo_log, _yoyo_version
-        if not self.conn.execute(
-                "SELECT to_regclass('_harness_migration') IS NOT NULL").fetchone()[0]:
-            self.conn.execute(HARNESS_TABLE_DDL)
+        self.backend._is_locked = True      # yoyo's lock row is never used: we hold ours
+        found = bookkeeping_tables(self.conn)
+        legacy = found.get(LEGACY_SCHEMA, [])
+        present = found.get(BOOKKEEPING_SCHEMA, [])
+        if not legacy and set(present) >= set(BOOKKEEPING_TABLES):
+            return
+        if legacy and present:
+            raise RefusedError(
+                f"refusing to proceed: bookkeeping tables exist both in schema "
+                f"{BOOKKEEPING_SCHEMA} and in {LEGACY_SCHEMA}; nothing was changed",
+                details=[f"{nsp}.{t}: {self._count(nsp, t)} row(s)"
+                         for nsp in (BOOKKEEPING_SCHEMA, LEGACY_SCHEMA) for t in found[nsp]]
+                + [f"the {BOOKKEEPING_SCHEMA} schema is the live one; tables left in "
+                   f"{LEGACY_SCHEMA} were most likely created by an older harness run "
+                   "against this database: if they are empty, drop them"])
+        schema_exists = self._check_schema_privileges()
+        try:
+            with self.backend.transaction():
+                # CREATE TABLE IF NOT EXISTS would print "already exists, skipping"
+                self.conn.execute("SET LOCAL client_min_messages = warning")
+                if not schema_exists:
+                    self.conn.execute(f"CREATE SCHEMA {BOOKKEEPING_SCHEMA}")
+                for t in legacy:
+                    self.conn.execute(f'ALTER TABLE {LEGACY_SCHEMA}."{t}" '
+                                      f"SET SCHEMA {BOOKKEEPING_SCHEMA}")
+                self.conn.execute(BOOKKEEPING_SQL)
+        except psycopg.Error as e:
+            self._reset_tx()
+            line, extra = describe_pg_error(e)
+            what = (f"moving the bookkeeping from {LEGACY_SCHEMA} to schema "
+                    f"{BOOKKEEPING_SCHEMA}" if legacy else
+                    f"creating the bookkeeping in schema {BOOKKEEPING_SCHEMA}")
+            raise MigrationFailed(f"{what} failed, nothing was changed: {line}",
+                                  sqlstate=e.sqlstate, details=extra)
+        if legacy:
+            self.say(f"moved the harness bookkeeping from schema {LEGACY_SCHEMA} to "
+                     f"schema {BOOKKEEPING_SCHEMA}: {', '.join(legacy)}")
+
+    def _count(self, schema: str, table: str) -> int:
+        return self.conn.execute(f'SELECT count(*) FROM {schema}."{table}"').fetchone()[0]
+
+    def _check_schema_privileges(self) -> bool:
+        """Whether the bookkeeping schema exists; refuse (exit 3) when the migration
+        role can neither create it nor create tables in it."""
+        row = self.conn.execute(
+            "SELECT pg_catalog.pg_get_userbyid(nspowner), "
+            "pg_catalog.has_schema_privilege(oid, 'USAGE') AND "
+            "pg_catalog.has_schema_privilege(oid, 'CREATE') "
+            "FROM pg_catalog.pg_namespace WHERE nspname = %s",
+            (BOOKKEEPING_SCHEMA,)).fetchone()
+        me, db = self.conn.execute("SELECT current_user, current_database()").fetchone()
+        if row is None:
+            if not self.conn.execute("SELECT pg_catalog.has_database_privilege("
+                                     "current_database(), 'CREATE')").fetchone()[0]:
+                raise RefusedError(
+                    f"the migration role {me} cannot create the bookkeeping schema "
+                    f"{BOOKKEEPING_SCHEMA}: it needs the CREATE privilege on database "
+                    f"{db}; nothing was changed",
+                    details=[f'either: GRANT CREATE ON DATABASE "{db}" TO "{me}";',
+                             f'or, as a role that has it: CREATE SCHEMA {BOOKKEEPING_SCHEMA} '
+                             f'AUTHORIZATION "{me}";'])
+            return False
+        owner, usable = row
+        if not usable:
+            raise RefusedError(
+                f"the migration role {me} lacks USAGE or CREATE on the bookkeeping schema "
+                f"{BOOKKEEPING_SCHEMA} (owner {owner}); nothing was changed",
+                details=[f'ALTER SCHEMA {BOOKKEEPING_SCHEMA} OWNER TO "{me}";  '
+                         "-- as its owner or a superuser"])
+        if owner != me:
+            self.say(f"warning: schema {BOOKKEEPING_SCHEMA} is owned by {owner}, not by the "
+                     f"migration role {me}; its owner can drop or alter the bookkeeping")
+        return True
 
     def record(self, f: MigrationFile, m: Migration, *, adopted: bool) -> None:
         b = self.backend
         b.mark_one(m, log=False)
         b.log_migration(m, "mark" if adopted else "apply")
         self.conn.execute(
-            "INSERT INTO _harness_migration (migration_id, checksum, rollback_checksum, "
+            f"INSERT INTO {bk(HARNESS_TABLE)} (migration_id, checksum, rollback_checksum, "
             "adopted, no_transaction) VALUES (%s, %s, %s, %s, %s) "
             "ON CONFLICT (migration_id) DO UPDATE SET checksum = EXCLUDED.checksum, "
             "rollback_checksum = EXCLUDED.rollback_checksum, adopted = EXCLUDED.adopted, "
@@ -562,7 +744,7 @@ class _Session:
         b = self.backend
         b.unmark_one(m, log=False)
         b.log_migration(m, "rollback")
-        self.conn.execute("DELETE FROM _harness_migration WHERE migration_id = %s", (f.id,))
+        self.conn.execute(f"DELETE FROM {bk(HARNESS_TABLE)} WHERE migration_id = %s", (f.id,))
 
     # running ----------------------------------------------------------------
     def _reset_tx(self):
@@ -804,8 +986,7 @@ def apply(target_dsn: str, to: str | None = None, *, dry_run: bool = False,
             adopt_baseline = d == []
         if target is not None and not pending:
             sess.say(f"{target.id} is already applied; nothing to do")
-        if pending or not st["applied"]:
-            sess.ensure_bookkeeping()
+        sess.ensure_bookkeeping()    # creates it, or moves an earlier harness's out of public
         for f in pending:
             if f.baseline and adopt_baseline:
                 sess.adopt(f)
@@ -866,6 +1047,8 @@ def rollback(target_dsn: str, *, to: str | None = None, steps: int | None = None
             result.planned = victims
             return result
         sess.probe_rollback([by_id[m] for m in victims], preserve=preserve)
+        if victims:
+            sess.ensure_bookkeeping()   # moves an earlier harness's out of public
         for mid in victims:
             sess.rollback_one(by_id[mid], preserve=preserve)
             result.rolled_back.append(mid)
@@ -892,10 +1075,13 @@ def plan(target_dsn: str, sql_root: Path | None = None, to: str | None = None) -
                     f"refusing to adopt: the live public schema differs from {pending[0].id}",
                     details=d)
             adopt = d == []
-        bookkeeping = bool(_read_state(conn)) or conn.execute(
-            "SELECT to_regclass('_harness_migration') IS NOT NULL").fetchone()[0]
+        found = bookkeeping_tables(conn)
+        schema_exists = conn.execute("SELECT to_regnamespace(%s) IS NOT NULL",
+                                     (BOOKKEEPING_SCHEMA,)).fetchone()[0]
     return {"target": redact(target_dsn), "pending": pending, "adopt_baseline": adopt,
-            "bookkeeping_exists": bookkeeping}
+            "bookkeeping_exists": bool(found),
+            "bookkeeping_schema_exists": schema_exists,
+            "legacy_bookkeeping": found.get(LEGACY_SCHEMA, [])}
 
 
 def _lit(v) -> str:
@@ -907,22 +1093,23 @@ def _lit(v) -> str:
 
 
 BOOKKEEPING_SQL = f"""\
--- Bookkeeping tables (as the harness and yoyo-migrations 9 create them).
-CREATE TABLE IF NOT EXISTS yoyo_lock (
+-- Bookkeeping tables (as the harness and yoyo-migrations 9 create them), in
+-- schema {BOOKKEEPING_SCHEMA}, out of the application's public schema.
+CREATE TABLE IF NOT EXISTS {bk("yoyo_lock")} (
     locked INT DEFAULT 1, ctime TIMESTAMP, pid INT NOT NULL, PRIMARY KEY (locked)
 );
-CREATE TABLE IF NOT EXISTS _yoyo_log (
+CREATE TABLE IF NOT EXISTS {bk("_yoyo_log")} (
     id VARCHAR(36), migration_hash VARCHAR(64), migration_id VARCHAR(255),
     operation VARCHAR(10), username VARCHAR(255), hostname VARCHAR(255),
     comment VARCHAR(255), created_at_utc TIMESTAMP, PRIMARY KEY (id)
 );
-CREATE TABLE IF NOT EXISTS _yoyo_version (
+CREATE TABLE IF NOT EXISTS {bk("_yoyo_version")} (
     version INT NOT NULL PRIMARY KEY, installed_at_utc TIMESTAMP
 );
-INSERT INTO _yoyo_version (version, installed_at_utc)
+INSERT INTO {bk("_yoyo_version")} (version, installed_at_utc)
 SELECT 2, now() AT TIME ZONE 'utc'
-WHERE NOT EXISTS (SELECT 1 FROM _yoyo_version WHERE version = 2);
-CREATE TABLE IF NOT EXISTS {MIGRATION_TABLE} (
+WHERE NOT EXISTS (SELECT 1 FROM {bk("_yoyo_version")} WHERE version = 2);
+CREATE TABLE IF NOT EXISTS {bk(MIGRATION_TABLE)} (
     migration_hash VARCHAR(64), migration_id VARCHAR(255),
     applied_at_utc TIMESTAMP, PRIMARY KEY (migration_hash)
 );
@@ -930,17 +1117,31 @@ CREATE TABLE IF NOT EXISTS {MIGRATION_TABLE} (
 """
 
 
+def bookkeeping_setup_sql(p: dict) -> str:
+    """The bookkeeping part of a plan script: create the schema when missing, move
+    an earlier harness's tables out of public, create what is missing."""
+    out = []
+    if not p.get("bookkeeping_schema_exists"):
+        out.append(f"CREATE SCHEMA {BOOKKEEPING_SCHEMA};")
+    if p.get("legacy_bookkeeping"):
+        out.append(f"-- this database's bookkeeping is in {LEGACY_SCHEMA} (an earlier harness): "
+                   "move it, rows and all")
+        out += [f'ALTER TABLE {LEGACY_SCHEMA}."{t}" SET SCHEMA {BOOKKEEPING_SCHEMA};'
+                for t in p["legacy_bookkeeping"]]
+    return "\n".join(out + [BOOKKEEPING_SQL.rstrip()])
+
+
 def bookkeeping_sql(f: MigrationFile, *, adopted: bool = False) -> str:
     h = get_migration_hash(f.id)
     op = "mark" if adopted else "apply"
     return (
-        f"INSERT INTO {MIGRATION_TABLE} (migration_hash, migration_id, applied_at_utc)\n"
+        f"INSERT INTO {bk(MIGRATION_TABLE)} (migration_hash, migration_id, applied_at_utc)\n"
         f"VALUES ({_lit(h)}, {_lit(f.id)}, now() AT TIME ZONE 'utc');\n"
-        "INSERT INTO _yoyo_log (id, migration_hash, migration_id, operation, username, "
-        "hostname, created_at_utc)\n"
+        f'INSERT INTO {bk("_yoyo_log")} (id, migration_hash, migration_id, operation, '
+        "username, hostname, created_at_utc)\n"
         f"VALUES (md5(random()::text || clock_timestamp()::text), {_lit(h)}, {_lit(f.id)}, "
         f"{_lit(op)}, current_user, 'psql', now() AT TIME ZONE 'utc');\n"
-        "INSERT INTO _harness_migration (migration_id, checksum, rollback_checksum, "
+        f"INSERT INTO {bk(HARNESS_TABLE)} (migration_id, checksum, rollback_checksum, "
         "adopted, no_transaction)\n"
         f"VALUES ({_lit(f.id)}, {_lit(f.checksum)}, {_lit(f.rollback_checksum)}, "
         f"{_lit(adopted)}, {_lit(f.no_transaction)});\n")
@@ -959,7 +1160,7 @@ def plan_sql(p: dict) -> str:
     if not p["pending"]:
         out.append("-- nothing to do")
         return "\n".join(out) + "\n"
-    out += ["BEGIN;", BOOKKEEPING_SQL.rstrip(), "COMMIT;", ""]
+    out += ["BEGIN;", bookkeeping_setup_sql(p), "COMMIT;", ""]
     for f in p["pending"]:
         out.append(f"-- ===== {f.id} ({f.relpath()}, sha256 {f.checksum})")
         if f.baseline and p["adopt_baseline"]:

@@ -10,7 +10,8 @@ reported as a failure of that check and the others still run.
 Checks (names as printed):
 
 ``migration_chain``
-    ``_harness_migration`` against the files under ``sql/`` (harness.chain):
+    ``harness._harness_migration`` (``public._harness_migration`` on a database
+    an earlier harness migrated) against the files under ``sql/`` (harness.chain):
     applied files edited since (drift), applied ids this tree does not know,
     pending files (failure when ``--require-complete``, the default; else info).
 ``guard_triggers``
@@ -59,6 +60,7 @@ from pathlib import Path
 import psycopg
 
 from . import chain as chain_mod
+from .apply import BOOKKEEPING_SCHEMA, HARNESS_TABLE, bookkeeping_schema
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_SERVER, EXIT_USAGE, HarnessError
 
 MAX_ROWS = 20
@@ -242,10 +244,12 @@ def _ident(name: str) -> str:
 
 def _applied_files(conn, files) -> tuple[dict, list]:
     state = {}
-    if conn.execute("SELECT to_regclass('public._harness_migration') IS NOT NULL").fetchone()[0]:
+    schema = bookkeeping_schema(conn)
+    if conn.execute("SELECT to_regclass(%s) IS NOT NULL",
+                    (f'{schema}."{HARNESS_TABLE}"',)).fetchone()[0] if schema else False:
         for mid, cs, rcs, adopted, at in _rows(
                 conn, "SELECT migration_id, checksum, rollback_checksum, adopted, applied_at "
-                      "FROM public._harness_migration"):
+                      f'FROM {schema}."{HARNESS_TABLE}"'):
             state[mid] = {"checksum": cs, "rollback_checksum": rcs, "adopted": adopted,
                           "applied_at": at}
     applied = [f for f in files if f.id in state]
@@ -691,9 +695,9 @@ def check_table_privileges(conn, owner) -> Check:
         SELECT n.nspname, c.relname, {_grantee_sql('a.grantee')}, a.privilege_type
         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
         CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) a
-        WHERE n.nspname IN ('public', 'forgea_archive')
+        WHERE n.nspname IN ('public', 'forgea_archive', %s)
           AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
-          AND a.grantee <> c.relowner""")
+          AND a.grantee <> c.relowner""", (BOOKKEEPING_SCHEMA,))
     actual: dict[tuple[str, str], set[str]] = {}
     for nsp, rel, grantee, priv in rows:
         name = rel if nsp == "public" else f"{nsp}.{rel}"
@@ -736,8 +740,8 @@ def check_column_privileges(conn) -> Check:
         JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
         CROSS JOIN LATERAL pg_catalog.aclexplode(a.attacl) x
-        WHERE n.nspname IN ('public', 'forgea_archive') AND a.attnum > 0
-          AND NOT a.attisdropped AND x.grantee <> c.relowner""")
+        WHERE n.nspname IN ('public', 'forgea_archive', %s) AND a.attnum > 0
+          AND NOT a.attisdropped AND x.grantee <> c.relowner""", (BOOKKEEPING_SCHEMA,))
     actual: dict[tuple[str, str, str], set[str]] = {}
     for rel, col, grantee, priv in rows:
         actual.setdefault((grantee, rel, col), set()).add(priv)
@@ -804,9 +808,10 @@ def check_schema_privileges(conn) -> Check:
         FROM pg_catalog.pg_namespace n
         CROSS JOIN LATERAL pg_catalog.aclexplode(
             coalesce(n.nspacl, pg_catalog.acldefault('n', n.nspowner))) a
-        WHERE n.nspname IN ('public', 'forgea_archive') AND a.grantee <> n.nspowner
-        ORDER BY 1, 2, 3"""):
-        if priv == "CREATE" or nsp == "forgea_archive":
+        WHERE n.nspname IN ('public', 'forgea_archive', %s) AND a.grantee <> n.nspowner
+        ORDER BY 1, 2, 3""", (BOOKKEEPING_SCHEMA,)):
+        # the rollback archive and the harness's bookkeeping are the owner's alone
+        if priv == "CREATE" or nsp in ("forgea_archive", BOOKKEEPING_SCHEMA):
             c.fail(f"schema {nsp}", f"{priv} granted to {grantee}")
     for role in ("public",) + GROUP_ROLES:
         who = "PUBLIC" if role == "public" else role
@@ -825,6 +830,11 @@ def check_schema_privileges(conn) -> Check:
         if conn.execute("SELECT pg_catalog.has_schema_privilege(%s, 'public', 'CREATE')",
                         (role,)).fetchone()[0]:
             c.fail("schema public", f"{role} can CREATE objects (effective privilege)")
+        if conn.execute("SELECT to_regnamespace(%s) IS NOT NULL AND "
+                        "pg_catalog.has_schema_privilege(%s, %s, 'USAGE')",
+                        (BOOKKEEPING_SCHEMA, role, BOOKKEEPING_SCHEMA)).fetchone()[0]:
+            c.fail(f"schema {BOOKKEEPING_SCHEMA}",
+                   f"{role} can use the harness's bookkeeping schema (effective privilege)")
     return c
 
 

@@ -101,7 +101,7 @@ def test_dry_run_reports_adoption_and_changes_nothing(empty_db, sql_root):
     r = A.apply(empty_db.dsn(), sql_root=sql_root, dry_run=True)
     assert r.adopted == ["V0001__baseline"] and r.planned and not r.applied
     assert catalog.diff(snap, catalog.snapshot(conn)) == []
-    assert conn.execute("SELECT to_regclass('_yoyo_migration')").fetchone()[0] is None
+    assert A.bookkeeping_tables(conn) == {}
 
 
 MISMATCHES = {
@@ -129,8 +129,9 @@ def test_adoption_refuses_a_different_schema_and_changes_nothing(empty_db, sql_r
     assert len(e.value.details) == 1, e.value.details
     assert catalog.diff(snap, catalog.snapshot(conn), column_order=True) == []
     assert row_data(conn) == data
-    for t in ("_yoyo_migration", "_harness_migration", "yoyo_lock"):
-        assert conn.execute("SELECT to_regclass(%s)", (t,)).fetchone()[0] is None
+    assert A.bookkeeping_tables(conn) == {}
+    assert conn.execute("SELECT to_regnamespace(%s)", (A.BOOKKEEPING_SCHEMA,)).fetchone()[0] \
+        is None
     assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE "
                         "'\\_harness\\_adopt\\_%'").fetchone()[0] == 0
 
