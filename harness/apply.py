@@ -36,14 +36,22 @@ Sessions
 
 ``-- harness: no-transaction`` files and their recovery story
     Such files (``CREATE INDEX CONCURRENTLY`` ...) cannot run in a transaction.
-    Their statements run one by one in autocommit mode, then the migration is
-    recorded in a transaction of its own. They must be idempotent (``IF NOT
-    EXISTS``). If the run dies half-way, some statements are committed and the
-    migration is NOT recorded, so it stays pending; a failed ``CREATE INDEX
-    CONCURRENTLY`` leaves an INVALID index behind, which ``IF NOT EXISTS`` would
-    happily keep. So before (re-)running such a file the harness looks up every
-    index the file creates and drops it with ``DROP INDEX CONCURRENTLY IF
-    EXISTS`` when it is INVALID; then the whole file runs again from the top.
+    Their statements run one by one in autocommit mode, so the bookkeeping must
+    never disagree with what already committed: before the first statement the
+    file is recorded as in progress (``_harness_migration.state`` = 'applying',
+    or 'rolling_back' for a rollback, which also stops it counting as applied),
+    and only after the last one is it recorded as complete (yoyo's mark and
+    ``state`` = 'applied'; for a rollback every record removed), in one
+    transaction. If the run dies or the final bookkeeping write fails,
+    ``status`` lists the file under ``incomplete`` (and among ``pending``, not
+    ``applied``); the next ``apply`` runs it again from the top (after finishing
+    an interrupted rollback with the rollback file), the next ``rollback`` runs
+    its rollback file and removes the records. Both files are written to be
+    rerun from the top (``IF NOT EXISTS``, backfills that resume); a failed
+    ``CREATE INDEX CONCURRENTLY`` leaves an INVALID index behind, which ``IF NOT
+    EXISTS`` would happily keep, so before (re-)running such a file the harness
+    drops every INVALID index the file creates (``DROP INDEX CONCURRENTLY IF
+    EXISTS``).
 
 Adoption
     When ``V0001`` (the ``-- harness: baseline`` file) is not recorded but the
@@ -146,8 +154,21 @@ CREATE TABLE IF NOT EXISTS {bk(HARNESS_TABLE)} (
     adopted           boolean NOT NULL DEFAULT false,
     no_transaction    boolean NOT NULL DEFAULT false,
     applied_at        timestamptz NOT NULL DEFAULT now(),
-    applied_by        text NOT NULL DEFAULT current_user
+    applied_by        text NOT NULL DEFAULT current_user,
+    state             text NOT NULL DEFAULT 'applied'
+                      CONSTRAINT _harness_migration_state_check
+                      CHECK (state IN ('applied', 'applying', 'rolling_back'))
 )"""
+
+#: ``_harness_migration.state``: 'applied', or a no-transaction file whose statements
+#: have started to commit but whose last one has not been recorded yet: 'applying'
+#: (no yoyo mark yet) or 'rolling_back' (the yoyo mark is still there). Added to
+#: tables an earlier harness created (catalog-only ADD COLUMN with a default).
+STATES = ("applied", "applying", "rolling_back")
+STATE_COLUMN_DDL = (
+    f"ALTER TABLE {bk(HARNESS_TABLE)} ADD COLUMN IF NOT EXISTS state text NOT NULL "
+    f"DEFAULT 'applied' CONSTRAINT _harness_migration_state_check "
+    f"CHECK (state IN ({', '.join(repr(x) for x in STATES)}))")
 
 Progress = Callable[[str, str], None]
 
@@ -400,30 +421,49 @@ def _read_state(conn) -> dict[str, dict]:
     for mid, at in cur.fetchall():
         state[mid] = {"id": mid, "applied_at": at.replace(tzinfo=timezone.utc).isoformat()
                       if at else None, "checksum": None, "rollback_checksum": None,
-                      "adopted": False}
+                      "adopted": False, "state": "applied"}
     if has_harness:
-        cur.execute("SELECT migration_id, checksum, rollback_checksum, adopted, applied_at "
-                    f'FROM {schema}."{HARNESS_TABLE}"')
-        for mid, cs, rcs, adopted, at in cur.fetchall():
-            if mid in state:
-                state[mid].update(checksum=cs, rollback_checksum=rcs, adopted=adopted,
-                                  applied_at=at.isoformat() if at else state[mid]["applied_at"])
+        has_state = cur.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = "
+            "to_regclass(%s) AND attname = 'state' AND NOT attisdropped)",
+            (f'{schema}."{HARNESS_TABLE}"',)).fetchone()[0]
+        cur.execute("SELECT migration_id, checksum, rollback_checksum, adopted, applied_at, "
+                    + ("state " if has_state else "'applied' ")
+                    + f'FROM {schema}."{HARNESS_TABLE}"')
+        for mid, cs, rcs, adopted, at, st in cur.fetchall():
+            if mid not in state and st != "applying":
+                continue    # a row without yoyo mark: only an interrupted apply has one
+            rec = state.setdefault(mid, {"id": mid, "applied_at": None})
+            rec.update(checksum=cs, rollback_checksum=rcs, adopted=adopted, state=st,
+                       applied_at=at.isoformat() if at else rec["applied_at"])
     return state
 
 
 def _compute_status(files: list[MigrationFile], state: dict[str, dict], root: Path | None):
     by_id = {f.id: f for f in files}
     applied, pending, drift, unknown, rb_changed = [], [], [], [], []
+    incomplete = []
     for f in files:
         rec = state.get(f.id)
-        if rec is None:
+        done = rec is not None and rec["state"] == "applied"
+        if not done:
+            op = None
+            if rec is not None:
+                # a no-transaction file interrupted half-way: neither applied nor
+                # clean; apply redoes it (after finishing an interrupted rollback),
+                # rollback undoes it
+                op = "apply" if rec["state"] == "applying" else "rollback"
+                incomplete.append({"id": f.id, "version": f.version, "file": f.relpath(root),
+                                   "operation": op, "since": rec["applied_at"]})
             pending.append({"id": f.id, "version": f.version, "file": f.relpath(root),
                             "checksum": f.checksum, "no_transaction": f.no_transaction,
-                            "baseline": f.baseline})
+                            "baseline": f.baseline, "incomplete": op})
+        else:
+            applied.append({"id": f.id, "version": f.version, "file": f.relpath(root),
+                            "checksum": rec["checksum"], "applied_at": rec["applied_at"],
+                            "adopted": rec["adopted"]})
+        if rec is None:
             continue
-        applied.append({"id": f.id, "version": f.version, "file": f.relpath(root),
-                        "checksum": rec["checksum"], "applied_at": rec["applied_at"],
-                        "adopted": rec["adopted"]})
         if rec["checksum"] and rec["checksum"] != f.checksum:
             drift.append({"id": f.id, "file": f.relpath(root), "recorded_checksum":
                           rec["checksum"], "checksum": f.checksum})
@@ -442,6 +482,7 @@ def _compute_status(files: list[MigrationFile], state: dict[str, dict], root: Pa
         out_of_order = [p["id"] for p in pending if p["version"] < newest]
     return {"applied": applied, "pending": pending, "drift": drift, "unknown": unknown,
             "rollback_changed": rb_changed, "out_of_order": out_of_order,
+            "incomplete": incomplete,
             "current": applied[-1]["id"] if applied else None}
 
 
@@ -570,6 +611,7 @@ class _Session:
         self.conn.add_notice_handler(self._notice)
         self.locked = False
         self.quiet = False
+        self.bk_step: str | None = None   # the bookkeeping table being written, if any
 
     # output -------------------------------------------------------------
     def say(self, msg: str) -> None:
@@ -657,7 +699,10 @@ class _Session:
         found = bookkeeping_tables(self.conn)
         legacy = found.get(LEGACY_SCHEMA, [])
         present = found.get(BOOKKEEPING_SCHEMA, [])
-        if not legacy and set(present) >= set(BOOKKEEPING_TABLES):
+        if not legacy and set(present) >= set(BOOKKEEPING_TABLES) and self.conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = "
+                "to_regclass(%s) AND attname = 'state' AND NOT attisdropped)",
+                (bk(HARNESS_TABLE),)).fetchone()[0]:
             return
         if legacy and present:
             raise RefusedError(
@@ -728,23 +773,47 @@ class _Session:
         return True
 
     def record(self, f: MigrationFile, m: Migration, *, adopted: bool) -> None:
+        """Mark ``f`` applied (yoyo's mark and log, our row with state 'applied')."""
         b = self.backend
+        self.bk_step = bk(MIGRATION_TABLE)
         b.mark_one(m, log=False)
+        self.bk_step = bk("_yoyo_log")
         b.log_migration(m, "mark" if adopted else "apply")
+        self.bk_step = bk(HARNESS_TABLE)
         self.conn.execute(
             f"INSERT INTO {bk(HARNESS_TABLE)} (migration_id, checksum, rollback_checksum, "
-            "adopted, no_transaction) VALUES (%s, %s, %s, %s, %s) "
+            "adopted, no_transaction, state) VALUES (%s, %s, %s, %s, %s, 'applied') "
             "ON CONFLICT (migration_id) DO UPDATE SET checksum = EXCLUDED.checksum, "
             "rollback_checksum = EXCLUDED.rollback_checksum, adopted = EXCLUDED.adopted, "
             "no_transaction = EXCLUDED.no_transaction, applied_at = now(), "
-            "applied_by = current_user",
+            "applied_by = current_user, state = 'applied'",
             (f.id, f.checksum, f.rollback_checksum, adopted, f.no_transaction))
+        self.bk_step = None
 
     def unrecord(self, f: MigrationFile, m: Migration) -> None:
+        """Remove every record of ``f`` (yoyo's mark, our row); log the rollback."""
         b = self.backend
+        self.bk_step = bk(MIGRATION_TABLE)
         b.unmark_one(m, log=False)
+        self.bk_step = bk("_yoyo_log")
         b.log_migration(m, "rollback")
+        self.bk_step = bk(HARNESS_TABLE)
         self.conn.execute(f"DELETE FROM {bk(HARNESS_TABLE)} WHERE migration_id = %s", (f.id,))
+        self.bk_step = None
+
+    def mark_in_progress(self, f: MigrationFile, state: str) -> None:
+        """Before the first statement of a no-transaction file: our row says
+        'applying' (no yoyo mark: the file does not count as applied) or
+        'rolling_back' (it no longer counts as applied either)."""
+        assert state in ("applying", "rolling_back")
+        self.bk_step = bk(HARNESS_TABLE)
+        self.conn.execute(
+            f"INSERT INTO {bk(HARNESS_TABLE)} (migration_id, checksum, rollback_checksum, "
+            "no_transaction, state) VALUES (%s, %s, %s, %s, %s) "
+            "ON CONFLICT (migration_id) DO UPDATE SET state = EXCLUDED.state, "
+            "applied_at = now(), applied_by = current_user",
+            (f.id, f.checksum, f.rollback_checksum, f.no_transaction, state))
+        self.bk_step = None
 
     # running ----------------------------------------------------------------
     def _reset_tx(self):
@@ -756,19 +825,24 @@ class _Session:
                 pass
             b._in_transaction = False
 
-    def _with_retries(self, f: MigrationFile, what: str, fn, path_for_error: str, text: str):
+    def _with_retries(self, f: MigrationFile, what: str, fn, path_for_error: str, text: str,
+                      *, state_after: str | None = None):
+        """Run ``fn``, retrying it on lock_not_available. ``state_after``: what a
+        failure leaves committed (added to the error). A failure while writing the
+        bookkeeping names the bookkeeping table, not a line of the file."""
         attempt = 0
         while True:
+            self.bk_step = None
             try:
                 return fn()
             except psycopg.Error as e:
                 self._reset_tx()
-                if self.conn.closed or self.conn.broken:
-                    line, extra = describe_pg_error(e, file=path_for_error)
-                    raise MigrationFailed(f"{what} {f.id}: connection lost: {line}",
-                                          sqlstate=e.sqlstate, file=path_for_error,
-                                          details=extra)
-                if e.sqlstate == "55P03" and attempt < MAX_LOCK_RETRIES:
+                lost = self.conn.closed or self.conn.broken
+                after = [state_after] if state_after else []
+                if lost:    # a COMMIT may or may not have reached the server
+                    after = ["the connection was lost, so whether the last step committed "
+                             "is unknown; `harness status` shows what is recorded"]
+                if not lost and e.sqlstate == "55P03" and attempt < MAX_LOCK_RETRIES:
                     attempt += 1
                     delay = RETRY_BASE_DELAY * (2 ** (attempt - 1))
                     self.say(f"{f.id}: lock not available (55P03: "
@@ -777,9 +851,20 @@ class _Session:
                     self.event("retry", f.id)
                     time.sleep(delay)
                     continue
+                if self.bk_step:
+                    line, extra = describe_pg_error(e)
+                    raise MigrationFailed(
+                        f"{what} {f.id}: writing the bookkeeping ({self.bk_step}) failed"
+                        + (" (connection lost)" if lost else "") + f": {line}",
+                        sqlstate=e.sqlstate, file=self.bk_step, details=extra + after)
+                if lost:
+                    line, extra = describe_pg_error(e, file=path_for_error)
+                    raise MigrationFailed(f"{what} {f.id}: connection lost: {line}",
+                                          sqlstate=e.sqlstate, file=path_for_error,
+                                          details=extra + after)
                 line, extra = describe_pg_error(e, file=path_for_error, sql=text)
                 raise MigrationFailed(line, sqlstate=e.sqlstate, file=path_for_error,
-                                      details=extra)
+                                      details=extra + after)
 
     def _set_timeout(self, *, local: bool) -> None:
         scope = "LOCAL " if local else ""
@@ -791,6 +876,58 @@ class _Session:
             raise ChainError(f"{path}: contains transaction control ({', '.join(tc)}); "
                              "the harness runs each file in its own transaction")
 
+    def _run_no_transaction(self, f: MigrationFile, direction: str, m: Migration, path: str,
+                            text: str, preserve: bool) -> None:
+        """A no-transaction file in three steps, so that the bookkeeping never
+        disagrees with the schema: (1) record it as in progress, (2) run its
+        statements one by one (autocommit), (3) record it as complete (applied, or
+        gone). A failure or a crash after (1) leaves it *incomplete* (``status``
+        says so); the next ``apply`` redoes it from the top, the next ``rollback``
+        undoes it (both files are written to be rerun from the top). A retry after
+        lock_not_available repeats only the step that failed."""
+        what = "applying" if direction == "apply" else "rolling back"
+        state = "applying" if direction == "apply" else "rolling_back"
+        rel = f.relpath() if direction == "apply" else f.rollback_relpath()
+        incomplete = (f"{f.id} is recorded as incomplete ({state}); `harness status` shows "
+                      "it; `harness apply` redoes it from the top, `harness rollback` "
+                      "undoes it")
+
+        def start():
+            with self.backend.transaction():
+                self.mark_in_progress(f, state)
+
+        def statements():
+            self.drop_invalid_indexes(text)
+            if preserve:
+                self.conn.execute("SET forgea.rollback_preserve = 'on'")
+            self._set_timeout(local=False)
+            try:
+                for step in m.steps:          # file order, as psql would
+                    if direction == "apply":
+                        step.apply(self.backend)
+                    else:
+                        step.rollback(self.backend)
+            finally:
+                if not self.conn.broken:
+                    self.conn.execute("SET statement_timeout = 0")
+                    if preserve:
+                        self.conn.execute("RESET forgea.rollback_preserve")
+
+        def finish():
+            with self.backend.transaction():
+                if direction == "apply":
+                    self.record(f, m, adopted=False)
+                else:
+                    self.unrecord(f, m)
+
+        self._with_retries(f, what, start, path, text,
+                           state_after=f"nothing of {rel} ran; the database is unchanged")
+        self._with_retries(f, what, statements, path, text,
+                           state_after=f"the statements of {rel} before the failing one "
+                                       f"committed; {incomplete}")
+        self._with_retries(f, what, finish, path, text,
+                           state_after=f"every statement of {rel} committed; {incomplete}")
+
     def apply_one(self, f: MigrationFile, *, preserve: bool = False) -> None:
         path = f.relpath()
         self._check_file(f, f.sql, path)
@@ -798,21 +935,7 @@ class _Session:
         self.event("apply", f.id)
         t0 = time.monotonic()
         if f.no_transaction:
-            def run():
-                self.drop_invalid_indexes(f.sql)
-                if preserve:
-                    self.conn.execute("SET forgea.rollback_preserve = 'on'")
-                self._set_timeout(local=False)
-                try:
-                    for step in m.steps:
-                        step.apply(self.backend)
-                finally:
-                    if not self.conn.broken:
-                        self.conn.execute("SET statement_timeout = 0")
-                    if preserve:
-                        self.conn.execute("RESET forgea.rollback_preserve")
-                with self.backend.transaction():
-                    self.record(f, m, adopted=False)
+            self._run_no_transaction(f, "apply", m, path, f.sql, preserve)
         else:
             def run():
                 with self.backend.transaction():
@@ -822,7 +945,9 @@ class _Session:
                     m.process_steps(self.backend, "apply")   # savepoint inside our BEGIN
                     self.conn.execute("SET LOCAL statement_timeout = 0")
                     self.record(f, m, adopted=False)          # same transaction
-        self._with_retries(f, "applying", run, path, f.sql)
+            self._with_retries(f, "applying", run, path, f.sql, state_after=(
+                f"nothing of {f.id} was committed (its statements and its bookkeeping "
+                "share one transaction)"))
         self.say(f"applied {f.id} ({time.monotonic() - t0:.2f}s)")
         self.event("applied", f.id)
 
@@ -842,21 +967,7 @@ class _Session:
         self.event("rollback", f.id)
         t0 = time.monotonic()
         if f.rollback_no_transaction:
-            def run():
-                self.drop_invalid_indexes(text)
-                if preserve:
-                    self.conn.execute("SET forgea.rollback_preserve = 'on'")
-                self._set_timeout(local=False)
-                try:
-                    for step in m.steps:          # file order, as psql would
-                        step.rollback(self.backend)
-                finally:
-                    if not self.conn.broken:
-                        self.conn.execute("SET statement_timeout = 0")
-                    if preserve:
-                        self.conn.execute("RESET forgea.rollback_preserve")
-                with self.backend.transaction():
-                    self.unrecord(f, m)
+            self._run_no_transaction(f, "rollback", m, path, text, preserve)
         else:
             def run():
                 with self.backend.transaction():
@@ -866,7 +977,9 @@ class _Session:
                     m.process_steps(self.backend, "rollback")
                     self.conn.execute("SET LOCAL statement_timeout = 0")
                     self.unrecord(f, m)
-        self._with_retries(f, "rolling back", run, path, text)
+            self._with_retries(f, "rolling back", run, path, text, state_after=(
+                f"nothing of the rollback of {f.id} was committed (its statements and its "
+                "bookkeeping share one transaction)"))
         self.say(f"rolled back {f.id} ({time.monotonic() - t0:.2f}s)")
         self.event("rolled_back", f.id)
 
@@ -986,12 +1099,26 @@ def apply(target_dsn: str, to: str | None = None, *, dry_run: bool = False,
             adopt_baseline = d == []
         if target is not None and not pending:
             sess.say(f"{target.id} is already applied; nothing to do")
+        incomplete = {i["id"]: i["operation"] for i in st["incomplete"]}
+        for mid in sorted(set(incomplete) - {f.id for f in pending}):
+            sess.say(f"warning: {mid} is incomplete (interrupted {incomplete[mid]}) and "
+                     f"newer than --to: `harness apply` redoes it, `harness rollback "
+                     f"--to {target.id if target else '...'}` undoes it")
         sess.ensure_bookkeeping()    # creates it, or moves an earlier harness's out of public
         for f in pending:
             if f.baseline and adopt_baseline:
                 sess.adopt(f)
                 result.adopted.append(f.id)
                 continue
+            if incomplete.get(f.id) == "rollback":
+                # its rollback committed some statements: finish it (the rollback of a
+                # no-transaction file is rerunnable), then apply the file afresh
+                sess.say(f"{f.id}: its rollback was interrupted; finishing it, then "
+                         "applying the file again")
+                sess.rollback_one(f, preserve=preserve)
+            elif incomplete.get(f.id) == "apply":
+                sess.say(f"{f.id}: its apply was interrupted; running the file again "
+                         "from the top")
             sess.apply_one(f, preserve=preserve)
             result.applied.append(f.id)
     finally:
@@ -1022,9 +1149,18 @@ def rollback(target_dsn: str, *, to: str | None = None, steps: int | None = None
         if st["unknown"]:
             raise RefusedError("refusing to roll back: the database has migrations this "
                                "tree does not know", details=[u["id"] for u in st["unknown"]])
-        applied = [a["id"] for a in st["applied"]]
+        # an incomplete no-transaction file (interrupted apply or rollback) holds part
+        # of its changes: roll it back like an applied one (its rollback is rerunnable)
+        incomplete = {i["id"]: i["operation"] for i in st["incomplete"]}
+        done = {a["id"] for a in st["applied"]}
+        applied = [f.id for f in files if f.id in done or f.id in incomplete]
         if to is not None:
             target = find(files, to)
+            if target.id in incomplete:
+                raise UsageError(
+                    f"{target.id} is incomplete (interrupted {incomplete[target.id]}); it "
+                    f"cannot stay as the last applied version: `harness apply --to "
+                    f"{target.id}` redoes it, or roll back to an older version")
             if target.id not in applied:
                 raise UsageError(f"{target.id} is not applied; cannot roll back to it")
             victims = [i for i in applied if by_id[i].version > target.version]
@@ -1050,6 +1186,10 @@ def rollback(target_dsn: str, *, to: str | None = None, steps: int | None = None
         if victims:
             sess.ensure_bookkeeping()   # moves an earlier harness's out of public
         for mid in victims:
+            if mid in incomplete:
+                sess.say(f"{mid}: its {incomplete[mid]} was interrupted; "
+                         + ("finishing the rollback" if incomplete[mid] == "rollback"
+                            else "undoing what it committed with its rollback file"))
             sess.rollback_one(by_id[mid], preserve=preserve)
             result.rolled_back.append(mid)
     finally:
@@ -1079,6 +1219,7 @@ def plan(target_dsn: str, sql_root: Path | None = None, to: str | None = None) -
         schema_exists = conn.execute("SELECT to_regnamespace(%s) IS NOT NULL",
                                      (BOOKKEEPING_SCHEMA,)).fetchone()[0]
     return {"target": redact(target_dsn), "pending": pending, "adopt_baseline": adopt,
+            "incomplete": {i["id"]: i["operation"] for i in st["incomplete"]},
             "bookkeeping_exists": bool(found),
             "bookkeeping_schema_exists": schema_exists,
             "legacy_bookkeeping": found.get(LEGACY_SCHEMA, [])}
@@ -1114,6 +1255,7 @@ CREATE TABLE IF NOT EXISTS {bk(MIGRATION_TABLE)} (
     applied_at_utc TIMESTAMP, PRIMARY KEY (migration_hash)
 );
 {HARNESS_TABLE_DDL.strip()};
+{STATE_COLUMN_DDL};
 """
 
 
@@ -1142,9 +1284,31 @@ def bookkeeping_sql(f: MigrationFile, *, adopted: bool = False) -> str:
         f"VALUES (md5(random()::text || clock_timestamp()::text), {_lit(h)}, {_lit(f.id)}, "
         f"{_lit(op)}, current_user, 'psql', now() AT TIME ZONE 'utc');\n"
         f"INSERT INTO {bk(HARNESS_TABLE)} (migration_id, checksum, rollback_checksum, "
-        "adopted, no_transaction)\n"
+        "adopted, no_transaction, state)\n"
         f"VALUES ({_lit(f.id)}, {_lit(f.checksum)}, {_lit(f.rollback_checksum)}, "
-        f"{_lit(adopted)}, {_lit(f.no_transaction)});\n")
+        f"{_lit(adopted)}, {_lit(f.no_transaction)}, 'applied')\n"
+        "ON CONFLICT (migration_id) DO UPDATE SET state = 'applied', applied_at = now(), "
+        "applied_by = current_user;\n")
+
+
+def in_progress_sql(f: MigrationFile, state: str) -> str:
+    """Record a no-transaction file as in progress, before its first statement."""
+    return (f"INSERT INTO {bk(HARNESS_TABLE)} (migration_id, checksum, rollback_checksum, "
+            "no_transaction, state)\n"
+            f"VALUES ({_lit(f.id)}, {_lit(f.checksum)}, {_lit(f.rollback_checksum)}, "
+            f"{_lit(f.no_transaction)}, {_lit(state)})\n"
+            "ON CONFLICT (migration_id) DO UPDATE SET state = EXCLUDED.state, "
+            "applied_at = now(), applied_by = current_user;")
+
+
+def unrecord_sql(f: MigrationFile) -> str:
+    h = get_migration_hash(f.id)
+    return (f"DELETE FROM {bk(MIGRATION_TABLE)} WHERE migration_hash = {_lit(h)};\n"
+            f'INSERT INTO {bk("_yoyo_log")} (id, migration_hash, migration_id, operation, '
+            "username, hostname, created_at_utc)\n"
+            f"VALUES (md5(random()::text || clock_timestamp()::text), {_lit(h)}, {_lit(f.id)}, "
+            "'rollback', current_user, 'psql', now() AT TIME ZONE 'utc');\n"
+            f"DELETE FROM {bk(HARNESS_TABLE)} WHERE migration_id = {_lit(f.id)};")
 
 
 def plan_sql(p: dict) -> str:
@@ -1153,7 +1317,8 @@ def plan_sql(p: dict) -> str:
            f"-- {len(p['pending'])} pending migration(s); review, then run with:",
            "--   psql -v ON_ERROR_STOP=1 -f plan.sql",
            "-- Each transactional file runs in BEGIN/COMMIT together with its bookkeeping;",
-           "-- no-transaction files run outside a transaction, then are recorded.",
+           "-- no-transaction files are recorded as in progress, run outside a transaction,",
+           "-- then recorded as complete.",
            "-- Note: run by psql, there is no advisory lock, drift check or 55P03 retry.",
            "\\set ON_ERROR_STOP on",
            "SET application_name = 'harness-plan';", ""]
@@ -1168,8 +1333,17 @@ def plan_sql(p: dict) -> str:
                     "BEGIN;", bookkeeping_sql(f, adopted=True).rstrip(), "COMMIT;", ""]
             continue
         body = f.sql if f.sql.endswith("\n") else f.sql + "\n"
+        if p.get("incomplete", {}).get(f.id) == "rollback":
+            rb = (f.rollback_sql or "").rstrip()
+            out.append("-- its rollback was interrupted (recorded as rolling_back): finish it")
+            if f.rollback_no_transaction:
+                out += [rb, "BEGIN;", unrecord_sql(f), "COMMIT;", ""]
+            else:
+                out += ["BEGIN;", rb, unrecord_sql(f), "COMMIT;", ""]
         if f.no_transaction:
-            out += ["-- no-transaction file: statements run in autocommit mode", body.rstrip(),
+            out += ["-- no-transaction file: recorded as in progress, statements run in "
+                    "autocommit mode, then recorded as complete",
+                    in_progress_sql(f, "applying"), body.rstrip(),
                     "BEGIN;", bookkeeping_sql(f).rstrip(), "COMMIT;", ""]
         else:
             out += ["BEGIN;", body.rstrip(), "", "-- bookkeeping", bookkeeping_sql(f).rstrip(),

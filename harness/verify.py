@@ -243,16 +243,22 @@ def _ident(name: str) -> str:
 
 
 def _applied_files(conn, files) -> tuple[dict, list]:
+    """Recorded migrations by id (with ``state``: 'applied', or 'applying' /
+    'rolling_back' for an interrupted no-transaction file), and the applied files."""
     state = {}
     schema = bookkeeping_schema(conn)
-    if conn.execute("SELECT to_regclass(%s) IS NOT NULL",
-                    (f'{schema}."{HARNESS_TABLE}"',)).fetchone()[0] if schema else False:
-        for mid, cs, rcs, adopted, at in _rows(
-                conn, "SELECT migration_id, checksum, rollback_checksum, adopted, applied_at "
-                      f'FROM {schema}."{HARNESS_TABLE}"'):
+    rel = f'{schema}."{HARNESS_TABLE}"'
+    if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (rel,)).fetchone()[0] \
+            if schema else False:
+        has_state = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = "
+            "to_regclass(%s) AND attname = 'state' AND NOT attisdropped)", (rel,)).fetchone()[0]
+        for mid, cs, rcs, adopted, at, st in _rows(
+                conn, "SELECT migration_id, checksum, rollback_checksum, adopted, applied_at, "
+                      + ("state " if has_state else "'applied' ") + f"FROM {rel}"):
             state[mid] = {"checksum": cs, "rollback_checksum": rcs, "adopted": adopted,
-                          "applied_at": at}
-    applied = [f for f in files if f.id in state]
+                          "applied_at": at, "state": st}
+    applied = [f for f in files if f.id in state and state[f.id]["state"] == "applied"]
     return state, applied
 
 
@@ -282,6 +288,11 @@ def check_chain(conn, files, state, require_complete: bool) -> Check:
     adopted = [mid for mid, rec in state.items() if rec["adopted"]]
     if adopted:
         c.info("_harness_migration", "adopted (recorded without running)", adopted)
+    incomplete = [f"{mid} ({rec['state']})" for mid, rec in sorted(state.items())
+                  if rec.get("state", "applied") != "applied"]
+    if incomplete:
+        c.fail("_harness_migration", "no-transaction files interrupted half-way "
+               "(`harness apply` redoes them, `harness rollback` undoes them)", incomplete)
     return c
 
 

@@ -78,8 +78,11 @@ def make_legacy(conn) -> None:
     conn.execute("BEGIN")
     conn.execute(LEGACY_DDL)
     for t in sorted(NAMES):
-        conn.execute(sql.SQL("INSERT INTO public.{t} SELECT * FROM {s}.{t}").format(
-            t=sql.Identifier(t), s=sql.Identifier(SCHEMA)))
+        cols = sql.SQL(", ").join(sql.Identifier(r[0]) for r in conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
+            "ORDER BY attnum", (f'public."{t}"',)))
+        conn.execute(sql.SQL("INSERT INTO public.{t} ({c}) SELECT {c} FROM {s}.{t}").format(
+            t=sql.Identifier(t), c=cols, s=sql.Identifier(SCHEMA)))
     conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(SCHEMA)))
     conn.execute("COMMIT")
 
