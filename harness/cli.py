@@ -153,7 +153,8 @@ def rollback(target, to, steps, preserve, dry_run, lock_timeout, statement_timeo
 @click.option("--target", metavar="DSN", help=TARGET_HELP)
 @click.option("--json", "as_json", is_flag=True, help="print the status as JSON")
 def status(target, as_json):
-    """Applied, pending and drifted migrations."""
+    """Applied, pending, drifted and incomplete migrations (exit 1 on drift, unknown
+    applied versions or an incomplete no-transaction file)."""
     from . import apply as A
 
     def go():
@@ -171,7 +172,15 @@ def status(target, as_json):
                 click.echo(f"  {a['id']}  {a['applied_at']}{flag}")
             click.echo(f"pending ({len(st['pending'])}):")
             for p in st["pending"]:
-                click.echo(f"  {p['id']}" + ("  [no-transaction]" if p["no_transaction"] else ""))
+                click.echo(f"  {p['id']}" + ("  [no-transaction]" if p["no_transaction"] else "")
+                           + (f"  [INCOMPLETE: interrupted {p['incomplete']}]"
+                              if p.get("incomplete") else ""))
+            if st["incomplete"]:
+                click.echo(f"INCOMPLETE ({len(st['incomplete'])}): no-transaction files "
+                           "interrupted half-way (part of their statements committed); "
+                           "`harness apply` redoes them, `harness rollback` undoes them:")
+                for i in st["incomplete"]:
+                    click.echo(f"  {i['id']}  interrupted {i['operation']} since {i['since']}")
             if st["drift"]:
                 click.echo(f"DRIFT ({len(st['drift'])}): applied files edited since apply:")
                 for d in st["drift"]:
@@ -182,7 +191,7 @@ def status(target, as_json):
             if st["rollback_changed"]:
                 click.echo("rollback files changed since apply: "
                            + ", ".join(r["file"] for r in st["rollback_changed"]))
-        if st["drift"] or st["unknown"]:
+        if st["drift"] or st["unknown"] or st["incomplete"]:
             sys.exit(EXIT_FAILED)
     run(go)
 

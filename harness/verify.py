@@ -10,7 +10,8 @@ reported as a failure of that check and the others still run.
 Checks (names as printed):
 
 ``migration_chain``
-    ``_harness_migration`` against the files under ``sql/`` (harness.chain):
+    ``harness._harness_migration`` (``public._harness_migration`` on a database
+    an earlier harness migrated) against the files under ``sql/`` (harness.chain):
     applied files edited since (drift), applied ids this tree does not know,
     pending files (failure when ``--require-complete``, the default; else info).
 ``guard_triggers``
@@ -60,6 +61,7 @@ import psycopg
 
 from . import chain as chain_mod
 from . import ledger, reference
+from .apply import BOOKKEEPING_SCHEMA, HARNESS_TABLE, bookkeeping_schema
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_SERVER, EXIT_USAGE, HarnessError
 
 MAX_ROWS = 20
@@ -244,14 +246,22 @@ def _ident(name: str) -> str:
 
 
 def _applied_files(conn, files) -> tuple[dict, list]:
+    """Recorded migrations by id (with ``state``: 'applied', or 'applying' /
+    'rolling_back' for an interrupted no-transaction file), and the applied files."""
     state = {}
-    if conn.execute("SELECT to_regclass('public._harness_migration') IS NOT NULL").fetchone()[0]:
-        for mid, cs, rcs, adopted, at in _rows(
-                conn, "SELECT migration_id, checksum, rollback_checksum, adopted, applied_at "
-                      "FROM public._harness_migration"):
+    schema = bookkeeping_schema(conn)
+    rel = f'{schema}."{HARNESS_TABLE}"'
+    if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (rel,)).fetchone()[0] \
+            if schema else False:
+        has_state = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = "
+            "to_regclass(%s) AND attname = 'state' AND NOT attisdropped)", (rel,)).fetchone()[0]
+        for mid, cs, rcs, adopted, at, st in _rows(
+                conn, "SELECT migration_id, checksum, rollback_checksum, adopted, applied_at, "
+                      + ("state " if has_state else "'applied' ") + f"FROM {rel}"):
             state[mid] = {"checksum": cs, "rollback_checksum": rcs, "adopted": adopted,
-                          "applied_at": at}
-    applied = [f for f in files if f.id in state]
+                          "applied_at": at, "state": st}
+    applied = [f for f in files if f.id in state and state[f.id]["state"] == "applied"]
     return state, applied
 
 
@@ -281,6 +291,11 @@ def check_chain(conn, files, state, require_complete: bool) -> Check:
     adopted = [mid for mid, rec in state.items() if rec["adopted"]]
     if adopted:
         c.info("_harness_migration", "adopted (recorded without running)", adopted)
+    incomplete = [f"{mid} ({rec['state']})" for mid, rec in sorted(state.items())
+                  if rec.get("state", "applied") != "applied"]
+    if incomplete:
+        c.fail("_harness_migration", "no-transaction files interrupted half-way "
+               "(`harness apply` redoes them, `harness rollback` undoes them)", incomplete)
     return c
 
 
@@ -764,9 +779,9 @@ def check_table_privileges(conn, owner) -> Check:
         SELECT n.nspname, c.relname, {_grantee_sql('a.grantee')}, a.privilege_type
         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
         CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) a
-        WHERE n.nspname IN ('public', 'forgea_archive')
+        WHERE n.nspname IN ('public', 'forgea_archive', %s)
           AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
-          AND a.grantee <> c.relowner""")
+          AND a.grantee <> c.relowner""", (BOOKKEEPING_SCHEMA,))
     actual: dict[tuple[str, str], set[str]] = {}
     for nsp, rel, grantee, priv in rows:
         name = rel if nsp == "public" else f"{nsp}.{rel}"
@@ -809,8 +824,8 @@ def check_column_privileges(conn) -> Check:
         JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
         CROSS JOIN LATERAL pg_catalog.aclexplode(a.attacl) x
-        WHERE n.nspname IN ('public', 'forgea_archive') AND a.attnum > 0
-          AND NOT a.attisdropped AND x.grantee <> c.relowner""")
+        WHERE n.nspname IN ('public', 'forgea_archive', %s) AND a.attnum > 0
+          AND NOT a.attisdropped AND x.grantee <> c.relowner""", (BOOKKEEPING_SCHEMA,))
     actual: dict[tuple[str, str, str], set[str]] = {}
     for rel, col, grantee, priv in rows:
         actual.setdefault((grantee, rel, col), set()).add(priv)
@@ -877,9 +892,10 @@ def check_schema_privileges(conn) -> Check:
         FROM pg_catalog.pg_namespace n
         CROSS JOIN LATERAL pg_catalog.aclexplode(
             coalesce(n.nspacl, pg_catalog.acldefault('n', n.nspowner))) a
-        WHERE n.nspname IN ('public', 'forgea_archive') AND a.grantee <> n.nspowner
-        ORDER BY 1, 2, 3"""):
-        if priv == "CREATE" or nsp == "forgea_archive":
+        WHERE n.nspname IN ('public', 'forgea_archive', %s) AND a.grantee <> n.nspowner
+        ORDER BY 1, 2, 3""", (BOOKKEEPING_SCHEMA,)):
+        # the rollback archive and the harness's bookkeeping are the owner's alone
+        if priv == "CREATE" or nsp in ("forgea_archive", BOOKKEEPING_SCHEMA):
             c.fail(f"schema {nsp}", f"{priv} granted to {grantee}")
     for role in ("public",) + GROUP_ROLES:
         who = "PUBLIC" if role == "public" else role
@@ -898,6 +914,11 @@ def check_schema_privileges(conn) -> Check:
         if conn.execute("SELECT pg_catalog.has_schema_privilege(%s, 'public', 'CREATE')",
                         (role,)).fetchone()[0]:
             c.fail("schema public", f"{role} can CREATE objects (effective privilege)")
+        if conn.execute("SELECT to_regnamespace(%s) IS NOT NULL AND "
+                        "pg_catalog.has_schema_privilege(%s, %s, 'USAGE')",
+                        (BOOKKEEPING_SCHEMA, role, BOOKKEEPING_SCHEMA)).fetchone()[0]:
+            c.fail(f"schema {BOOKKEEPING_SCHEMA}",
+                   f"{role} can use the harness's bookkeeping schema (effective privilege)")
     return c
 
 
