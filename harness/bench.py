@@ -373,8 +373,21 @@ def _app_dsn(dsn: str, admin: psycopg.Connection, cleanup: list) -> tuple[str, s
     return _with_db(dsn, conninfo_to_dict(dsn).get("dbname"), user=role, password="bench"), role
 
 
-def run_migration(dsn: str, app_dsn: str, scale: int, echo: bool) -> dict:
+def _apply_chain(dsn: str, progress, out) -> None:
     from . import apply as A
+    A.apply(dsn, None, progress=progress, err=out)
+
+
+def _apply_naive(dsn: str, progress, out) -> None:
+    from . import naive
+    with _connect(dsn, MIGRATION_APP) as conn:
+        naive.run(conn, progress)
+
+
+def run_migration(dsn: str, app_dsn: str, scale: int, echo: bool,
+                  runner=_apply_chain) -> dict:
+    """Run ``runner`` (the pack's chain, or the naive migration) while the
+    simulated app works and the monitor samples who waits on whom."""
     app = App(app_dsn, scale)
     mon = Monitor(dsn)
     file_times: dict[str, float] = {}
@@ -393,7 +406,7 @@ def run_migration(dsn: str, app_dsn: str, scale: int, echo: bool) -> dict:
     time.sleep(0.5)
     t = time.monotonic()
     try:
-        A.apply(dsn, None, progress=progress, err=out)
+        runner(dsn, progress, out)
     finally:
         elapsed = time.monotonic() - t
         time.sleep(0.3)
@@ -753,6 +766,10 @@ def measure(server_dsn: str, scale: int, *, echo: bool = True, keep: bool = Fals
         gen = datagen.generate(dsn, scale, log=_say if echo else None)
         results["datagen_s"] = gen["total_s"]
         details["datagen"] = gen
+        naive_db = f"forgea_naive_{tag}"   # the same data, for the naive migration
+        admin.execute(pgsql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            pgsql.Identifier(naive_db), pgsql.Identifier(db)))
+        cleanup.append(("db", naive_db))
         _say(f"data generated in {gen['total_s']:.1f}s; copy floor ...")
         results["copy_floor_s"] = copy_floor(dsn)
         results["jsonb_floor_s"] = jsonb_floor(dsn)
@@ -769,6 +786,17 @@ def measure(server_dsn: str, scale: int, *, echo: bool = True, keep: bool = Fals
         details["migration"] = mig
         _say(f"migration {mig['migration_s']:.1f}s; worst app latency "
              f"{mig['app_worst_latency_s']:.3f}s; longest block {mig['max_blocking_lock_s']:.3f}s")
+
+        _say("the naive migration (one transaction per file, as prisma migrate) on a copy ...")
+        nv = run_migration(_with_db(server_dsn, naive_db), _with_db(app_dsn, naive_db), scale,
+                           echo, runner=_apply_naive)
+        results["naive_migration_s"] = nv["migration_s"]
+        results["naive_max_blocking_lock_s"] = nv["max_blocking_lock_s"]
+        results["naive_app_worst_latency_s"] = nv["app_worst_latency_s"]
+        results["naive_app_error_count"] = nv["app_error_count"]
+        details["naive"] = nv
+        _say(f"naive migration {nv['migration_s']:.1f}s; longest block "
+             f"{nv['max_blocking_lock_s']:.3f}s; app errors {nv['app_error_count']}")
 
         small = scale < 20000
         q = bench_queue(dsn, pdsn, 0.5 if small else 3.0, 60 if small else 400,
@@ -813,6 +841,10 @@ def render_table(r: dict, details: dict | None = None) -> str:
         ("migration_s", r.get("migration_s")), ("chain_vs_copy_ratio", r.get("chain_vs_copy_ratio")),
         ("chain_vs_jsonb_floor_ratio", r.get("chain_vs_jsonb_floor_ratio")),
         ("max_blocking_lock_s", r.get("max_blocking_lock_s")),
+        ("naive_migration_s", r.get("naive_migration_s")),
+        ("naive_max_blocking_lock_s", r.get("naive_max_blocking_lock_s")),
+        ("naive_app_worst_latency_s", r.get("naive_app_worst_latency_s")),
+        ("naive_app_error_count", r.get("naive_app_error_count")),
         ("app_worst_latency_s", r.get("app_worst_latency_s")),
         ("app_p99_latency_s", r.get("app_p99_latency_s")),
         ("record_push_pushes_per_s", r.get("record_push_pushes_per_s")),

@@ -13,7 +13,8 @@ from harness import bench, datagen
 REQUIRED = (
     "max_blocking_lock_s", "app_worst_latency_s", "chain_vs_copy_ratio",
     "record_push_vs_insert_ratio", "queue_vs_procrastinate_ratio_w4",
-    "queue_vs_procrastinate_ratio_w16", "scale", "server_version",
+    "queue_vs_procrastinate_ratio_w16", "chain_vs_jsonb_floor_ratio",
+    "naive_max_blocking_lock_s", "naive_migration_s", "scale", "server_version",
 )
 POSITIVE = (
     "app_worst_latency_s", "chain_vs_copy_ratio", "record_push_vs_insert_ratio",
@@ -21,7 +22,7 @@ POSITIVE = (
     "queue_vs_procrastinate_ratio_w16", "migration_s", "copy_floor_s", "datagen_s",
     "jsonb_floor_s", "chain_vs_jsonb_floor_ratio", "record_push_pushes_per_s", "record_push_commits_per_s", "insert_ceiling_commits_per_s",
     "ledger_rows", "ledger_recompute_s", "ledger_recompute_rows_per_s", "ledger_sql_verify_s",
-    "ledger_recompute_vs_sql_verify_ratio", "scale", "server_version",
+    "ledger_recompute_vs_sql_verify_ratio", "naive_migration_s", "scale", "server_version",
 )
 
 
@@ -47,6 +48,9 @@ def test_bench_json_has_every_figure(tmp_path, capsys):
     assert mig["app_ops"] > 0
     assert mig["app_error_count"] == 0, mig["app_errors"]
     assert "V0013__verification_attempt_copy" in mig["file_times"]
+    # the naive migration ran every one of its files on the copy
+    from harness import naive
+    assert list(details["naive"]["file_times"]) == [n for n, _ in naive.NAIVE_FILES]
 
 
 def test_bench_usage_errors():
