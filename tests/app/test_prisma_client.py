@@ -109,3 +109,8 @@ pytestmark = pytest.mark.timeout(900)
 
 def test_pack_schema_validates_and_generates_with_prisma_7_3_and_the_newest_7(node_suite):
     _run_node_file(node_suite, "schema.test.mjs", {})
+
+
+def test_pack_schema_follows_the_live_catalog(node_suite, app_db, db):
+    _run_node_file(node_suite, "catalog.test.mjs",
+                   {**_dsns(app_db), "FORGEA_FRESH_DSN_OWNER": db.dsn("owner")})
