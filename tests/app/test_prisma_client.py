@@ -114,3 +114,7 @@ def test_pack_schema_validates_and_generates_with_prisma_7_3_and_the_newest_7(no
 def test_pack_schema_follows_the_live_catalog(node_suite, app_db, db):
     _run_node_file(node_suite, "catalog.test.mjs",
                    {**_dsns(app_db), "FORGEA_FRESH_DSN_OWNER": db.dsn("owner")})
+
+
+def test_current_app_client_works_on_the_migrated_database(node_suite, app_db):
+    _run_node_file(node_suite, "current-app.test.mjs", _dsns(app_db))
