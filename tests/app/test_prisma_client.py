@@ -122,3 +122,7 @@ def test_current_app_client_works_on_the_migrated_database(node_suite, app_db):
 
 def test_pack_client_reads_new_models_and_calls_the_sql_api(node_suite, app_db):
     _run_node_file(node_suite, "pack-client.test.mjs", _dsns(app_db))
+
+
+def test_refusals_reach_prisma_with_their_sqlstate(node_suite, app_db):
+    _run_node_file(node_suite, "errors.test.mjs", _dsns(app_db))
