@@ -408,7 +408,7 @@ def adoption_check(conn, baseline: MigrationFile) -> list[str] | None:
     if catalog.is_empty(live):
         return None
     expected = expected_baseline_catalog(conn, baseline)
-    return catalog.diff(expected, live)
+    return catalog.diff(expected, live, labels=("baseline", "production"))
 
 
 # ---------------------------------------------------------------------------

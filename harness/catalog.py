@@ -13,7 +13,7 @@ A snapshot is a plain dict::
                           "rls": [enabled, forced],
                           "policies": {name: definition}}},
      "enums":     {name: [labels in order]},
-     "functions": {"name(args)": {"returns", "language", "body_sha256",
+     "functions": {"name(args)": {"returns", "language", "body",
                                   "security_definer", "config", "volatility"}},
      "views":     {name: definition}}
 
@@ -25,7 +25,7 @@ objects that belong to extensions are ignored.
 
 from __future__ import annotations
 
-import hashlib
+import difflib
 import re
 
 from psycopg import sql
@@ -169,7 +169,7 @@ def _snapshot(cur, schema: str) -> dict:
     for oid, name, args, result, lang, src, secdef, config, vol, kind in cur.fetchall():
         snap["functions"][f"{name}({args})"] = {
             "returns": result, "language": lang,
-            "body_sha256": hashlib.sha256((src or "").encode()).hexdigest(),
+            "body": src or "",
             "security_definer": bool(secdef), "config": sorted(config or []),
             "volatility": vol, "kind": kind, "trigger_function": oid in trig_funcs,
         }
@@ -192,21 +192,47 @@ def _fmt(v) -> str:
     return repr(v) if v is None or v == "" else str(v)
 
 
-def diff(expected: dict, actual: dict, *, column_order: bool = False) -> list[str]:
-    """Differences of ``actual`` against ``expected``, one readable line each.
+# Fields whose values are SQL text: a mismatch is shown as a unified diff.
+_TEXT_FIELDS = frozenset({"definition", "body", "using", "check"})
 
-    ``missing`` = in expected but not in actual; ``unexpected`` = the reverse.
-    Column order is only compared when ``column_order`` is true.
+
+def unified(expected: str, actual: str, labels: tuple[str, str]) -> list[str]:
+    """Unified diff lines (indented, without trailing newlines) of two SQL texts."""
+    lines = difflib.unified_diff(
+        (expected or "").splitlines(), (actual or "").splitlines(),
+        fromfile=labels[0], tofile=labels[1], lineterm="", n=2)
+    return ["    " + line for line in lines]
+
+
+def diff(expected: dict, actual: dict, *, column_order: bool = False,
+         labels: tuple[str, str] = ("expected", "actual")) -> list[str]:
+    """Differences of ``actual`` against ``expected``, one readable entry each.
+
+    ``labels`` name the two sides in the messages, e.g. ("baseline",
+    "production"): ``missing`` = only ``expected`` has it, ``unexpected`` = only
+    ``actual`` has it, and a changed attribute says what each side has. SQL text
+    (function bodies, constraint, index, trigger, view and policy definitions)
+    is shown as a unified diff below its entry's first line. Column order is only
+    compared when ``column_order`` is true.
     """
+    exp_l, act_l = labels
     out: list[str] = []
+
+    def mismatch(kind, name, field, a, b):
+        head = f"{kind} {name}: {field} differs" if field else f"{kind} {name}: differs"
+        if field in _TEXT_FIELDS or (field is None and isinstance(a, str)):
+            out.append("\n".join([head + f" ({act_l} vs {exp_l}):",
+                                   *unified(a, b, labels)]))
+        else:
+            out.append(f"{head}: {act_l} has {_fmt(b)}, {exp_l} expects {_fmt(a)}")
 
     def keyed(kind, a: dict, b: dict, label, compare):
         for k in sorted(set(a) | set(b)):
             name = label(k)
             if k not in b:
-                out.append(f"{kind} {name}: missing")
+                out.append(f"{kind} {name}: missing ({exp_l} has it, {act_l} does not)")
             elif k not in a:
-                out.append(f"{kind} {name}: unexpected")
+                out.append(f"{kind} {name}: unexpected ({act_l} has it, {exp_l} does not)")
             else:
                 compare(name, a[k], b[k])
 
@@ -215,42 +241,31 @@ def diff(expected: dict, actual: dict, *, column_order: bool = False) -> list[st
             if isinstance(a, dict):
                 for field in sorted(set(a) | set(b)):
                     if a.get(field) != b.get(field):
-                        out.append(f"{kind} {name}: {field} {_fmt(a.get(field))} != "
-                                   f"{_fmt(b.get(field))}")
+                        mismatch(kind, name, field, a.get(field), b.get(field))
             elif a != b:
-                out.append(f"{kind} {name}: {_fmt(a)} != {_fmt(b)}")
+                mismatch(kind, name, None, a, b)
         return cmp
 
     def table_cmp(tname, a, b):
         t = tname
         keyed("column", a["columns"], b["columns"], lambda c: f'{t}."{c}"', attrs("column"))
         if column_order and a["column_order"] != b["column_order"]:
-            out.append(f"table {t}: column order {_fmt(a['column_order'])} != "
-                       f"{_fmt(b['column_order'])}")
+            mismatch("table", t, "column order", a["column_order"], b["column_order"])
         keyed("constraint", a["constraints"], b["constraints"],
               lambda c: f'"{c}" on {t}', attrs("constraint"))
-        keyed("index", a["indexes"], b["indexes"], lambda c: f'"{c}"',
-              lambda n, x, y: x != y and out.append(f"index {n}: {x} != {y}"))
+        keyed("index", a["indexes"], b["indexes"], lambda c: f'"{c}"', attrs("index"))
         keyed("trigger", a["triggers"], b["triggers"], lambda c: f'"{c}" on {t}',
               attrs("trigger"))
         if a.get("rls") != b.get("rls"):
-            out.append(f"table {t}: row level security (enabled, forced) "
-                       f"{_fmt(a.get('rls'))} != {_fmt(b.get('rls'))}")
+            mismatch("table", t, "row level security (enabled, forced)",
+                     a.get("rls"), b.get("rls"))
         keyed("policy", a.get("policies", {}), b.get("policies", {}),
               lambda c: f'"{c}" on {t}', attrs("policy"))
 
     keyed("table", expected["tables"], actual["tables"], lambda k: f'"{k}"', table_cmp)
     keyed("enum", expected["enums"], actual["enums"], lambda k: f'"{k}"',
-          lambda n, a, b: a != b and out.append(f"enum {n}: labels {_fmt(a)} != {_fmt(b)}"))
-
-    def func_cmp(name, a, b):
-        for field in sorted(set(a) | set(b)):
-            if a.get(field) != b.get(field):
-                if field == "body_sha256":
-                    out.append(f"function {name}: body differs")
-                else:
-                    out.append(f"function {name}: {field} {_fmt(a.get(field))} != "
-                               f"{_fmt(b.get(field))}")
-    keyed("function", expected["functions"], actual["functions"], lambda k: k, func_cmp)
+          lambda n, a, b: a != b and mismatch("enum", n, "labels", a, b))
+    keyed("function", expected["functions"], actual["functions"], lambda k: k,
+          attrs("function"))
     keyed("view", expected["views"], actual["views"], lambda k: f'"{k}"', attrs("view"))
     return out

@@ -10,14 +10,22 @@ Fixtures:
   sql_root     (session) Path of the repo's ``sql/`` directory
   owner_role   (session) "forgea_owner": non-superuser LOGIN CREATEROLE CREATEDB
   tmpl_full    (session) name of the template with the whole chain applied
-  tmpl_baseline(session) name of the template with migrations up to V0002__roles
+  tmpl_upstream(session) name of the template built by the seven real Prisma
+                         migrations (tests/upstream.py): production, no rows
+  tmpl_baseline(session) production adopted by the harness, then V0002__roles
+  tmpl_prod_full(session) production with production-like rows (tests/prodlike.py),
+                         adopted and migrated with the whole chain
   login_roles  (session) dict role-key -> role name (app_login, worker_login, ...)
   db           (function) TestDB cloned from tmpl_full
   baseline_db  (function) TestDB cloned from tmpl_baseline
+  upstream_db  (function) TestDB cloned from tmpl_upstream (not adopted yet)
+  prod_db      (function) TestDB cloned from tmpl_prod_full
   empty_db     (function) TestDB, empty database owned by forgea_owner
   scratch_dir  (function) Path of a fresh directory the server user can reach
 
 Migrations always run as forgea_owner, proving the non-superuser path.
+"Production" is always what the real Prisma migrations build, never V0001:
+every template but tmpl_full starts from tmpl_upstream.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from psycopg import sql
 from pytest_postgresql.janitor import DatabaseJanitor
 
 from harness import servers
+from tests import upstream
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -193,14 +202,22 @@ def owner_role(pg_cluster) -> str:
     return OWNER
 
 
-def _build_template(cluster, name, to, sql_root):
-    janitor = _create_db(cluster, name, as_template=True)
+def _build_template(cluster, name, to, sql_root, *, source=None, prepare=None):
+    """A template database: cloned from ``source`` (or empty), ``prepare(conn)``
+    run as the owner, then the chain applied through ``to`` (None: all; "": none)."""
+    janitor = _create_db(cluster, name, as_template=True, template_dbname=source)
     try:
-        _apply(cluster, name, to, sql_root)
+        if prepare is not None:
+            with psycopg.connect(cluster.dsn(user=OWNER, dbname=name),
+                                 autocommit=True) as conn:
+                prepare(conn)
+        if to != "":
+            _apply(cluster, name, to, sql_root)
     except BaseException:
         janitor.drop()
         raise
-    _ensure_login_roles(cluster)
+    if to != "":
+        _ensure_login_roles(cluster)  # the group roles exist once V0002 ran
     return janitor
 
 
@@ -212,8 +229,30 @@ def tmpl_full(pg_cluster, owner_role, sql_root) -> str:
 
 
 @pytest.fixture(scope="session")
-def tmpl_baseline(pg_cluster, owner_role, sql_root) -> str:
-    janitor = _build_template(pg_cluster, "tmpl_baseline", BASELINE_TARGET, sql_root)
+def tmpl_upstream(pg_cluster, owner_role, sql_root) -> str:
+    """Production exactly as the seven real Prisma migrations built it (no rows)."""
+    janitor = _build_template(pg_cluster, "tmpl_upstream", "", sql_root,
+                              prepare=upstream.build_production)
+    yield janitor.dbname
+    janitor.drop()
+
+
+@pytest.fixture(scope="session")
+def tmpl_baseline(pg_cluster, tmpl_upstream, sql_root) -> str:
+    """Production adopted by the harness (V0001 recorded, not run), then V0002."""
+    janitor = _build_template(pg_cluster, "tmpl_baseline", BASELINE_TARGET, sql_root,
+                              source=tmpl_upstream)
+    yield janitor.dbname
+    janitor.drop()
+
+
+@pytest.fixture(scope="session")
+def tmpl_prod_full(pg_cluster, tmpl_upstream, sql_root) -> str:
+    """Production with production-like rows, adopted and migrated with the whole chain."""
+    from tests.prodlike import seed_production_like
+
+    janitor = _build_template(pg_cluster, "tmpl_prod_full", None, sql_root,
+                              source=tmpl_upstream, prepare=seed_production_like)
     yield janitor.dbname
     janitor.drop()
 
@@ -267,6 +306,18 @@ def db(pg_cluster, tmpl_full):
 def baseline_db(pg_cluster, tmpl_baseline):
     """Fresh database cloned from tmpl_baseline (migrations up to V0002__roles)."""
     yield from _fresh_db(pg_cluster, tmpl_baseline, "t_base")
+
+
+@pytest.fixture
+def upstream_db(pg_cluster, tmpl_upstream):
+    """Fresh database cloned from tmpl_upstream: production as Prisma built it."""
+    yield from _fresh_db(pg_cluster, tmpl_upstream, "t_up")
+
+
+@pytest.fixture
+def prod_db(pg_cluster, tmpl_prod_full):
+    """Fresh database cloned from tmpl_prod_full: migrated production with rows."""
+    yield from _fresh_db(pg_cluster, tmpl_prod_full, "t_prod")
 
 
 @pytest.fixture

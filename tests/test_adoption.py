@@ -1,153 +1,209 @@
-"""Adoption of a production database that Prisma built (the baseline facts)."""
+"""Adoption of production as the seven real Prisma migrations built it.
 
-import uuid
+"Production" here is always ``tests/upstream.py``'s build of
+``../shared/upstream/prisma/migrations`` (fixture ``upstream_db``), never the
+pack's own V0001.
+"""
+
+import re
 
 import pytest
 
 from harness import apply as A
 from harness import catalog, chain
 from harness.errors import AdoptionMismatch, RollbackRefused
+from tests import upstream
+from tests.helpers import digests
+from tests.prodlike import BASELINE_TABLES, seed_production_like, snapshot_rows
 
-BASELINE_TABLES = ["User", "Account", "Session", "VerificationToken", "AuthIdentity",
-                   "AuthSession", "Lab", "LabSession", "VerificationLog", "ResumeBullet",
-                   "AuditLog"]
+BOOKKEEPING = ("_yoyo_migration", "_harness_migration", "yoyo_lock")
 
-
-def build_production(conn, sql_root):
-    """A database as Prisma left it: the baseline schema, _prisma_migrations, rows everywhere."""
-    conn.execute((sql_root / "migrations" / "V0001__baseline.sql").read_text())
-    conn.execute("""
-        CREATE TABLE "_prisma_migrations" (
-            id varchar(36) PRIMARY KEY, checksum varchar(64) NOT NULL,
-            finished_at timestamptz, migration_name varchar(255) NOT NULL,
-            logs text, rolled_back_at timestamptz,
-            started_at timestamptz NOT NULL DEFAULT now(),
-            applied_steps_count integer NOT NULL DEFAULT 0)""")
-    for name in ["20260124_init_trust_schema", "20260125_add_immutability_triggers",
-                 "20260127_add_auth_models", "20260129_add_auditlog_immutability_trigger",
-                 "20260201_auditlog_actor_support", "20260205_lab_session_lifecycle_guard",
-                 "20260209_identity_auth_tables"]:
-        conn.execute("INSERT INTO _prisma_migrations (id, checksum, migration_name, "
-                     "finished_at, applied_steps_count) VALUES (%s, %s, %s, now(), 1)",
-                     (str(uuid.uuid4()), "0" * 64, name))
-    u, lab, s = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    conn.execute('INSERT INTO "User" (id, email, "githubId") VALUES (%s, %s, %s)',
-                 (u, "dev@example.com", "12345"))
-    conn.execute('INSERT INTO "Account" (id, "userId", type, provider, "providerAccountId", '
-                 'access_token) VALUES (%s, %s, %s, %s, %s, %s)',
-                 ("acc1", u, "oauth", "github", "12345", "gho_secret"))
-    conn.execute('INSERT INTO "Session" (id, "sessionToken", "userId", expires) '
-                 "VALUES ('s1', 'tok1', %s, now() + interval '1 day')", (u,))
-    conn.execute('INSERT INTO "VerificationToken" (identifier, token, expires) '
-                 "VALUES ('dev@example.com', 'vt1', now() + interval '1 hour')")
-    conn.execute('INSERT INTO "AuthIdentity" (id, "userId", provider, "providerUserId") '
-                 "VALUES (%s, %s, 'GITHUB', '12345')", (uuid.uuid4(), u))
-    conn.execute('INSERT INTO "AuthSession" (id, "sessionToken", "userId", expires) '
-                 "VALUES (%s, 'atok1', %s, now() + interval '1 day')", (uuid.uuid4(), u))
-    conn.execute('INSERT INTO "Lab" (id, title, epic, "failureClass", "sourceGithubIssueUrl", '
-                 '"repoVersion", "baseRepoUrl", constraints) VALUES (%s, %s, %s, '
-                 "'RESOURCE_LEAK', 'https://github.com/forgea/labs/issues/1', 'v1', "
-                 "'https://github.com/forgea/lab-1', '{\"maxMinutes\": 60}')",
-                 (lab, "Leaky pool", "Resources"))
-    conn.execute('INSERT INTO "LabSession" (id, "userId", "labId", "userForkUrl") '
-                 "VALUES (%s, %s, %s, 'https://github.com/Dev/lab-1.git')", (s, u, lab))
-    conn.execute('INSERT INTO "VerificationLog" (id, "sessionId", "commitSha", "prDiff", '
-                 '"ciOutput") VALUES (%s, %s, %s, %s, %s)',
-                 (uuid.uuid4(), s, "a" * 40, "diff --git a b", '{"ok": false}'))
-    conn.execute('INSERT INTO "ResumeBullet" (id, "sessionId", "bulletText", "atsKeywords") '
-                 "VALUES (%s, %s, 'Fixed a leak', ARRAY['leak'])", (uuid.uuid4(), s))
-    conn.execute('INSERT INTO "AuditLog" (id, "userId", action, metadata, "actorId") '
-                 "VALUES (%s, %s, 'login', '{}', 'user:1')", (uuid.uuid4(), u))
+# Who may do what on production's objects: the effective privileges of every
+# table and function (a NULL ACL is expanded to its default, so an explicit ACL
+# that grants the same is equal).
+ACLS = """
+    SELECT 'table ' || c.relname, a.grantee::regrole::text, a.privilege_type
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace,
+         aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+    WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname = ANY(%(tables)s)
+    UNION ALL
+    SELECT 'function ' || p.proname, a.grantee::regrole::text, a.privilege_type
+    FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace,
+         aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+    WHERE n.nspname = 'public'
+    ORDER BY 1, 2, 3"""
 
 
-def row_data(conn):
-    out = {}
-    for t in BASELINE_TABLES:
-        cols = [r[0] for r in conn.execute(
-            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
-            "AND NOT attisdropped ORDER BY attnum", (f'"{t}"',)).fetchall()]
-        baseline_cols = ", ".join(f'"{c}"::text' for c in cols)
-        out[t] = sorted(conn.execute(f'SELECT {baseline_cols} FROM "{t}"').fetchall())
-    return out
+def acls(conn):
+    return conn.execute(ACLS, {"tables": list(BASELINE_TABLES)}).fetchall()
 
 
-def test_adoption_records_baseline_keeps_data_and_applies_the_rest(empty_db, sql_root):
-    conn = empty_db.connect()
-    build_production(conn, sql_root)
-    before = {t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]
-              for t in BASELINE_TABLES}
-    assert all(n > 0 for n in before.values())
-    users = conn.execute('SELECT id, email, "githubId" FROM "User"').fetchall()
-    r = A.apply(empty_db.dsn(), sql_root=sql_root)
+def prisma_rows(conn):
+    return conn.execute(
+        'SELECT "id", "checksum", "migration_name", "finished_at", "applied_steps_count", '
+        '"logs", "rolled_back_at" FROM "_prisma_migrations" ORDER BY "migration_name"'
+    ).fetchall()
+
+
+def test_upstream_files_match_the_checksums_production_recorded(upstream_db):
+    """The copies are byte-exact: the checksums Prisma recorded are the README's."""
+    listed = dict((name, digest) for digest, name in re.findall(
+        r"^([0-9a-f]{64})\s+(\S+)$", (upstream.UPSTREAM / "README.md").read_text(), re.M))
+    conn = upstream_db.connect()
+    recorded = dict(conn.execute(
+        'SELECT "migration_name", "checksum" FROM "_prisma_migrations" '
+        'WHERE "finished_at" IS NOT NULL AND "applied_steps_count" = 1 '
+        'AND "rolled_back_at" IS NULL AND "logs" IS NULL').fetchall())
+    assert len(listed) == 7 and recorded == listed
+
+
+def test_baseline_builds_exactly_the_catalog_of_the_real_prisma_migrations(
+        upstream_db, empty_db, sql_root):
+    A.apply(empty_db.dsn(), to="V0001", sql_root=sql_root)
+    ours = catalog.snapshot(empty_db.connect())
+    production = catalog.snapshot(upstream_db.connect())
+    assert catalog.diff(production, ours, column_order=True) == []
+    # function source text too, byte for byte
+    assert {k: f["body"] for k, f in ours["functions"].items()} == \
+        {k: f["body"] for k, f in production["functions"].items()}
+    assert len(production["functions"]) == 3 and len(production["tables"]) == 11
+
+
+def test_adoption_keeps_every_row_and_applies_the_rest(upstream_db, sql_root):
+    conn = upstream_db.connect()
+    seed_production_like(conn)
+    rows, prisma = snapshot_rows(conn), prisma_rows(conn)
+    assert all(rows[t] for t in BASELINE_TABLES if t != "VerificationToken")
+    r = A.apply(upstream_db.dsn(), sql_root=sql_root)
     assert r.adopted == ["V0001__baseline"]
-    assert "V0001__baseline" not in r.applied
-    files = chain.load_chain(sql_root)
-    assert r.applied == [f.id for f in files[1:]]
-    st = A.status(empty_db.dsn(), sql_root)
+    assert r.applied == [f.id for f in chain.load_chain(sql_root)[1:]]
+    st = A.status(upstream_db.dsn(), sql_root)
     assert st["pending"] == [] and st["drift"] == []
     assert st["applied"][0]["id"] == "V0001__baseline" and st["applied"][0]["adopted"]
     assert not any(a["adopted"] for a in st["applied"][1:])
-    after = {t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]
-             for t in BASELINE_TABLES}
-    assert after == before
-    assert conn.execute('SELECT id, email, "githubId" FROM "User"').fetchall() == users
-    assert conn.execute("SELECT count(*) FROM _prisma_migrations").fetchone()[0] == 7
+    assert snapshot_rows(conn) == rows
+    assert prisma_rows(conn) == prisma
 
 
-def test_dry_run_reports_adoption_and_changes_nothing(empty_db, sql_root):
-    conn = empty_db.connect()
-    build_production(conn, sql_root)
+def test_round_trip_to_the_baseline_restores_the_upstream_catalog_rows_and_grants(
+        upstream_db, sql_root):
+    """apply -> rollback to V0001 -> the database is production again -> apply again."""
+    conn = upstream_db.connect()
+    seed_production_like(conn)
+    before_catalog, before_rows, before_acls = (
+        catalog.snapshot(conn), snapshot_rows(conn), acls(conn))
+    A.apply(upstream_db.dsn(), sql_root=sql_root)
+    migrated = catalog.snapshot(conn)
+    assert acls(conn) != before_acls  # the pack grants and revokes
+
+    r = A.rollback(upstream_db.dsn(), to="V0001", sql_root=sql_root)
+    assert "V0001__baseline" not in r.rolled_back
+    assert catalog.diff(before_catalog, catalog.snapshot(conn), column_order=True) == []
+    assert snapshot_rows(conn) == before_rows
+    assert acls(conn) == before_acls
+
+    A.apply(upstream_db.dsn(), sql_root=sql_root)
+    assert catalog.diff(migrated, catalog.snapshot(conn), column_order=True) == []
+    assert snapshot_rows(conn) == before_rows
+
+
+def test_dry_run_reports_adoption_and_changes_nothing(upstream_db, sql_root):
+    conn = upstream_db.connect()
     snap = catalog.snapshot(conn)
-    r = A.apply(empty_db.dsn(), sql_root=sql_root, dry_run=True)
+    r = A.apply(upstream_db.dsn(), sql_root=sql_root, dry_run=True)
     assert r.adopted == ["V0001__baseline"] and r.planned and not r.applied
     assert catalog.diff(snap, catalog.snapshot(conn)) == []
     assert conn.execute("SELECT to_regclass('_yoyo_migration')").fetchone()[0] is None
 
 
 MISMATCHES = {
-    "column_dropped": ('ALTER TABLE "Lab" DROP COLUMN "epic"', 'column "Lab"."epic": missing'),
+    "column_dropped": ('ALTER TABLE "Lab" DROP COLUMN "epic"',
+                       'column "Lab"."epic": missing (baseline has it, production does not)'),
     "column_added": ('ALTER TABLE "Lab" ADD COLUMN "difficulty" integer',
-                     'column "Lab"."difficulty": unexpected'),
-    "index_dropped": ('DROP INDEX "Lab_failureClass_idx"', 'index "Lab_failureClass_idx": missing'),
+                     'column "Lab"."difficulty": unexpected (production has it'),
+    "column_type": ('ALTER TABLE "Lab" ALTER COLUMN "epic" TYPE varchar(80)',
+                    'column "Lab"."epic": type differs: production has character varying(80),'
+                    ' baseline expects text'),
+    "index_dropped": ('DROP INDEX "Lab_failureClass_idx"',
+                      'index "Lab_failureClass_idx": missing'),
     "enum_label_changed": ("ALTER TYPE \"LabStatus\" RENAME VALUE 'DEFERRED' TO 'PAUSED'",
-                           'enum "LabStatus": labels'),
+                           'enum "LabStatus": labels differs: production has [IN_PROGRESS,'
+                           ' STUCK, VERIFIED_PASS, PAUSED]'),
 }
 
 
-@pytest.mark.parametrize("case", sorted(MISMATCHES))
-def test_adoption_refuses_a_different_schema_and_changes_nothing(empty_db, sql_root, case):
-    ddl, expected = MISMATCHES[case]
-    conn = empty_db.connect()
-    build_production(conn, sql_root)
+def _refusal(db, sql_root, ddl):
+    conn = db.connect()
+    seed_production_like(conn)
     conn.execute(ddl)
-    snap = catalog.snapshot(conn)
-    data = row_data(conn)
+    snap, rows = catalog.snapshot(conn), digests(conn, BASELINE_TABLES)
     with pytest.raises(AdoptionMismatch) as e:
-        A.apply(empty_db.dsn(), sql_root=sql_root)
+        A.apply(db.dsn(), sql_root=sql_root)
     assert e.value.exit_code == 3
-    assert any(d.startswith(expected) for d in e.value.details), e.value.details
-    assert len(e.value.details) == 1, e.value.details
     assert catalog.diff(snap, catalog.snapshot(conn), column_order=True) == []
-    assert row_data(conn) == data
-    for t in ("_yoyo_migration", "_harness_migration", "yoyo_lock"):
+    assert digests(conn, BASELINE_TABLES) == rows
+    for t in BOOKKEEPING:
         assert conn.execute("SELECT to_regclass(%s)", (t,)).fetchone()[0] is None
     assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE "
                         "'\\_harness\\_adopt\\_%'").fetchone()[0] == 0
+    return e.value.details
 
 
-def test_rollback_of_an_adopted_baseline_is_refused(empty_db, sql_root):
-    conn = empty_db.connect()
-    build_production(conn, sql_root)
-    A.apply(empty_db.dsn(), to="V0002", sql_root=sql_root)
+@pytest.mark.parametrize("case", sorted(MISMATCHES))
+def test_adoption_refuses_a_different_schema_names_both_sides_and_changes_nothing(
+        upstream_db, sql_root, case):
+    ddl, expected = MISMATCHES[case]
+    details = _refusal(upstream_db, sql_root, ddl)
+    assert len(details) == 1 and details[0].startswith(expected), details
+
+
+def test_adoption_refusal_shows_a_changed_function_body_as_a_unified_diff(
+        upstream_db, sql_root):
+    """A hot-fixed guard in production: the DBA sees both texts, line by line."""
+    details = _refusal(upstream_db, sql_root, """
+        CREATE OR REPLACE FUNCTION prevent_destructive_action() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+          RETURN NULL; -- hot fix: silently skip
+        END;
+        $$""")
+    assert len(details) == 1, details
+    lines = details[0].splitlines()
+    assert lines[0] == ("function prevent_destructive_action(): body differs "
+                        "(production vs baseline):")
+    assert "    --- baseline" in lines and "    +++ production" in lines
+    assert any(line.startswith("    -    'Action forbidden") for line in lines), lines
+    assert any(line.startswith("    +") and "hot fix" in line for line in lines), lines
+
+
+def test_adoption_refusal_shows_a_changed_trigger_definition_as_a_unified_diff(
+        upstream_db, sql_root):
+    details = _refusal(upstream_db, sql_root, """
+        DROP TRIGGER resumebullet_immutable ON "ResumeBullet";
+        CREATE TRIGGER resumebullet_immutable BEFORE DELETE ON "ResumeBullet"
+        FOR EACH ROW EXECUTE FUNCTION prevent_destructive_action()""")
+    assert len(details) == 1, details
+    lines = details[0].splitlines()
+    assert lines[0].startswith('trigger "resumebullet_immutable" on "ResumeBullet": '
+                               "definition differs (production vs baseline)")
+    assert any(line.startswith("    -") and "DELETE OR UPDATE" in line for line in lines), lines
+    assert any(line.startswith("    +") and "BEFORE DELETE ON" in line for line in lines)
+
+
+def test_rollback_of_an_adopted_baseline_is_refused(upstream_db, sql_root):
+    conn = upstream_db.connect()
+    seed_production_like(conn)
+    rows = snapshot_rows(conn)
+    A.apply(upstream_db.dsn(), to="V0002", sql_root=sql_root)
     with pytest.raises(RollbackRefused) as e:
-        A.rollback(empty_db.dsn(), steps=2, sql_root=sql_root)
+        A.rollback(upstream_db.dsn(), steps=2, sql_root=sql_root)
     assert "adopted" in e.value.message and e.value.exit_code == 3
-    assert [a["id"] for a in A.status(empty_db.dsn(), sql_root)["applied"]] == \
+    assert [a["id"] for a in A.status(upstream_db.dsn(), sql_root)["applied"]] == \
         ["V0001__baseline", "V0002__roles"]
     # rolling back above the baseline is still allowed
-    assert A.rollback(empty_db.dsn(), to="V0001", sql_root=sql_root).rolled_back == \
+    assert A.rollback(upstream_db.dsn(), to="V0001", sql_root=sql_root).rolled_back == \
         ["V0002__roles"]
-    assert conn.execute('SELECT count(*) FROM "User"').fetchone()[0] == 1
+    assert snapshot_rows(conn) == rows
 
 
 def test_rolling_back_a_non_adopted_baseline_runs_its_rollback_file(empty_db, sql_root):

@@ -64,7 +64,9 @@ def test_status_shape_lists_applied_and_pending_oldest_first(baseline_db, sql_ro
     all_ids = [f.id for f in chain.load_chain(sql_root)]
     assert ids(st["applied"]) + ids(st["pending"]) == all_ids
     for a in st["applied"]:
-        assert len(a["checksum"]) == 64 and a["applied_at"] and a["adopted"] is False
+        assert len(a["checksum"]) == 64 and a["applied_at"]
+    # baseline_db is production: its baseline was adopted, V0002 ran
+    assert [a["adopted"] for a in st["applied"]] == [True, False]
     assert st["drift"] == []
 
 

@@ -222,11 +222,14 @@ def test_owner_cannot_forge_a_pass_through_a_new_verification_log_row(db, data):
         (sid,)).fetchone()[0] == 0
 
 
-def test_app_cannot_write_verification_log_any_more(db, data):
-    with raises_sqlstate("42501"):
+def test_app_writing_verification_log_is_told_it_is_frozen(db, data):
+    """The app's current client may still try: it gets FA001 and the reason,
+    not a bare 'permission denied'."""
+    with raises_sqlstate("FA001") as e:
         db.connect("app").execute(
             'INSERT INTO "VerificationLog" ("id", "sessionId", "commitSha", "prDiff", "ciOutput")'
             " VALUES (%s, %s, %s, 'x', 'y')", (uuid.uuid4(), data["failing"], sha(302)))
+    assert "VerificationLog is frozen" in str(e.value)
     _unchanged(db, data)
 
 

@@ -124,15 +124,13 @@ def test_passes_on_production_like_database_then_migrated(baseline_db, sql_root)
     assert any("legacy rows kept" in f["message"] for f in sf.findings), V.render_table(rep)
 
 
-def test_passes_on_adopted_prisma_database(empty_db, sql_root):
-    from tests.test_adoption import build_production
-    conn = empty_db.connect("owner")
-    build_production(conn, sql_root)
+def test_passes_on_adopted_prisma_database(upstream_db, sql_root):
+    conn = upstream_db.connect("owner")
     _legacy_seed(conn)
-    r = A.apply(empty_db.dsn(), sql_root=sql_root)
+    r = A.apply(upstream_db.dsn(), sql_root=sql_root)
     assert r.adopted == ["V0001__baseline"]
     # the pack's roles get their login members in the session fixtures already
-    rep = report(empty_db)
+    rep = report(upstream_db)
     assert_ok(rep)
     assert any("adopted" in f["message"] for f in rep.by_name("migration_chain").findings)
 

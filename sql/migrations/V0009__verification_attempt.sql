@@ -8,14 +8,16 @@
 --   lowercase hex of 40 (SHA-1) or 64 (SHA-256) characters; copied legacy rows
 --   keep whatever the legacy table held (never rewritten) and `harness verify`
 --   reports those that do not match.
---   Freezes "VerificationLog": forgea_app loses INSERT (new results arrive only
---   as VerificationAttempt rows); the app keeps reading it.
+--   "VerificationLog" is frozen by V0010's trigger, not here: forgea_app keeps
+--   its INSERT privilege so that the app's current client, should it still
+--   write a legacy row, is told why (FA001, "VerificationLog is frozen ...")
+--   instead of a bare "permission denied".
 -- Why: CONTRACT section 4; the legacy table allows one record per session.
--- Locks: new objects only; REVOKE takes an instant catalog lock.
+-- Locks: new objects only.
 -- Rollback: refuses (FM002) when the table holds rows that are not copies of
 --   "VerificationLog" rows (attempts made after the migration), unless
 --   forgea.rollback_preserve = on, which archives the table first; then drops
---   it and gives forgea_app back INSERT on "VerificationLog".
+--   it.
 
 CREATE TYPE "VerificationResult" AS ENUM ('PASS', 'FAIL');
 
@@ -47,5 +49,3 @@ ON "VerificationAttempt" ("sessionId", "createdAt");
 
 GRANT SELECT ON "VerificationAttempt"
 TO forgea_app, forgea_worker, forgea_readonly;
-
-REVOKE INSERT ON "VerificationLog" FROM forgea_app;

@@ -1,7 +1,9 @@
 -- Rollback of V0003__legacy_append_only_hardening
 --
 -- What: turns the legacy guard triggers back into ordinary (origin) triggers,
---   drops the TRUNCATE triggers and forbid_ledger_mutation().
+--   drops the TRUNCATE triggers and forbid_ledger_mutation(), and restores
+--   production's prevent_destructive_action() (body as V0001 creates it; a
+--   CREATE OR REPLACE without SET also removes the pinned search_path).
 -- Safety: no data involved. Locks: SHARE ROW EXCLUSIVE per table, an instant.
 
 ALTER TABLE "LabSession"
@@ -23,3 +25,13 @@ DROP TRIGGER auditlog_no_truncate ON "AuditLog";
 DROP TRIGGER verificationlog_no_truncate ON "VerificationLog";
 
 DROP FUNCTION forbid_ledger_mutation();
+
+CREATE OR REPLACE FUNCTION prevent_destructive_action()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  RAISE EXCEPTION
+    'Action forbidden: This table is append-only. Rows cannot be updated or deleted.';
+END;
+$$;

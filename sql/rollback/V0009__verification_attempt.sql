@@ -36,8 +36,6 @@ BEGIN
 END;
 $$;
 
-GRANT INSERT ON "VerificationLog" TO forgea_app;
-
 DROP TABLE "VerificationAttempt";
 
 DROP TYPE "VerificationResult";

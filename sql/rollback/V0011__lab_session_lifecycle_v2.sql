@@ -16,27 +16,31 @@ RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        IF NEW."status" <> 'IN_PROGRESS' THEN
-            RAISE EXCEPTION 'LabSession must start IN_PROGRESS, got %',
-                NEW."status";
-        END IF;
-        RETURN NEW;
+  IF TG_OP = 'INSERT' THEN
+    IF NEW.status <> 'IN_PROGRESS' THEN
+      RAISE EXCEPTION 'Invalid initial LabSession status: %', NEW.status;
+    END IF;
+    RETURN NEW;
+  END IF;
+
+  IF TG_OP = 'UPDATE' THEN
+    IF NEW.status = OLD.status THEN
+      RETURN NEW;
     END IF;
 
-    IF NEW."status" = OLD."status" THEN
-        RETURN NEW;
+    IF OLD.status = 'IN_PROGRESS' AND NEW.status IN ('IN_PROGRESS', 'STUCK', 'VERIFIED_PASS', 'DEFERRED') THEN
+      RETURN NEW;
+    ELSIF OLD.status = 'STUCK' AND NEW.status IN ('STUCK', 'IN_PROGRESS', 'VERIFIED_PASS', 'DEFERRED') THEN
+      RETURN NEW;
+    ELSIF OLD.status = 'DEFERRED' AND NEW.status IN ('DEFERRED', 'IN_PROGRESS') THEN
+      RETURN NEW;
+    ELSIF OLD.status = 'VERIFIED_PASS' AND NEW.status IN ('VERIFIED_PASS') THEN
+      RETURN NEW;
     END IF;
 
-    IF (OLD."status" = 'IN_PROGRESS'
-        AND NEW."status" IN ('STUCK', 'VERIFIED_PASS', 'DEFERRED'))
-       OR (OLD."status" = 'STUCK'
-        AND NEW."status" IN ('IN_PROGRESS', 'VERIFIED_PASS', 'DEFERRED'))
-       OR (OLD."status" = 'DEFERRED' AND NEW."status" = 'IN_PROGRESS') THEN
-        RETURN NEW;
-    END IF;
+    RAISE EXCEPTION 'Invalid LabSession status transition: % -> %', OLD.status, NEW.status;
+  END IF;
 
-    RAISE EXCEPTION 'Illegal LabSession status transition: % -> %',
-        OLD."status", NEW."status";
+  RETURN NEW;
 END;
 $$;

@@ -8,12 +8,18 @@
 --   with session_replication_role = replica (which otherwise silences ordinary
 --   triggers: pg_dump restores, logical replication appliers, or a superuser
 --   trying to slip an edit past the guards).
--- Why: CONTRACT section 4 (existing append-only tables). Production guards
---   covered UPDATE and DELETE only; TRUNCATE bypassed them entirely.
+--   Replaces the body of production's prevent_destructive_action() with one
+--   that keeps its SQLSTATE (P0001, which the running app may already match
+--   on) but names the table, the operation and the row, as every refusal of
+--   the pack does; production's message named none of them.
+-- Why: CONTRACT section 4 (existing append-only tables) and section 7.
+--   Production guards covered UPDATE and DELETE only; TRUNCATE bypassed them
+--   entirely.
 -- Locks: CREATE TRIGGER / ALTER TABLE ... ENABLE ALWAYS TRIGGER take SHARE ROW
 --   EXCLUSIVE on each table for an instant (blocks writes, not reads; no scan).
--- Rollback: drops the TRUNCATE triggers and the function, and turns the legacy
---   triggers back into ordinary (origin) triggers. No data involved.
+-- Rollback: drops the TRUNCATE triggers and the function, turns the legacy
+--   triggers back into ordinary (origin) triggers and restores production's
+--   prevent_destructive_action() byte for byte. No data involved.
 
 CREATE FUNCTION forbid_ledger_mutation()
 RETURNS trigger
@@ -32,6 +38,18 @@ END;
 $$;
 
 REVOKE ALL ON FUNCTION forbid_ledger_mutation() FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION prevent_destructive_action()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION '% is append-only: % of row % refused',
+        TG_TABLE_NAME, TG_OP, OLD."id"
+        USING ERRCODE = 'P0001';
+END;
+$$;
 
 CREATE TRIGGER verificationlog_no_truncate
 BEFORE TRUNCATE ON "VerificationLog"
