@@ -76,12 +76,10 @@ def node_suite() -> str:
 
 
 @pytest.fixture
-def app_db(db):
-    """The database the application's flows run on: production, migrated by the pack.
-
-    Until the production fixture lands, the chain-built database stands in.
-    """
-    return db
+def app_db(prod_db):
+    """The database the application's flows run on: production (built by the
+    seven real Prisma migrations, with production-like rows), migrated by the pack."""
+    return prod_db
 
 
 def _run_node_file(node: str, test_file: str, env_dbs: dict[str, str]) -> None:
