@@ -119,7 +119,5 @@ export function signedPushRequest(payload, secret, { event = 'push', signature }
 // The SQLSTATE of any error the Prisma 7 client throws, whichever shape it has:
 // a DriverAdapterError (model API, `cause.code`), P2010 for raw queries and
 // P2002/P2003 for constraint violations (`meta.driverAdapterError.cause.originalCode`).
-export function sqlState(err) {
-  return err?.cause?.originalCode ?? err?.cause?.code
-    ?? err?.meta?.driverAdapterError?.cause?.originalCode ?? err?.meta?.code;
-}
+// (The README shows this helper.)
+export const sqlState = (err) => err?.cause?.originalCode ?? err?.meta?.driverAdapterError?.cause?.originalCode;
