@@ -36,14 +36,22 @@ Sessions
 
 ``-- harness: no-transaction`` files and their recovery story
     Such files (``CREATE INDEX CONCURRENTLY`` ...) cannot run in a transaction.
-    Their statements run one by one in autocommit mode, then the migration is
-    recorded in a transaction of its own. They must be idempotent (``IF NOT
-    EXISTS``). If the run dies half-way, some statements are committed and the
-    migration is NOT recorded, so it stays pending; a failed ``CREATE INDEX
-    CONCURRENTLY`` leaves an INVALID index behind, which ``IF NOT EXISTS`` would
-    happily keep. So before (re-)running such a file the harness looks up every
-    index the file creates and drops it with ``DROP INDEX CONCURRENTLY IF
-    EXISTS`` when it is INVALID; then the whole file runs again from the top.
+    Their statements run one by one in autocommit mode, so the bookkeeping must
+    never disagree with what already committed: before the first statement the
+    file is recorded as in progress (``_harness_migration.state`` = 'applying',
+    or 'rolling_back' for a rollback, which also stops it counting as applied),
+    and only after the last one is it recorded as complete (yoyo's mark and
+    ``state`` = 'applied'; for a rollback every record removed), in one
+    transaction. If the run dies or the final bookkeeping write fails,
+    ``status`` lists the file under ``incomplete`` (and among ``pending``, not
+    ``applied``); the next ``apply`` runs it again from the top (after finishing
+    an interrupted rollback with the rollback file), the next ``rollback`` runs
+    its rollback file and removes the records. Both files are written to be
+    rerun from the top (``IF NOT EXISTS``, backfills that resume); a failed
+    ``CREATE INDEX CONCURRENTLY`` leaves an INVALID index behind, which ``IF NOT
+    EXISTS`` would happily keep, so before (re-)running such a file the harness
+    drops every INVALID index the file creates (``DROP INDEX CONCURRENTLY IF
+    EXISTS``).
 
 Adoption
     When ``V0001`` (the ``-- harness: baseline`` file) is not recorded but the
@@ -53,6 +61,37 @@ Adoption
     needed). Identical: the baseline is recorded as applied and *adopted*
     without running it, and the rest is applied. Different: refuse, change
     nothing, list the differences. An adopted baseline is never rolled back.
+
+Where the bookkeeping lives
+    Every bookkeeping table (yoyo's ``_yoyo_migration``, ``_yoyo_log``,
+    ``_yoyo_version``, ``yoyo_lock`` and our ``_harness_migration``) lives in the
+    schema ``harness`` (:data:`BOOKKEEPING_SCHEMA`), out of ``public`` where
+    Prisma and every introspection of the application's schema would see it, the
+    way sqitch keeps its registry in a ``sqitch`` schema. The migration
+    connection keeps its ordinary ``search_path`` (``"$user", public``), so the
+    files create their objects in ``public`` unqualified, exactly as with psql;
+    instead every bookkeeping statement names its table schema-qualified: ours
+    directly, yoyo's through ``_Backend``, which overrides the ``*_table_quoted``
+    names yoyo builds its SQL from (yoyo quotes a table name as one identifier,
+    so ``migration_table = "harness._yoyo_migration"`` would not work, and yoyo's
+    ``?schema=`` URI option would move the migrations' own objects too). yoyo's
+    own table management (``init_database``, ``ensure_internal_schema_updated``)
+    looks for its tables in ``current_schema``, i.e. ``public``, and would create
+    them there, so the harness never calls it: :meth:`_Session.ensure_bookkeeping`
+    creates the same tables (yoyo 9's DDL, :data:`BOOKKEEPING_SQL`, which ``plan
+    --sql`` prints as well) in the bookkeeping schema. ``yoyo list --database
+    'postgresql://...?schema=harness'`` still reads them.
+
+    A database migrated by an earlier harness has these tables in ``public``.
+    The first ``apply`` or ``rollback`` that holds the migration lock moves them
+    (``ALTER TABLE ... SET SCHEMA``, rows, indexes and history kept) in one
+    transaction; until then the read-only commands (``status``, ``plan``,
+    ``verify``) read them where they are. The migration owner creates the schema,
+    which needs CREATE on the database; without it the harness refuses (exit 3),
+    naming the grant to give or the ``CREATE SCHEMA ... AUTHORIZATION`` a DBA can
+    run instead. It never falls back to ``public``: the bookkeeping has one home.
+    The schema is the owner's alone: no grant to PUBLIC or the group roles
+    (``harness verify`` fails on any).
 
 Nothing is created in the database before the lock is held, the chain has been
 checked, drift has been ruled out and adoption has been decided.
@@ -89,20 +128,47 @@ from .errors import (AdoptionMismatch, ChainError, DriftError, LockHeld, Migrati
 
 #: advisory lock key of the harness (per database): 'FRG1'
 LOCK_KEY = 0x46524731
+#: the schema that holds every bookkeeping table (see "Where the bookkeeping lives")
+BOOKKEEPING_SCHEMA = "harness"
+#: where an earlier harness (and yoyo by default) kept them
+LEGACY_SCHEMA = "public"
 MIGRATION_TABLE = "_yoyo_migration"
+HARNESS_TABLE = "_harness_migration"
+#: every bookkeeping table; yoyo's probe tables ``yoyo_tmp_*`` are bookkeeping too
+BOOKKEEPING_TABLES = (MIGRATION_TABLE, "_yoyo_log", "_yoyo_version", "yoyo_lock",
+                      HARNESS_TABLE)
 MAX_LOCK_RETRIES = 5
 RETRY_BASE_DELAY = 0.5
 
-HARNESS_TABLE_DDL = """
-CREATE TABLE IF NOT EXISTS _harness_migration (
+
+def bk(table: str) -> str:
+    """``harness."table"``: a bookkeeping table, schema-qualified, for SQL text."""
+    return f'{BOOKKEEPING_SCHEMA}."{table}"'
+
+
+HARNESS_TABLE_DDL = f"""
+CREATE TABLE IF NOT EXISTS {bk(HARNESS_TABLE)} (
     migration_id      text PRIMARY KEY,
     checksum          text NOT NULL,
     rollback_checksum text,
     adopted           boolean NOT NULL DEFAULT false,
     no_transaction    boolean NOT NULL DEFAULT false,
     applied_at        timestamptz NOT NULL DEFAULT now(),
-    applied_by        text NOT NULL DEFAULT current_user
+    applied_by        text NOT NULL DEFAULT current_user,
+    state             text NOT NULL DEFAULT 'applied'
+                      CONSTRAINT _harness_migration_state_check
+                      CHECK (state IN ('applied', 'applying', 'rolling_back'))
 )"""
+
+#: ``_harness_migration.state``: 'applied', or a no-transaction file whose statements
+#: have started to commit but whose last one has not been recorded yet: 'applying'
+#: (no yoyo mark yet) or 'rolling_back' (the yoyo mark is still there). Added to
+#: tables an earlier harness created (catalog-only ADD COLUMN with a default).
+STATES = ("applied", "applying", "rolling_back")
+STATE_COLUMN_DDL = (
+    f"ALTER TABLE {bk(HARNESS_TABLE)} ADD COLUMN IF NOT EXISTS state text NOT NULL "
+    f"DEFAULT 'applied' CONSTRAINT _harness_migration_state_check "
+    f"CHECK (state IN ({', '.join(repr(x) for x in STATES)}))")
 
 Progress = Callable[[str, str], None]
 
@@ -196,9 +262,45 @@ def connect(dsn: str, *, lock_timeout="5s", statement_timeout="0", autocommit=Tr
 
 
 class _Backend(PostgresqlPsycopgBackend):
-    """yoyo's psycopg 3 backend, with a cached host name for ``_yoyo_log``."""
+    """yoyo's psycopg 3 backend writing to the bookkeeping schema.
+
+    yoyo formats its SQL with ``{0.migration_table_quoted}``, ``log_table_quoted``,
+    ``lock_table_quoted`` and ``version_table_quoted`` (built by ``__getattr__``
+    from the bare names); these properties return schema-qualified names instead,
+    so ``mark_one`` / ``unmark_one`` / ``log_migration`` write to
+    ``harness._yoyo_migration`` and ``harness._yoyo_log`` whatever the connection's
+    search_path. yoyo's table management is switched off (see the module
+    docstring): PostgreSQL has transactional DDL, and ``ensure_bookkeeping``
+    creates the tables. Also caches the host name for ``_yoyo_log``.
+    """
 
     _hostname: str | None = None
+    has_transactional_ddl = True
+
+    def _qualified(self, table: str) -> str:
+        return f"{self.quote_identifier(BOOKKEEPING_SCHEMA)}.{self.quote_identifier(table)}"
+
+    @property
+    def migration_table_quoted(self) -> str:
+        return self._qualified(self.migration_table)
+
+    @property
+    def log_table_quoted(self) -> str:
+        return self._qualified(self.log_table)
+
+    @property
+    def lock_table_quoted(self) -> str:
+        return self._qualified(self.lock_table)
+
+    @property
+    def version_table_quoted(self) -> str:
+        return self._qualified(self.version_table)
+
+    def init_database(self):
+        raise NotImplementedError("the harness creates the bookkeeping (ensure_bookkeeping)")
+
+    def ensure_internal_schema_updated(self):
+        """No-op: yoyo would look for (and create) its tables in current_schema."""
 
     def get_log_data(self, migration=None, operation="apply"):
         if _Backend._hostname is None:
@@ -279,44 +381,89 @@ def created_indexes(text: str) -> list[str]:
 # ---------------------------------------------------------------------------
 # state
 
+def bookkeeping_tables(conn) -> dict[str, list[str]]:
+    """Bookkeeping tables that exist, by schema (bookkeeping schema and ``public``)."""
+    out: dict[str, list[str]] = {}
+    for nsp, rel in conn.execute(
+            "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'p') "
+            "AND (c.relname = ANY(%s) OR c.relname LIKE 'yoyo\\_tmp\\_%%') ORDER BY 1, 2",
+            ([BOOKKEEPING_SCHEMA, LEGACY_SCHEMA], list(BOOKKEEPING_TABLES))).fetchall():
+        out.setdefault(nsp, []).append(rel)
+    return out
+
+
+def bookkeeping_schema(conn) -> str | None:
+    """Where the bookkeeping is read from: the bookkeeping schema, ``public`` for a
+    database an earlier harness migrated (not moved yet), None when there is none."""
+    found = bookkeeping_tables(conn)
+    for nsp in (BOOKKEEPING_SCHEMA, LEGACY_SCHEMA):
+        if {MIGRATION_TABLE, HARNESS_TABLE} & set(found.get(nsp, ())):
+            return nsp
+    return None
+
+
 def _read_state(conn) -> dict[str, dict]:
     """Applied migrations by id (empty when the bookkeeping tables are missing)."""
     state: dict[str, dict] = {}
+    schema = bookkeeping_schema(conn)
+    if schema is None:
+        return state
     cur = conn.cursor()
     cur.execute("SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
-                (MIGRATION_TABLE, "_harness_migration"))
+                (f'{schema}."{MIGRATION_TABLE}"', f'{schema}."{HARNESS_TABLE}"'))
     has_yoyo, has_harness = cur.fetchone()
     if not has_yoyo:
         return state
-    cur.execute(f"SELECT migration_id, applied_at_utc FROM {MIGRATION_TABLE} "
+    cur.execute(f'SELECT migration_id, applied_at_utc FROM {schema}."{MIGRATION_TABLE}" '
                 "ORDER BY applied_at_utc, migration_id")
     for mid, at in cur.fetchall():
         state[mid] = {"id": mid, "applied_at": at.replace(tzinfo=timezone.utc).isoformat()
                       if at else None, "checksum": None, "rollback_checksum": None,
-                      "adopted": False}
+                      "adopted": False, "state": "applied"}
     if has_harness:
-        cur.execute("SELECT migration_id, checksum, rollback_checksum, adopted, applied_at "
-                    "FROM _harness_migration")
-        for mid, cs, rcs, adopted, at in cur.fetchall():
-            if mid in state:
-                state[mid].update(checksum=cs, rollback_checksum=rcs, adopted=adopted,
-                                  applied_at=at.isoformat() if at else state[mid]["applied_at"])
+        has_state = cur.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = "
+            "to_regclass(%s) AND attname = 'state' AND NOT attisdropped)",
+            (f'{schema}."{HARNESS_TABLE}"',)).fetchone()[0]
+        cur.execute("SELECT migration_id, checksum, rollback_checksum, adopted, applied_at, "
+                    + ("state " if has_state else "'applied' ")
+                    + f'FROM {schema}."{HARNESS_TABLE}"')
+        for mid, cs, rcs, adopted, at, st in cur.fetchall():
+            if mid not in state and st != "applying":
+                continue    # a row without yoyo mark: only an interrupted apply has one
+            rec = state.setdefault(mid, {"id": mid, "applied_at": None})
+            rec.update(checksum=cs, rollback_checksum=rcs, adopted=adopted, state=st,
+                       applied_at=at.isoformat() if at else rec["applied_at"])
     return state
 
 
 def _compute_status(files: list[MigrationFile], state: dict[str, dict], root: Path | None):
     by_id = {f.id: f for f in files}
     applied, pending, drift, unknown, rb_changed = [], [], [], [], []
+    incomplete = []
     for f in files:
         rec = state.get(f.id)
-        if rec is None:
+        done = rec is not None and rec["state"] == "applied"
+        if not done:
+            op = None
+            if rec is not None:
+                # a no-transaction file interrupted half-way: neither applied nor
+                # clean; apply redoes it (after finishing an interrupted rollback),
+                # rollback undoes it
+                op = "apply" if rec["state"] == "applying" else "rollback"
+                incomplete.append({"id": f.id, "version": f.version, "file": f.relpath(root),
+                                   "operation": op, "since": rec["applied_at"]})
             pending.append({"id": f.id, "version": f.version, "file": f.relpath(root),
                             "checksum": f.checksum, "no_transaction": f.no_transaction,
-                            "baseline": f.baseline})
+                            "baseline": f.baseline, "incomplete": op})
+        else:
+            applied.append({"id": f.id, "version": f.version, "file": f.relpath(root),
+                            "checksum": rec["checksum"], "applied_at": rec["applied_at"],
+                            "adopted": rec["adopted"]})
+        if rec is None:
             continue
-        applied.append({"id": f.id, "version": f.version, "file": f.relpath(root),
-                        "checksum": rec["checksum"], "applied_at": rec["applied_at"],
-                        "adopted": rec["adopted"]})
         if rec["checksum"] and rec["checksum"] != f.checksum:
             drift.append({"id": f.id, "file": f.relpath(root), "recorded_checksum":
                           rec["checksum"], "checksum": f.checksum})
@@ -335,6 +482,7 @@ def _compute_status(files: list[MigrationFile], state: dict[str, dict], root: Pa
         out_of_order = [p["id"] for p in pending if p["version"] < newest]
     return {"applied": applied, "pending": pending, "drift": drift, "unknown": unknown,
             "rollback_changed": rb_changed, "out_of_order": out_of_order,
+            "incomplete": incomplete,
             "current": applied[-1]["id"] if applied else None}
 
 
@@ -347,10 +495,14 @@ def status(target_dsn: str, sql_root: Path | None = None) -> dict:
     root = Path(sql_root).parent if sql_root else None
     with connect(target_dsn) as conn:
         state = _read_state(conn)
+        schema = bookkeeping_schema(conn)
         server_version = conn.info.server_version
     out = _compute_status(files, state, root)
     out["target"] = redact(target_dsn)
     out["server_version"] = server_version
+    # where the bookkeeping was read: the bookkeeping schema; "public" for a database
+    # an earlier harness migrated (the next apply or rollback moves it); None: none yet
+    out["bookkeeping_schema"] = schema
     return out
 
 
@@ -449,8 +601,9 @@ class _Session:
         uri = to_uri(d)
         try:
             # yoyo.get_backend() would call init_database() at once, creating
-            # yoyo_lock before we hold our lock and before adoption is decided;
-            # build the same backend object and initialise it ourselves later.
+            # yoyo_lock (in public) before we hold our lock and before adoption is
+            # decided; build the same backend object, and ensure_bookkeeping()
+            # creates the tables in the bookkeeping schema later.
             self.backend = _Backend(parse_uri(uri), MIGRATION_TABLE)
         except psycopg.OperationalError as e:
             raise ServerUnavailable(f"cannot connect to {redact(dsn)}: {str(e).strip()}")
@@ -458,6 +611,7 @@ class _Session:
         self.conn.add_notice_handler(self._notice)
         self.locked = False
         self.quiet = False
+        self.bk_step: str | None = None   # the bookkeeping table being written, if any
 
     # output -------------------------------------------------------------
     def say(self, msg: str) -> None:
@@ -536,33 +690,130 @@ class _Session:
 
     # bookkeeping ----------------------------------------------------------
     def ensure_bookkeeping(self) -> None:
+        """The bookkeeping schema with every table in it, in ONE transaction under
+        the migration lock: created on a new database; on a database an earlier
+        harness migrated, its tables are moved out of ``public`` (ALTER TABLE ...
+        SET SCHEMA keeps rows, indexes and ACLs); a no-op once in place."""
         assert self.locked
-        b = self.backend
-        b._is_locked = True          # yoyo's lock row is never used: we hold ours
-        b.init_database()            # yoyo_lock table + transactional DDL probe
-        b.ensure_internal_schema_updated()   # _yoyo_migration, _yoyo_log, _yoyo_version
-        if not self.conn.execute(
-                "SELECT to_regclass('_harness_migration') IS NOT NULL").fetchone()[0]:
-            self.conn.execute(HARNESS_TABLE_DDL)
+        self.backend._is_locked = True      # yoyo's lock row is never used: we hold ours
+        found = bookkeeping_tables(self.conn)
+        legacy = found.get(LEGACY_SCHEMA, [])
+        present = found.get(BOOKKEEPING_SCHEMA, [])
+        if not legacy and set(present) >= set(BOOKKEEPING_TABLES) and self.conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = "
+                "to_regclass(%s) AND attname = 'state' AND NOT attisdropped)",
+                (bk(HARNESS_TABLE),)).fetchone()[0]:
+            return
+        if legacy and present:
+            raise RefusedError(
+                f"refusing to proceed: bookkeeping tables exist both in schema "
+                f"{BOOKKEEPING_SCHEMA} and in {LEGACY_SCHEMA}; nothing was changed",
+                details=[f"{nsp}.{t}: {self._count(nsp, t)} row(s)"
+                         for nsp in (BOOKKEEPING_SCHEMA, LEGACY_SCHEMA) for t in found[nsp]]
+                + [f"the {BOOKKEEPING_SCHEMA} schema is the live one; tables left in "
+                   f"{LEGACY_SCHEMA} were most likely created by an older harness run "
+                   "against this database: if they are empty, drop them"])
+        schema_exists = self._check_schema_privileges()
+        try:
+            with self.backend.transaction():
+                # CREATE TABLE IF NOT EXISTS would print "already exists, skipping"
+                self.conn.execute("SET LOCAL client_min_messages = warning")
+                if not schema_exists:
+                    self.conn.execute(f"CREATE SCHEMA {BOOKKEEPING_SCHEMA}")
+                for t in legacy:
+                    self.conn.execute(f'ALTER TABLE {LEGACY_SCHEMA}."{t}" '
+                                      f"SET SCHEMA {BOOKKEEPING_SCHEMA}")
+                self.conn.execute(BOOKKEEPING_SQL)
+        except psycopg.Error as e:
+            self._reset_tx()
+            line, extra = describe_pg_error(e)
+            what = (f"moving the bookkeeping from {LEGACY_SCHEMA} to schema "
+                    f"{BOOKKEEPING_SCHEMA}" if legacy else
+                    f"creating the bookkeeping in schema {BOOKKEEPING_SCHEMA}")
+            raise MigrationFailed(f"{what} failed, nothing was changed: {line}",
+                                  sqlstate=e.sqlstate, details=extra)
+        if legacy:
+            self.say(f"moved the harness bookkeeping from schema {LEGACY_SCHEMA} to "
+                     f"schema {BOOKKEEPING_SCHEMA}: {', '.join(legacy)}")
+
+    def _count(self, schema: str, table: str) -> int:
+        return self.conn.execute(f'SELECT count(*) FROM {schema}."{table}"').fetchone()[0]
+
+    def _check_schema_privileges(self) -> bool:
+        """Whether the bookkeeping schema exists; refuse (exit 3) when the migration
+        role can neither create it nor create tables in it."""
+        row = self.conn.execute(
+            "SELECT pg_catalog.pg_get_userbyid(nspowner), "
+            "pg_catalog.has_schema_privilege(oid, 'USAGE') AND "
+            "pg_catalog.has_schema_privilege(oid, 'CREATE') "
+            "FROM pg_catalog.pg_namespace WHERE nspname = %s",
+            (BOOKKEEPING_SCHEMA,)).fetchone()
+        me, db = self.conn.execute("SELECT current_user, current_database()").fetchone()
+        if row is None:
+            if not self.conn.execute("SELECT pg_catalog.has_database_privilege("
+                                     "current_database(), 'CREATE')").fetchone()[0]:
+                raise RefusedError(
+                    f"the migration role {me} cannot create the bookkeeping schema "
+                    f"{BOOKKEEPING_SCHEMA}: it needs the CREATE privilege on database "
+                    f"{db}; nothing was changed",
+                    details=[f'either: GRANT CREATE ON DATABASE "{db}" TO "{me}";',
+                             f'or, as a role that has it: CREATE SCHEMA {BOOKKEEPING_SCHEMA} '
+                             f'AUTHORIZATION "{me}";'])
+            return False
+        owner, usable = row
+        if not usable:
+            raise RefusedError(
+                f"the migration role {me} lacks USAGE or CREATE on the bookkeeping schema "
+                f"{BOOKKEEPING_SCHEMA} (owner {owner}); nothing was changed",
+                details=[f'ALTER SCHEMA {BOOKKEEPING_SCHEMA} OWNER TO "{me}";  '
+                         "-- as its owner or a superuser"])
+        if owner != me:
+            self.say(f"warning: schema {BOOKKEEPING_SCHEMA} is owned by {owner}, not by the "
+                     f"migration role {me}; its owner can drop or alter the bookkeeping")
+        return True
 
     def record(self, f: MigrationFile, m: Migration, *, adopted: bool) -> None:
+        """Mark ``f`` applied (yoyo's mark and log, our row with state 'applied')."""
         b = self.backend
+        self.bk_step = bk(MIGRATION_TABLE)
         b.mark_one(m, log=False)
+        self.bk_step = bk("_yoyo_log")
         b.log_migration(m, "mark" if adopted else "apply")
+        self.bk_step = bk(HARNESS_TABLE)
         self.conn.execute(
-            "INSERT INTO _harness_migration (migration_id, checksum, rollback_checksum, "
-            "adopted, no_transaction) VALUES (%s, %s, %s, %s, %s) "
+            f"INSERT INTO {bk(HARNESS_TABLE)} (migration_id, checksum, rollback_checksum, "
+            "adopted, no_transaction, state) VALUES (%s, %s, %s, %s, %s, 'applied') "
             "ON CONFLICT (migration_id) DO UPDATE SET checksum = EXCLUDED.checksum, "
             "rollback_checksum = EXCLUDED.rollback_checksum, adopted = EXCLUDED.adopted, "
             "no_transaction = EXCLUDED.no_transaction, applied_at = now(), "
-            "applied_by = current_user",
+            "applied_by = current_user, state = 'applied'",
             (f.id, f.checksum, f.rollback_checksum, adopted, f.no_transaction))
+        self.bk_step = None
 
     def unrecord(self, f: MigrationFile, m: Migration) -> None:
+        """Remove every record of ``f`` (yoyo's mark, our row); log the rollback."""
         b = self.backend
+        self.bk_step = bk(MIGRATION_TABLE)
         b.unmark_one(m, log=False)
+        self.bk_step = bk("_yoyo_log")
         b.log_migration(m, "rollback")
-        self.conn.execute("DELETE FROM _harness_migration WHERE migration_id = %s", (f.id,))
+        self.bk_step = bk(HARNESS_TABLE)
+        self.conn.execute(f"DELETE FROM {bk(HARNESS_TABLE)} WHERE migration_id = %s", (f.id,))
+        self.bk_step = None
+
+    def mark_in_progress(self, f: MigrationFile, state: str) -> None:
+        """Before the first statement of a no-transaction file: our row says
+        'applying' (no yoyo mark: the file does not count as applied) or
+        'rolling_back' (it no longer counts as applied either)."""
+        assert state in ("applying", "rolling_back")
+        self.bk_step = bk(HARNESS_TABLE)
+        self.conn.execute(
+            f"INSERT INTO {bk(HARNESS_TABLE)} (migration_id, checksum, rollback_checksum, "
+            "no_transaction, state) VALUES (%s, %s, %s, %s, %s) "
+            "ON CONFLICT (migration_id) DO UPDATE SET state = EXCLUDED.state, "
+            "applied_at = now(), applied_by = current_user",
+            (f.id, f.checksum, f.rollback_checksum, f.no_transaction, state))
+        self.bk_step = None
 
     # running ----------------------------------------------------------------
     def _reset_tx(self):
@@ -574,19 +825,24 @@ class _Session:
                 pass
             b._in_transaction = False
 
-    def _with_retries(self, f: MigrationFile, what: str, fn, path_for_error: str, text: str):
+    def _with_retries(self, f: MigrationFile, what: str, fn, path_for_error: str, text: str,
+                      *, state_after: str | None = None):
+        """Run ``fn``, retrying it on lock_not_available. ``state_after``: what a
+        failure leaves committed (added to the error). A failure while writing the
+        bookkeeping names the bookkeeping table, not a line of the file."""
         attempt = 0
         while True:
+            self.bk_step = None
             try:
                 return fn()
             except psycopg.Error as e:
                 self._reset_tx()
-                if self.conn.closed or self.conn.broken:
-                    line, extra = describe_pg_error(e, file=path_for_error)
-                    raise MigrationFailed(f"{what} {f.id}: connection lost: {line}",
-                                          sqlstate=e.sqlstate, file=path_for_error,
-                                          details=extra)
-                if e.sqlstate == "55P03" and attempt < MAX_LOCK_RETRIES:
+                lost = self.conn.closed or self.conn.broken
+                after = [state_after] if state_after else []
+                if lost:    # a COMMIT may or may not have reached the server
+                    after = ["the connection was lost, so whether the last step committed "
+                             "is unknown; `harness status` shows what is recorded"]
+                if not lost and e.sqlstate == "55P03" and attempt < MAX_LOCK_RETRIES:
                     attempt += 1
                     delay = RETRY_BASE_DELAY * (2 ** (attempt - 1))
                     self.say(f"{f.id}: lock not available (55P03: "
@@ -595,9 +851,20 @@ class _Session:
                     self.event("retry", f.id)
                     time.sleep(delay)
                     continue
+                if self.bk_step:
+                    line, extra = describe_pg_error(e)
+                    raise MigrationFailed(
+                        f"{what} {f.id}: writing the bookkeeping ({self.bk_step}) failed"
+                        + (" (connection lost)" if lost else "") + f": {line}",
+                        sqlstate=e.sqlstate, file=self.bk_step, details=extra + after)
+                if lost:
+                    line, extra = describe_pg_error(e, file=path_for_error)
+                    raise MigrationFailed(f"{what} {f.id}: connection lost: {line}",
+                                          sqlstate=e.sqlstate, file=path_for_error,
+                                          details=extra + after)
                 line, extra = describe_pg_error(e, file=path_for_error, sql=text)
                 raise MigrationFailed(line, sqlstate=e.sqlstate, file=path_for_error,
-                                      details=extra)
+                                      details=extra + after)
 
     def _set_timeout(self, *, local: bool) -> None:
         scope = "LOCAL " if local else ""
@@ -609,6 +876,58 @@ class _Session:
             raise ChainError(f"{path}: contains transaction control ({', '.join(tc)}); "
                              "the harness runs each file in its own transaction")
 
+    def _run_no_transaction(self, f: MigrationFile, direction: str, m: Migration, path: str,
+                            text: str, preserve: bool) -> None:
+        """A no-transaction file in three steps, so that the bookkeeping never
+        disagrees with the schema: (1) record it as in progress, (2) run its
+        statements one by one (autocommit), (3) record it as complete (applied, or
+        gone). A failure or a crash after (1) leaves it *incomplete* (``status``
+        says so); the next ``apply`` redoes it from the top, the next ``rollback``
+        undoes it (both files are written to be rerun from the top). A retry after
+        lock_not_available repeats only the step that failed."""
+        what = "applying" if direction == "apply" else "rolling back"
+        state = "applying" if direction == "apply" else "rolling_back"
+        rel = f.relpath() if direction == "apply" else f.rollback_relpath()
+        incomplete = (f"{f.id} is recorded as incomplete ({state}); `harness status` shows "
+                      "it; `harness apply` redoes it from the top, `harness rollback` "
+                      "undoes it")
+
+        def start():
+            with self.backend.transaction():
+                self.mark_in_progress(f, state)
+
+        def statements():
+            self.drop_invalid_indexes(text)
+            if preserve:
+                self.conn.execute("SET forgea.rollback_preserve = 'on'")
+            self._set_timeout(local=False)
+            try:
+                for step in m.steps:          # file order, as psql would
+                    if direction == "apply":
+                        step.apply(self.backend)
+                    else:
+                        step.rollback(self.backend)
+            finally:
+                if not self.conn.broken:
+                    self.conn.execute("SET statement_timeout = 0")
+                    if preserve:
+                        self.conn.execute("RESET forgea.rollback_preserve")
+
+        def finish():
+            with self.backend.transaction():
+                if direction == "apply":
+                    self.record(f, m, adopted=False)
+                else:
+                    self.unrecord(f, m)
+
+        self._with_retries(f, what, start, path, text,
+                           state_after=f"nothing of {rel} ran; the database is unchanged")
+        self._with_retries(f, what, statements, path, text,
+                           state_after=f"the statements of {rel} before the failing one "
+                                       f"committed; {incomplete}")
+        self._with_retries(f, what, finish, path, text,
+                           state_after=f"every statement of {rel} committed; {incomplete}")
+
     def apply_one(self, f: MigrationFile, *, preserve: bool = False) -> None:
         path = f.relpath()
         self._check_file(f, f.sql, path)
@@ -616,21 +935,7 @@ class _Session:
         self.event("apply", f.id)
         t0 = time.monotonic()
         if f.no_transaction:
-            def run():
-                self.drop_invalid_indexes(f.sql)
-                if preserve:
-                    self.conn.execute("SET forgea.rollback_preserve = 'on'")
-                self._set_timeout(local=False)
-                try:
-                    for step in m.steps:
-                        step.apply(self.backend)
-                finally:
-                    if not self.conn.broken:
-                        self.conn.execute("SET statement_timeout = 0")
-                    if preserve:
-                        self.conn.execute("RESET forgea.rollback_preserve")
-                with self.backend.transaction():
-                    self.record(f, m, adopted=False)
+            self._run_no_transaction(f, "apply", m, path, f.sql, preserve)
         else:
             def run():
                 with self.backend.transaction():
@@ -640,7 +945,9 @@ class _Session:
                     m.process_steps(self.backend, "apply")   # savepoint inside our BEGIN
                     self.conn.execute("SET LOCAL statement_timeout = 0")
                     self.record(f, m, adopted=False)          # same transaction
-        self._with_retries(f, "applying", run, path, f.sql)
+            self._with_retries(f, "applying", run, path, f.sql, state_after=(
+                f"nothing of {f.id} was committed (its statements and its bookkeeping "
+                "share one transaction)"))
         self.say(f"applied {f.id} ({time.monotonic() - t0:.2f}s)")
         self.event("applied", f.id)
 
@@ -660,21 +967,7 @@ class _Session:
         self.event("rollback", f.id)
         t0 = time.monotonic()
         if f.rollback_no_transaction:
-            def run():
-                self.drop_invalid_indexes(text)
-                if preserve:
-                    self.conn.execute("SET forgea.rollback_preserve = 'on'")
-                self._set_timeout(local=False)
-                try:
-                    for step in m.steps:          # file order, as psql would
-                        step.rollback(self.backend)
-                finally:
-                    if not self.conn.broken:
-                        self.conn.execute("SET statement_timeout = 0")
-                    if preserve:
-                        self.conn.execute("RESET forgea.rollback_preserve")
-                with self.backend.transaction():
-                    self.unrecord(f, m)
+            self._run_no_transaction(f, "rollback", m, path, text, preserve)
         else:
             def run():
                 with self.backend.transaction():
@@ -684,7 +977,9 @@ class _Session:
                     m.process_steps(self.backend, "rollback")
                     self.conn.execute("SET LOCAL statement_timeout = 0")
                     self.unrecord(f, m)
-        self._with_retries(f, "rolling back", run, path, text)
+            self._with_retries(f, "rolling back", run, path, text, state_after=(
+                f"nothing of the rollback of {f.id} was committed (its statements and its "
+                "bookkeeping share one transaction)"))
         self.say(f"rolled back {f.id} ({time.monotonic() - t0:.2f}s)")
         self.event("rolled_back", f.id)
 
@@ -804,13 +1099,26 @@ def apply(target_dsn: str, to: str | None = None, *, dry_run: bool = False,
             adopt_baseline = d == []
         if target is not None and not pending:
             sess.say(f"{target.id} is already applied; nothing to do")
-        if pending or not st["applied"]:
-            sess.ensure_bookkeeping()
+        incomplete = {i["id"]: i["operation"] for i in st["incomplete"]}
+        for mid in sorted(set(incomplete) - {f.id for f in pending}):
+            sess.say(f"warning: {mid} is incomplete (interrupted {incomplete[mid]}) and "
+                     f"newer than --to: `harness apply` redoes it, `harness rollback "
+                     f"--to {target.id if target else '...'}` undoes it")
+        sess.ensure_bookkeeping()    # creates it, or moves an earlier harness's out of public
         for f in pending:
             if f.baseline and adopt_baseline:
                 sess.adopt(f)
                 result.adopted.append(f.id)
                 continue
+            if incomplete.get(f.id) == "rollback":
+                # its rollback committed some statements: finish it (the rollback of a
+                # no-transaction file is rerunnable), then apply the file afresh
+                sess.say(f"{f.id}: its rollback was interrupted; finishing it, then "
+                         "applying the file again")
+                sess.rollback_one(f, preserve=preserve)
+            elif incomplete.get(f.id) == "apply":
+                sess.say(f"{f.id}: its apply was interrupted; running the file again "
+                         "from the top")
             sess.apply_one(f, preserve=preserve)
             result.applied.append(f.id)
     finally:
@@ -841,9 +1149,18 @@ def rollback(target_dsn: str, *, to: str | None = None, steps: int | None = None
         if st["unknown"]:
             raise RefusedError("refusing to roll back: the database has migrations this "
                                "tree does not know", details=[u["id"] for u in st["unknown"]])
-        applied = [a["id"] for a in st["applied"]]
+        # an incomplete no-transaction file (interrupted apply or rollback) holds part
+        # of its changes: roll it back like an applied one (its rollback is rerunnable)
+        incomplete = {i["id"]: i["operation"] for i in st["incomplete"]}
+        done = {a["id"] for a in st["applied"]}
+        applied = [f.id for f in files if f.id in done or f.id in incomplete]
         if to is not None:
             target = find(files, to)
+            if target.id in incomplete:
+                raise UsageError(
+                    f"{target.id} is incomplete (interrupted {incomplete[target.id]}); it "
+                    f"cannot stay as the last applied version: `harness apply --to "
+                    f"{target.id}` redoes it, or roll back to an older version")
             if target.id not in applied:
                 raise UsageError(f"{target.id} is not applied; cannot roll back to it")
             victims = [i for i in applied if by_id[i].version > target.version]
@@ -866,7 +1183,13 @@ def rollback(target_dsn: str, *, to: str | None = None, steps: int | None = None
             result.planned = victims
             return result
         sess.probe_rollback([by_id[m] for m in victims], preserve=preserve)
+        if victims:
+            sess.ensure_bookkeeping()   # moves an earlier harness's out of public
         for mid in victims:
+            if mid in incomplete:
+                sess.say(f"{mid}: its {incomplete[mid]} was interrupted; "
+                         + ("finishing the rollback" if incomplete[mid] == "rollback"
+                            else "undoing what it committed with its rollback file"))
             sess.rollback_one(by_id[mid], preserve=preserve)
             result.rolled_back.append(mid)
     finally:
@@ -892,10 +1215,14 @@ def plan(target_dsn: str, sql_root: Path | None = None, to: str | None = None) -
                     f"refusing to adopt: the live public schema differs from {pending[0].id}",
                     details=d)
             adopt = d == []
-        bookkeeping = bool(_read_state(conn)) or conn.execute(
-            "SELECT to_regclass('_harness_migration') IS NOT NULL").fetchone()[0]
+        found = bookkeeping_tables(conn)
+        schema_exists = conn.execute("SELECT to_regnamespace(%s) IS NOT NULL",
+                                     (BOOKKEEPING_SCHEMA,)).fetchone()[0]
     return {"target": redact(target_dsn), "pending": pending, "adopt_baseline": adopt,
-            "bookkeeping_exists": bookkeeping}
+            "incomplete": {i["id"]: i["operation"] for i in st["incomplete"]},
+            "bookkeeping_exists": bool(found),
+            "bookkeeping_schema_exists": schema_exists,
+            "legacy_bookkeeping": found.get(LEGACY_SCHEMA, [])}
 
 
 def _lit(v) -> str:
@@ -907,43 +1234,81 @@ def _lit(v) -> str:
 
 
 BOOKKEEPING_SQL = f"""\
--- Bookkeeping tables (as the harness and yoyo-migrations 9 create them).
-CREATE TABLE IF NOT EXISTS yoyo_lock (
+-- Bookkeeping tables (as the harness and yoyo-migrations 9 create them), in
+-- schema {BOOKKEEPING_SCHEMA}, out of the application's public schema.
+CREATE TABLE IF NOT EXISTS {bk("yoyo_lock")} (
     locked INT DEFAULT 1, ctime TIMESTAMP, pid INT NOT NULL, PRIMARY KEY (locked)
 );
-CREATE TABLE IF NOT EXISTS _yoyo_log (
+CREATE TABLE IF NOT EXISTS {bk("_yoyo_log")} (
     id VARCHAR(36), migration_hash VARCHAR(64), migration_id VARCHAR(255),
     operation VARCHAR(10), username VARCHAR(255), hostname VARCHAR(255),
     comment VARCHAR(255), created_at_utc TIMESTAMP, PRIMARY KEY (id)
 );
-CREATE TABLE IF NOT EXISTS _yoyo_version (
+CREATE TABLE IF NOT EXISTS {bk("_yoyo_version")} (
     version INT NOT NULL PRIMARY KEY, installed_at_utc TIMESTAMP
 );
-INSERT INTO _yoyo_version (version, installed_at_utc)
+INSERT INTO {bk("_yoyo_version")} (version, installed_at_utc)
 SELECT 2, now() AT TIME ZONE 'utc'
-WHERE NOT EXISTS (SELECT 1 FROM _yoyo_version WHERE version = 2);
-CREATE TABLE IF NOT EXISTS {MIGRATION_TABLE} (
+WHERE NOT EXISTS (SELECT 1 FROM {bk("_yoyo_version")} WHERE version = 2);
+CREATE TABLE IF NOT EXISTS {bk(MIGRATION_TABLE)} (
     migration_hash VARCHAR(64), migration_id VARCHAR(255),
     applied_at_utc TIMESTAMP, PRIMARY KEY (migration_hash)
 );
 {HARNESS_TABLE_DDL.strip()};
+{STATE_COLUMN_DDL};
 """
+
+
+def bookkeeping_setup_sql(p: dict) -> str:
+    """The bookkeeping part of a plan script: create the schema when missing, move
+    an earlier harness's tables out of public, create what is missing."""
+    out = []
+    if not p.get("bookkeeping_schema_exists"):
+        out.append(f"CREATE SCHEMA {BOOKKEEPING_SCHEMA};")
+    if p.get("legacy_bookkeeping"):
+        out.append(f"-- this database's bookkeeping is in {LEGACY_SCHEMA} (an earlier harness): "
+                   "move it, rows and all")
+        out += [f'ALTER TABLE {LEGACY_SCHEMA}."{t}" SET SCHEMA {BOOKKEEPING_SCHEMA};'
+                for t in p["legacy_bookkeeping"]]
+    return "\n".join(out + [BOOKKEEPING_SQL.rstrip()])
 
 
 def bookkeeping_sql(f: MigrationFile, *, adopted: bool = False) -> str:
     h = get_migration_hash(f.id)
     op = "mark" if adopted else "apply"
     return (
-        f"INSERT INTO {MIGRATION_TABLE} (migration_hash, migration_id, applied_at_utc)\n"
+        f"INSERT INTO {bk(MIGRATION_TABLE)} (migration_hash, migration_id, applied_at_utc)\n"
         f"VALUES ({_lit(h)}, {_lit(f.id)}, now() AT TIME ZONE 'utc');\n"
-        "INSERT INTO _yoyo_log (id, migration_hash, migration_id, operation, username, "
-        "hostname, created_at_utc)\n"
+        f'INSERT INTO {bk("_yoyo_log")} (id, migration_hash, migration_id, operation, '
+        "username, hostname, created_at_utc)\n"
         f"VALUES (md5(random()::text || clock_timestamp()::text), {_lit(h)}, {_lit(f.id)}, "
         f"{_lit(op)}, current_user, 'psql', now() AT TIME ZONE 'utc');\n"
-        "INSERT INTO _harness_migration (migration_id, checksum, rollback_checksum, "
-        "adopted, no_transaction)\n"
+        f"INSERT INTO {bk(HARNESS_TABLE)} (migration_id, checksum, rollback_checksum, "
+        "adopted, no_transaction, state)\n"
         f"VALUES ({_lit(f.id)}, {_lit(f.checksum)}, {_lit(f.rollback_checksum)}, "
-        f"{_lit(adopted)}, {_lit(f.no_transaction)});\n")
+        f"{_lit(adopted)}, {_lit(f.no_transaction)}, 'applied')\n"
+        "ON CONFLICT (migration_id) DO UPDATE SET state = 'applied', applied_at = now(), "
+        "applied_by = current_user;\n")
+
+
+def in_progress_sql(f: MigrationFile, state: str) -> str:
+    """Record a no-transaction file as in progress, before its first statement."""
+    return (f"INSERT INTO {bk(HARNESS_TABLE)} (migration_id, checksum, rollback_checksum, "
+            "no_transaction, state)\n"
+            f"VALUES ({_lit(f.id)}, {_lit(f.checksum)}, {_lit(f.rollback_checksum)}, "
+            f"{_lit(f.no_transaction)}, {_lit(state)})\n"
+            "ON CONFLICT (migration_id) DO UPDATE SET state = EXCLUDED.state, "
+            "applied_at = now(), applied_by = current_user;")
+
+
+def unrecord_sql(f: MigrationFile) -> str:
+    h = get_migration_hash(f.id)
+    return (f"DELETE FROM {bk(MIGRATION_TABLE)} WHERE migration_hash = {_lit(h)};\n"
+            f'INSERT INTO {bk("_yoyo_log")} (id, migration_hash, migration_id, operation, '
+            "username, hostname, created_at_utc)\n"
+            f"VALUES (md5(random()::text || clock_timestamp()::text), {_lit(h)}, {_lit(f.id)}, "
+            "'rollback', current_user, 'psql', now() AT TIME ZONE 'utc');\n"
+            f"DELETE FROM {bk(HARNESS_TABLE)} WHERE migration_id = {_lit(f.id)};")
 
 
 def plan_sql(p: dict) -> str:
@@ -952,14 +1317,15 @@ def plan_sql(p: dict) -> str:
            f"-- {len(p['pending'])} pending migration(s); review, then run with:",
            "--   psql -v ON_ERROR_STOP=1 -f plan.sql",
            "-- Each transactional file runs in BEGIN/COMMIT together with its bookkeeping;",
-           "-- no-transaction files run outside a transaction, then are recorded.",
+           "-- no-transaction files are recorded as in progress, run outside a transaction,",
+           "-- then recorded as complete.",
            "-- Note: run by psql, there is no advisory lock, drift check or 55P03 retry.",
            "\\set ON_ERROR_STOP on",
            "SET application_name = 'harness-plan';", ""]
     if not p["pending"]:
         out.append("-- nothing to do")
         return "\n".join(out) + "\n"
-    out += ["BEGIN;", BOOKKEEPING_SQL.rstrip(), "COMMIT;", ""]
+    out += ["BEGIN;", bookkeeping_setup_sql(p), "COMMIT;", ""]
     for f in p["pending"]:
         out.append(f"-- ===== {f.id} ({f.relpath()}, sha256 {f.checksum})")
         if f.baseline and p["adopt_baseline"]:
@@ -967,8 +1333,17 @@ def plan_sql(p: dict) -> str:
                     "BEGIN;", bookkeeping_sql(f, adopted=True).rstrip(), "COMMIT;", ""]
             continue
         body = f.sql if f.sql.endswith("\n") else f.sql + "\n"
+        if p.get("incomplete", {}).get(f.id) == "rollback":
+            rb = (f.rollback_sql or "").rstrip()
+            out.append("-- its rollback was interrupted (recorded as rolling_back): finish it")
+            if f.rollback_no_transaction:
+                out += [rb, "BEGIN;", unrecord_sql(f), "COMMIT;", ""]
+            else:
+                out += ["BEGIN;", rb, unrecord_sql(f), "COMMIT;", ""]
         if f.no_transaction:
-            out += ["-- no-transaction file: statements run in autocommit mode", body.rstrip(),
+            out += ["-- no-transaction file: recorded as in progress, statements run in "
+                    "autocommit mode, then recorded as complete",
+                    in_progress_sql(f, "applying"), body.rstrip(),
                     "BEGIN;", bookkeeping_sql(f).rstrip(), "COMMIT;", ""]
         else:
             out += ["BEGIN;", body.rstrip(), "", "-- bookkeeping", bookkeeping_sql(f).rstrip(),

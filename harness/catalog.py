@@ -269,3 +269,63 @@ def diff(expected: dict, actual: dict, *, column_order: bool = False,
           attrs("function"))
     keyed("view", expected["views"], actual["views"], lambda k: f'"{k}"', attrs("view"))
     return out
+
+
+# ---------------------------------------------------------------------------
+# privileges
+
+_PRIVILEGES_SQL = """
+    WITH objs AS (
+        SELECT 'table' AS kind, c.relname::text AS name, c.relowner AS owner,
+               coalesce(c.relacl, acldefault('r', c.relowner)) AS acl
+        FROM pg_catalog.pg_class c
+        WHERE c.relnamespace = %(ns)s::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm')
+        UNION ALL
+        SELECT 'column', c.relname || '.' || a.attname, c.relowner, a.attacl
+        FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+        WHERE c.relnamespace = %(ns)s::regnamespace AND c.relkind IN ('r', 'p')
+          AND a.attnum > 0 AND NOT a.attisdropped AND a.attacl IS NOT NULL
+        UNION ALL
+        SELECT 'function', p.proname || '(' ||
+               pg_catalog.pg_get_function_identity_arguments(p.oid) || ')',
+               p.proowner, coalesce(p.proacl, acldefault('f', p.proowner))
+        FROM pg_catalog.pg_proc p WHERE p.pronamespace = %(ns)s::regnamespace
+        UNION ALL
+        SELECT 'schema', n.nspname::text, n.nspowner,
+               coalesce(n.nspacl, acldefault('n', n.nspowner))
+        FROM pg_catalog.pg_namespace n WHERE n.oid = %(ns)s::regnamespace
+    )
+    SELECT o.kind, o.name,
+           CASE WHEN x.grantee = 0 THEN 'PUBLIC'
+                WHEN x.grantee = o.owner THEN '<owner>'
+                ELSE pg_catalog.pg_get_userbyid(x.grantee) END,
+           x.privilege_type
+    FROM objs o, aclexplode(o.acl) x
+    ORDER BY 1, 2, 3, 4"""
+
+
+def privileges(conn, schema: str = "public") -> dict[str, list[str]]:
+    """Who may do what on every object of ``schema``: ``{"table X": ["grantee PRIV",
+    ...]}``. The object's owner is written ``<owner>`` so that two databases
+    owned by different roles compare equal; bookkeeping tables are left out."""
+    out: dict[str, list[str]] = {}
+    for kind, name, grantee, priv in conn.execute(_PRIVILEGES_SQL, {"ns": schema}):
+        if kind in ("table", "column") and _ignored(name.split(".")[0]):
+            continue
+        out.setdefault(f"{kind} {name}", []).append(f"{grantee} {priv}")
+    return out
+
+
+def privileges_diff(expected: dict, actual: dict, labels=("expected", "actual")) -> list[str]:
+    """One line per grant that only one side has."""
+    exp_l, act_l = labels
+    out = []
+    for obj in sorted(set(expected) | set(actual)):
+        a, b = set(expected.get(obj, ())), set(actual.get(obj, ()))
+        for g in sorted(b - a):
+            out.append(f"privilege on {obj}: {g} unexpected ({act_l} grants it, "
+                       f"{exp_l} do not)")
+        for g in sorted(a - b):
+            out.append(f"privilege on {obj}: {g} missing ({exp_l} grant it, "
+                       f"{act_l} does not)")
+    return out

@@ -153,7 +153,8 @@ def rollback(target, to, steps, preserve, dry_run, lock_timeout, statement_timeo
 @click.option("--target", metavar="DSN", help=TARGET_HELP)
 @click.option("--json", "as_json", is_flag=True, help="print the status as JSON")
 def status(target, as_json):
-    """Applied, pending and drifted migrations."""
+    """Applied, pending, drifted and incomplete migrations (exit 1 on drift, unknown
+    applied versions or an incomplete no-transaction file)."""
     from . import apply as A
 
     def go():
@@ -171,7 +172,15 @@ def status(target, as_json):
                 click.echo(f"  {a['id']}  {a['applied_at']}{flag}")
             click.echo(f"pending ({len(st['pending'])}):")
             for p in st["pending"]:
-                click.echo(f"  {p['id']}" + ("  [no-transaction]" if p["no_transaction"] else ""))
+                click.echo(f"  {p['id']}" + ("  [no-transaction]" if p["no_transaction"] else "")
+                           + (f"  [INCOMPLETE: interrupted {p['incomplete']}]"
+                              if p.get("incomplete") else ""))
+            if st["incomplete"]:
+                click.echo(f"INCOMPLETE ({len(st['incomplete'])}): no-transaction files "
+                           "interrupted half-way (part of their statements committed); "
+                           "`harness apply` redoes them, `harness rollback` undoes them:")
+                for i in st["incomplete"]:
+                    click.echo(f"  {i['id']}  interrupted {i['operation']} since {i['since']}")
             if st["drift"]:
                 click.echo(f"DRIFT ({len(st['drift'])}): applied files edited since apply:")
                 for d in st["drift"]:
@@ -182,7 +191,7 @@ def status(target, as_json):
             if st["rollback_changed"]:
                 click.echo("rollback files changed since apply: "
                            + ", ".join(r["file"] for r in st["rollback_changed"]))
-        if st["drift"] or st["unknown"]:
+        if st["drift"] or st["unknown"] or st["incomplete"]:
             sys.exit(EXIT_FAILED)
     run(go)
 
@@ -228,6 +237,91 @@ def lint(as_json):
                 click.echo(str(f))
             click.echo(f"{len(findings)} finding(s)", err=True)
         sys.exit(EXIT_FAILED if findings else EXIT_OK)
+    run(go)
+
+
+@cli.command(epilog=EPILOG)
+@click.option("--target", metavar="DSN", help=TARGET_HELP)
+@click.option("--out", "out", metavar="FILE", type=click.Path(dir_okay=False),
+              help="write the checkpoint document here (default: standard output)")
+@click.option("--previous", metavar="FILE", type=click.Path(exists=True, dir_okay=False),
+              help="an earlier checkpoint the live ledger must extend; named in the new one")
+@click.option("--no-record", is_flag=True,
+              help="do not record the checkpoint in LedgerCheckpoint (a read-only role)")
+@click.option("--compare", nargs=2, metavar="EARLIER LATER",
+              type=click.Path(exists=True, dir_okay=False),
+              help="check offline that checkpoint LATER extends EARLIER; no database")
+def checkpoint(target, out, previous, no_record, compare):
+    """Commit to the whole push ledger: every session's head, one Merkle root.
+
+    \b
+    Keep the document off the database (another system, object storage with
+    retention, a git repository); `harness verify --checkpoint FILE` later
+    fails when any row that existed at checkpoint time was removed, reordered
+    or rewritten, even by a superuser who also rewrote AuditLog.
+    """
+    from . import ledger
+
+    def go():
+        try:
+            if compare:
+                earlier, later = (ledger.load(f) for f in compare)
+                problems = ledger.compare(earlier, later)
+                for line in problems:
+                    click.echo(f"  {line}")
+                click.echo(f"{later['root']} extends {earlier['root']}" if not problems
+                           else f"{later['root']} does NOT extend {earlier['root']}")
+                sys.exit(EXIT_FAILED if problems else EXIT_OK)
+            prev = ledger.load(previous) if previous else None
+            import psycopg
+            with psycopg.connect(resolve_target(target), autocommit=True,
+                                 application_name="harness-checkpoint") as conn:
+                doc = ledger.take_checkpoint(conn, prev)
+                if not no_record:
+                    ledger.record(conn, doc)
+        except ledger.CheckpointError as e:
+            click.echo("harness checkpoint: " + "\n  ".join([str(e), *e.details]), err=True)
+            sys.exit(EXIT_FAILED)
+        text = json.dumps(doc, indent=1) + "\n"
+        if out:
+            Path(out).write_text(text, encoding="utf-8")
+        else:
+            click.echo(text, nl=False)
+        click.echo(f"root {doc['root']}: {doc['sessionCount']} sessions, {doc['rows']} rows"
+                   + (f", extends {doc['previousRoot']}" if doc["previousRoot"] else ""),
+                   err=True)
+    run(go)
+
+
+@cli.command(epilog=EPILOG)
+@click.option("--out", metavar="FILE", type=click.Path(dir_okay=False),
+              help="where to write it (default: sql/schema.sql)")
+@click.option("--check", is_flag=True,
+              help="write nothing; exit 1 when the file differs from what the chain builds")
+@click.option("--pg-version", type=int, default=18, show_default=True,
+              help="major of the throwaway server the chain is built on")
+def schema(out, check, pg_version):
+    """Generate sql/schema.sql: the schema after the whole chain, in one file."""
+    from . import schema_file, servers
+
+    def go():
+        path = Path(out) if out else _sql_root() / "schema.sql"
+        try:
+            cluster = servers.start_throwaway(pg_version)
+        except Exception as e:
+            from .errors import ServerUnavailable
+            raise ServerUnavailable(f"could not start PostgreSQL {pg_version}: {e}")
+        try:
+            text = schema_file.generate(cluster.dsn(), _sql_root())
+        finally:
+            cluster.destroy()
+        if check:
+            same = path.exists() and path.read_text(encoding="utf-8") == text
+            click.echo(f"{path}: " + ("up to date" if same else
+                                      "differs from the chain; run `harness schema`"))
+            sys.exit(EXIT_OK if same else EXIT_FAILED)
+        path.write_text(text, encoding="utf-8")
+        click.echo(f"{path}: {len(text.splitlines())} lines")
     run(go)
 
 

@@ -10,7 +10,8 @@ reported as a failure of that check and the others still run.
 Checks (names as printed):
 
 ``migration_chain``
-    ``_harness_migration`` against the files under ``sql/`` (harness.chain):
+    ``harness._harness_migration`` (``public._harness_migration`` on a database
+    an earlier harness migrated) against the files under ``sql/`` (harness.chain):
     applied files edited since (drift), applied ids this tree does not know,
     pending files (failure when ``--require-complete``, the default; else info).
 ``guard_triggers``
@@ -59,6 +60,8 @@ from pathlib import Path
 import psycopg
 
 from . import chain as chain_mod
+from . import ledger, reference
+from .apply import BOOKKEEPING_SCHEMA, HARNESS_TABLE, bookkeeping_schema
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_SERVER, EXIT_USAGE, HarnessError
 
 MAX_ROWS = 20
@@ -79,7 +82,7 @@ _WORKER_READS = ("Lab", "LabSession") + _LEDGER_READS
 #: everything but the secrets (Account/Session/AuthSession columns are granted
 #: column by column; VerificationToken not at all)
 _READONLY_READS = ("User", "AuthIdentity", "Lab", "LabSession", "VerificationLog",
-                   "ResumeBullet", "AuditLog") + _LEDGER_READS
+                   "ResumeBullet", "AuditLog", "LedgerCheckpoint") + _LEDGER_READS
 
 EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, frozenset[str]]] = {
     "forgea_app": {
@@ -137,7 +140,8 @@ EXPECTED_FUNCTION_EXECUTE: dict[str, frozenset[str]] = {
 
 #: tables no role but the owner may UPDATE, DELETE or TRUNCATE (CONTRACT 6)
 APPEND_ONLY_TABLES = ("LabVersion", "VerificationAttempt", "VerificationLog",
-                      "LabAttempt", "AuditLog", "ResumeBullet", "GitHubPushDelivery")
+                      "LabAttempt", "AuditLog", "ResumeBullet", "GitHubPushDelivery",
+                      "LedgerCheckpoint")
 #: tables no role but the owner may write at all (API functions only)
 API_ONLY_TABLES = ("VerificationJob", "GitHubRepoMapping")
 #: secret columns forgea_readonly must not read
@@ -242,14 +246,22 @@ def _ident(name: str) -> str:
 
 
 def _applied_files(conn, files) -> tuple[dict, list]:
+    """Recorded migrations by id (with ``state``: 'applied', or 'applying' /
+    'rolling_back' for an interrupted no-transaction file), and the applied files."""
     state = {}
-    if conn.execute("SELECT to_regclass('public._harness_migration') IS NOT NULL").fetchone()[0]:
-        for mid, cs, rcs, adopted, at in _rows(
-                conn, "SELECT migration_id, checksum, rollback_checksum, adopted, applied_at "
-                      "FROM public._harness_migration"):
+    schema = bookkeeping_schema(conn)
+    rel = f'{schema}."{HARNESS_TABLE}"'
+    if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (rel,)).fetchone()[0] \
+            if schema else False:
+        has_state = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = "
+            "to_regclass(%s) AND attname = 'state' AND NOT attisdropped)", (rel,)).fetchone()[0]
+        for mid, cs, rcs, adopted, at, st in _rows(
+                conn, "SELECT migration_id, checksum, rollback_checksum, adopted, applied_at, "
+                      + ("state " if has_state else "'applied' ") + f"FROM {rel}"):
             state[mid] = {"checksum": cs, "rollback_checksum": rcs, "adopted": adopted,
-                          "applied_at": at}
-    applied = [f for f in files if f.id in state]
+                          "applied_at": at, "state": st}
+    applied = [f for f in files if f.id in state and state[f.id]["state"] == "applied"]
     return state, applied
 
 
@@ -279,6 +291,11 @@ def check_chain(conn, files, state, require_complete: bool) -> Check:
     adopted = [mid for mid, rec in state.items() if rec["adopted"]]
     if adopted:
         c.info("_harness_migration", "adopted (recorded without running)", adopted)
+    incomplete = [f"{mid} ({rec['state']})" for mid, rec in sorted(state.items())
+                  if rec.get("state", "applied") != "applied"]
+    if incomplete:
+        c.fail("_harness_migration", "no-transaction files interrupted half-way "
+               "(`harness apply` redoes them, `harness rollback` undoes them)", incomplete)
     return c
 
 
@@ -625,6 +642,76 @@ def check_chain_hashes(conn) -> Check:
     return c
 
 
+def check_chain_recomputed(conn) -> Check:
+    """The chains recomputed in Python from the documented layout (harness.ledger):
+    no function of the database is trusted, not even the hash function."""
+    c = Check("lab_attempt_chain_recomputed")
+    if not _exists(conn, "LabAttempt"):
+        c.info('"LabAttempt"', "not applied yet")
+        return c
+    rec = ledger.recompute(conn)
+    for kind in sorted({b.kind for b in rec.breaks}):
+        sel = [b for b in rec.breaks if b.kind == kind]
+        c.fail('"LabAttempt" hash chain (recomputed)',
+               f"{kind}: first broken link per session (session/seq/id: detail)",
+               [f"{b.session_id}/{b.chain_seq}/{b.row_id}: {b.detail}" for b in sel],
+               len(sel))
+    c.info('"LabAttempt"', f"{rec.rows} rows of {rec.sessions} sessions recomputed in "
+                           f"{rec.seconds:.2f} s ({rec.rows_per_s:.0f} rows/s)")
+    return c
+
+
+def check_definitions(conn, ref: dict) -> Check:
+    """Every object of public as the applied files create it (harness.reference):
+    function source and attributes, triggers with their functions, timing, events
+    and mode, constraints, indexes, enums, columns and grants. Names alone prove
+    nothing: the owner can replace what a name points at."""
+    c = Check("definitions")
+    if "error" in ref:
+        c.fail("reference", f"could not build what the applied files create: {ref['error']}")
+        return c
+    diffs = reference.differences(ref, reference.snapshot_of(conn))
+    for d in diffs:
+        head, _, rest = d.partition("\n")
+        c.fail(head.split(":", 1)[0], head.split(":", 1)[1].strip() + ("\n" + rest if rest
+                                                                        else ""))
+    if not diffs:
+        c.info("public", f"{len(ref['catalog']['functions'])} functions, "
+                         f"{len(ref['catalog']['tables'])} tables and their grants are as "
+                         "the applied files create them")
+    return c
+
+
+def build_reference(conn, sql_root: Path | None = None) -> dict:
+    """The reference for the files applied on ``conn``'s database, built on a
+    throwaway server of the same major; ``{"error": ...}`` when that fails."""
+    root = Path(sql_root) if sql_root else chain_mod.default_sql_root()
+    files, _ = chain_mod.scan(root)
+    _state, applied = _applied_files(conn, files)
+    major = int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000
+    try:
+        cache = chain_mod.find_repo_root() / ".harness" / "reference"
+    except Exception:
+        cache = None
+    try:
+        return reference.build(major, applied, root, cache)
+    except Exception as e:  # binaries missing, server failed: the check says so
+        return {"error": f"{type(e).__name__}: {e}".strip()}
+
+
+def check_against_checkpoint(conn, doc: dict) -> Check:
+    """Every session head of a checkpoint kept off the database is still in place."""
+    c = Check("checkpoint")
+    problems = ledger.check_checkpoint(conn, doc)
+    if problems:
+        c.fail(f"checkpoint {doc['root'][:16]}", "the live ledger no longer extends it",
+               problems, len(problems))
+    else:
+        c.info(f"checkpoint {doc['root'][:16]}",
+               f"{doc['sessionCount']} session heads of {doc['takenAt']} still in place")
+    return c
+
+
 # --------------------------------------------------------------------------
 # privileges (CONTRACT section 6)
 
@@ -692,9 +779,9 @@ def check_table_privileges(conn, owner) -> Check:
         SELECT n.nspname, c.relname, {_grantee_sql('a.grantee')}, a.privilege_type
         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
         CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) a
-        WHERE n.nspname IN ('public', 'forgea_archive')
+        WHERE n.nspname IN ('public', 'forgea_archive', %s)
           AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
-          AND a.grantee <> c.relowner""")
+          AND a.grantee <> c.relowner""", (BOOKKEEPING_SCHEMA,))
     actual: dict[tuple[str, str], set[str]] = {}
     for nsp, rel, grantee, priv in rows:
         name = rel if nsp == "public" else f"{nsp}.{rel}"
@@ -737,8 +824,8 @@ def check_column_privileges(conn) -> Check:
         JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
         CROSS JOIN LATERAL pg_catalog.aclexplode(a.attacl) x
-        WHERE n.nspname IN ('public', 'forgea_archive') AND a.attnum > 0
-          AND NOT a.attisdropped AND x.grantee <> c.relowner""")
+        WHERE n.nspname IN ('public', 'forgea_archive', %s) AND a.attnum > 0
+          AND NOT a.attisdropped AND x.grantee <> c.relowner""", (BOOKKEEPING_SCHEMA,))
     actual: dict[tuple[str, str, str], set[str]] = {}
     for rel, col, grantee, priv in rows:
         actual.setdefault((grantee, rel, col), set()).add(priv)
@@ -805,9 +892,10 @@ def check_schema_privileges(conn) -> Check:
         FROM pg_catalog.pg_namespace n
         CROSS JOIN LATERAL pg_catalog.aclexplode(
             coalesce(n.nspacl, pg_catalog.acldefault('n', n.nspowner))) a
-        WHERE n.nspname IN ('public', 'forgea_archive') AND a.grantee <> n.nspowner
-        ORDER BY 1, 2, 3"""):
-        if priv == "CREATE" or nsp == "forgea_archive":
+        WHERE n.nspname IN ('public', 'forgea_archive', %s) AND a.grantee <> n.nspowner
+        ORDER BY 1, 2, 3""", (BOOKKEEPING_SCHEMA,)):
+        # the rollback archive and the harness's bookkeeping are the owner's alone
+        if priv == "CREATE" or nsp in ("forgea_archive", BOOKKEEPING_SCHEMA):
             c.fail(f"schema {nsp}", f"{priv} granted to {grantee}")
     for role in ("public",) + GROUP_ROLES:
         who = "PUBLIC" if role == "public" else role
@@ -826,6 +914,11 @@ def check_schema_privileges(conn) -> Check:
         if conn.execute("SELECT pg_catalog.has_schema_privilege(%s, 'public', 'CREATE')",
                         (role,)).fetchone()[0]:
             c.fail("schema public", f"{role} can CREATE objects (effective privilege)")
+        if conn.execute("SELECT to_regnamespace(%s) IS NOT NULL AND "
+                        "pg_catalog.has_schema_privilege(%s, %s, 'USAGE')",
+                        (BOOKKEEPING_SCHEMA, role, BOOKKEEPING_SCHEMA)).fetchone()[0]:
+            c.fail(f"schema {BOOKKEEPING_SCHEMA}",
+                   f"{role} can use the harness's bookkeeping schema (effective privilege)")
     return c
 
 
@@ -861,11 +954,13 @@ def check_security_definer(conn, owner) -> Check:
 
 
 def run_checks(conn: psycopg.Connection, sql_root: Path | None = None,
-               require_complete: bool = True) -> Report:
+               require_complete: bool = True, checkpoint: dict | None = None,
+               reference_snapshot: dict | None = None) -> Report:
     """All checks through ``conn`` (not in a transaction yet), in one READ ONLY one."""
     root = Path(sql_root) if sql_root else chain_mod.default_sql_root()
     files, problems = chain_mod.scan(root)
     checks: list[Check] = []
+    was_autocommit = conn.autocommit
     conn.autocommit = False
     try:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -895,6 +990,11 @@ def run_checks(conn: psycopg.Connection, sql_root: Path | None = None,
         guarded("indexes_valid", check_indexes, conn)
         guarded("row_invariants", check_rows, conn, state)
         guarded("lab_attempt_chain", check_chain_hashes, conn)
+        guarded("lab_attempt_chain_recomputed", check_chain_recomputed, conn)
+        if checkpoint is not None:
+            guarded("checkpoint", check_against_checkpoint, conn, checkpoint)
+        if reference_snapshot is not None:
+            guarded("definitions", check_definitions, conn, reference_snapshot)
         guarded("role_attributes", check_roles, conn)
         guarded("ownership", check_ownership, conn, owner)
         guarded("table_privileges", check_table_privileges, conn, owner)
@@ -904,12 +1004,20 @@ def run_checks(conn: psycopg.Connection, sql_root: Path | None = None,
         guarded("security_definer", check_security_definer, conn, owner)
     finally:
         conn.rollback()   # never commit: nothing here writes, and nothing could
+        conn.autocommit = was_autocommit
     return Report(checks)
 
 
-def verify(dsn: str, *, sql_root: Path | None = None, require_complete: bool = True) -> Report:
+def verify(dsn: str, *, sql_root: Path | None = None, require_complete: bool = True,
+           checkpoint: dict | None = None, reference_snapshot: dict | str | None = None
+           ) -> Report:
+    """``reference_snapshot``: a snapshot (harness.reference), "build" to build one
+    for the applied files, or None to skip the definitions check."""
     with psycopg.connect(dsn, autocommit=True, application_name="harness-verify") as conn:
-        return run_checks(conn, sql_root=sql_root, require_complete=require_complete)
+        if reference_snapshot == "build":
+            reference_snapshot = build_reference(conn, sql_root)
+        return run_checks(conn, sql_root=sql_root, require_complete=require_complete,
+                          checkpoint=checkpoint, reference_snapshot=reference_snapshot)
 
 
 def render_table(report: Report) -> str:
@@ -939,11 +1047,13 @@ def render_table(report: Report) -> str:
 
 
 def run(dsn: str, json_output: bool = False, *, sql_root: Path | None = None,
-        require_complete: bool = True, out=None) -> int:
+        require_complete: bool = True, checkpoint: dict | None = None,
+        reference_snapshot: dict | str | None = "build", out=None) -> int:
     """Run every check against ``dsn``, print the result; return the exit code."""
     out = out or sys.stdout
     try:
-        report = verify(dsn, sql_root=sql_root, require_complete=require_complete)
+        report = verify(dsn, sql_root=sql_root, require_complete=require_complete,
+                        checkpoint=checkpoint, reference_snapshot=reference_snapshot)
     except psycopg.OperationalError as e:
         print(f"harness verify: cannot reach the database: {str(e).strip()}", file=sys.stderr)
         return EXIT_SERVER
@@ -962,6 +1072,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--sql-root", type=Path, default=None,
                    help="sql/ tree to compare with (default: $HARNESS_SQL_ROOT or the repo's)")
+    p.add_argument("--checkpoint", metavar="FILE", type=Path, default=None,
+                   help="also check that the live ledger still extends this checkpoint "
+                        "(written earlier by `harness checkpoint`)")
+    p.add_argument("--no-reference", action="store_true",
+                   help="skip comparing every definition with what the applied files create "
+                        "(built on a throwaway server of the same major)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--require-complete", dest="require_complete", action="store_true",
                    default=True, help="pending migrations are a failure (default)")
@@ -974,12 +1090,18 @@ def main(argv: list[str] | None = None) -> int:
     sql_root = args.sql_root or (Path(os.environ["HARNESS_SQL_ROOT"])
                                  if os.environ.get("HARNESS_SQL_ROOT") else None)
     try:
+        doc = ledger.load(args.checkpoint) if args.checkpoint else None
+    except (OSError, ValueError, ledger.CheckpointError) as e:
+        print(f"harness verify: cannot use the checkpoint: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
         if args.target:
             dsn = args.target
         else:
             from .cli import resolve_target
             dsn = resolve_target(None)
-        return run(dsn, args.json, sql_root=sql_root, require_complete=args.require_complete)
+        return run(dsn, args.json, sql_root=sql_root, require_complete=args.require_complete,
+                   checkpoint=doc, reference_snapshot=None if args.no_reference else "build")
     except HarnessError as e:
         print(f"harness verify: {e.render()}", file=sys.stderr)
         return e.exit_code

@@ -16,6 +16,7 @@ Fixtures:
   tmpl_prod_full(session) production with production-like rows (tests/prodlike.py),
                          adopted and migrated with the whole chain
   login_roles  (session) dict role-key -> role name (app_login, worker_login, ...)
+  reference_snapshot (session) catalog + grants the whole chain creates (verify)
   db           (function) TestDB cloned from tmpl_full
   baseline_db  (function) TestDB cloned from tmpl_baseline
   upstream_db  (function) TestDB cloned from tmpl_upstream (not adopted yet)
@@ -255,6 +256,15 @@ def tmpl_prod_full(pg_cluster, tmpl_upstream, sql_root) -> str:
                               source=tmpl_upstream, prepare=seed_production_like)
     yield janitor.dbname
     janitor.drop()
+
+
+@pytest.fixture(scope="session")
+def reference_snapshot(pg_cluster, owner_role, sql_root) -> dict:
+    """What the whole chain creates (harness.reference), built from the files in a
+    scratch database of the session cluster: harness verify's definitions check
+    compares live databases with it."""
+    from harness import chain, reference
+    return reference.build_on(pg_cluster.dsn(), chain.load_chain(sql_root), sql_root)
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,6 @@ from tests import upstream
 from tests.helpers import digests
 from tests.prodlike import BASELINE_TABLES, seed_production_like, snapshot_rows
 
-BOOKKEEPING = ("_yoyo_migration", "_harness_migration", "yoyo_lock")
-
 # Who may do what on production's objects: the effective privileges of every
 # table and function (a NULL ACL is expanded to its default, so an explicit ACL
 # that grants the same is equal).
@@ -113,7 +111,7 @@ def test_dry_run_reports_adoption_and_changes_nothing(upstream_db, sql_root):
     r = A.apply(upstream_db.dsn(), sql_root=sql_root, dry_run=True)
     assert r.adopted == ["V0001__baseline"] and r.planned and not r.applied
     assert catalog.diff(snap, catalog.snapshot(conn)) == []
-    assert conn.execute("SELECT to_regclass('_yoyo_migration')").fetchone()[0] is None
+    assert A.bookkeeping_tables(conn) == {}
 
 
 MISMATCHES = {
@@ -142,8 +140,9 @@ def _refusal(db, sql_root, ddl):
     assert e.value.exit_code == 3
     assert catalog.diff(snap, catalog.snapshot(conn), column_order=True) == []
     assert digests(conn, BASELINE_TABLES) == rows
-    for t in BOOKKEEPING:
-        assert conn.execute("SELECT to_regclass(%s)", (t,)).fetchone()[0] is None
+    assert A.bookkeeping_tables(conn) == {}
+    assert conn.execute("SELECT to_regnamespace(%s)", (A.BOOKKEEPING_SCHEMA,)).fetchone()[0] \
+        is None
     assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE "
                         "'\\_harness\\_adopt\\_%'").fetchone()[0] == 0
     return e.value.details

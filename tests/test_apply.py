@@ -74,7 +74,9 @@ def test_status_of_a_database_without_bookkeeping_changes_nothing(empty_db, sql_
     st = A.status(empty_db.dsn(), sql_root)
     assert st["applied"] == [] and len(st["pending"]) == len(chain.load_chain(sql_root))
     conn = empty_db.connect()
-    assert conn.execute("SELECT to_regclass('_yoyo_migration')").fetchone()[0] is None
+    assert A.bookkeeping_tables(conn) == {}
+    assert conn.execute("SELECT to_regnamespace(%s)", (A.BOOKKEEPING_SCHEMA,)).fetchone()[0] \
+        is None
 
 
 def test_apply_to_and_dry_run(empty_db, sql_root):
@@ -83,7 +85,7 @@ def test_apply_to_and_dry_run(empty_db, sql_root):
     assert r.planned == ["V0001__baseline", "V0002__roles"] and not r.applied
     conn = empty_db.connect()
     assert conn.execute("SELECT to_regclass('\"User\"')").fetchone()[0] is None
-    assert conn.execute("SELECT to_regclass('_yoyo_migration')").fetchone()[0] is None
+    assert A.bookkeeping_tables(conn) == {}
     r = A.apply(dsn, to="V0002", sql_root=sql_root)
     assert r.applied == ["V0001__baseline", "V0002__roles"]
     assert ids(A.status(dsn, sql_root)["applied"]) == ["V0001__baseline", "V0002__roles"]
@@ -111,7 +113,7 @@ def test_each_migration_and_its_records_commit_together(db, sql_root, tmp_path):
     conn = db.connect()
     assert conn.execute("""SELECT to_regclass('"HalfWay"')""").fetchone()[0] is None
     for table in ("_yoyo_migration", "_harness_migration"):
-        assert conn.execute(f"SELECT count(*) FROM {table} WHERE migration_id = "
+        assert conn.execute(f"SELECT count(*) FROM {A.bk(table)} WHERE migration_id = "
                             "'V9990__fails_half_way'").fetchone()[0] == 0
     assert ids(A.status(db.dsn(), root)["pending"]) == ["V9990__fails_half_way"]
 

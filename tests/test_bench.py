@@ -20,7 +20,8 @@ POSITIVE = (
     "queue_vs_procrastinate_ratio_w1", "queue_vs_procrastinate_ratio_w4",
     "queue_vs_procrastinate_ratio_w16", "migration_s", "copy_floor_s", "datagen_s",
     "jsonb_floor_s", "chain_vs_jsonb_floor_ratio", "record_push_pushes_per_s", "record_push_commits_per_s", "insert_ceiling_commits_per_s",
-    "scale", "server_version",
+    "ledger_rows", "ledger_recompute_s", "ledger_recompute_rows_per_s", "ledger_sql_verify_s",
+    "ledger_recompute_vs_sql_verify_ratio", "scale", "server_version",
 )
 
 

@@ -89,7 +89,8 @@ def test_plan_sql_is_a_psql_script_with_bookkeeping(baseline_db, sql_root):
     assert p.returncode == 0, p.stderr
     script = p.stdout
     assert "ON_ERROR_STOP" in script
-    assert "V0003" in script and "INSERT INTO _harness_migration" in script
+    assert "V0003" in script and 'INSERT INTO harness."_harness_migration"' in script
+    assert "CREATE SCHEMA harness" not in script   # the template has the schema already
     assert "V0001__baseline" not in script.split("-- =====", 1)[1].split("\n")[0]
     if shutil.which("psql") or Path("/usr/lib/postgresql/15/bin/psql").exists():
         psql = shutil.which("psql") or "/usr/lib/postgresql/15/bin/psql"

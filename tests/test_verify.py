@@ -342,3 +342,29 @@ def test_pending_is_failure_only_when_complete_required(baseline_db, sql_root):
     assert_fails(rep, "migration_chain", "sql/", "pending")
     rep = report(baseline_db, require_complete=False)
     assert rep.by_name("migration_chain").status == "info"
+
+
+def test_definitions_match_what_the_files_create_on_fresh_and_adopted_databases(
+        db, prod_db, reference_snapshot):
+    for d in (db, prod_db):
+        rep = report(d, reference_snapshot=reference_snapshot)
+        assert_ok(rep)
+        c = rep.by_name("definitions")
+        assert any("as the applied files create them" in f["message"] for f in c.findings)
+
+
+def test_cli_builds_the_reference_on_a_throwaway_server_and_names_a_replaced_guard(db):
+    """`harness verify` without --no-reference builds what the applied files
+    create on a server of the live major, out of the live database's reach."""
+    out = io.StringIO()
+    assert V.run(db.dsn("owner"), json_output=True, out=out) == 0, out.getvalue()
+    db.connect("owner").execute(
+        "CREATE OR REPLACE FUNCTION forbid_ledger_mutation() RETURNS trigger "
+        "LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$ BEGIN "
+        "RETURN NULL; END $$")
+    out = io.StringIO()
+    assert V.run(db.dsn("owner"), json_output=True, out=out) == 1
+    checks = {c["name"]: c for c in json.loads(out.getvalue())["checks"]}
+    assert checks["definitions"]["status"] == "fail"
+    assert any(f["object"] == "function forbid_ledger_mutation()"
+               for f in checks["definitions"]["findings"])

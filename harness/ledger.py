@@ -1,0 +1,415 @@
+"""The push ledger, checked without trusting the database's own code.
+
+Three jobs, one module:
+
+* **The byte layout** of a LabAttempt row hash (version 1), written once here and
+  used by the recomputation and its tests (README, "The push ledger hash
+  chain")::
+
+      rowHash = SHA-256(netstring(F1) || ... || netstring(F16))
+
+* **Independent recomputation** (``recompute``): streams every LabAttempt row in
+  (sessionId, chainSeq) order through a server-side cursor and recomputes each
+  ``rowHash`` and ``prevHash`` link in Python, never calling a function of the
+  pack. It reports the first broken link of each session, and checks the
+  ``PUSH_RECORDED`` anchors in AuditLog against the rows with plain SQL reads.
+  Memory does not grow with the ledger: one session's state at a time.
+
+* **Checkpoints** (``take_checkpoint``, ``check_checkpoint``, ``compare``): a
+  JSON document committing to every session's newest (chainSeq, rowHash),
+  folded into one root by a Merkle tree (RFC 6962 shape) over the sorted heads,
+  kept off the database by the operator. A later ledger must still hold every
+  head at its position with the same hash, and every chain must still link to
+  it; a later checkpoint must name the earlier one's root and heads.
+
+Timestamps are read as text (``DateStyle`` ISO) and formatted in Python the way
+``to_char(ts, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`` does, so that no database
+function is trusted and every year the column can hold is handled.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+
+LAYOUT = "forgea.LabAttempt.v1"
+CHECKPOINT_FORMAT = "forgea.ledger-checkpoint.v1"
+ZERO_HASH = bytes(32)
+FILE_LISTS = ("added", "modified", "removed")
+
+# ---------------------------------------------------------------------------
+# the byte layout
+
+
+def netstring(value: str | None) -> bytes:
+    """``<byte length>:<UTF-8 bytes>,``; NULL is ``-,``."""
+    if value is None:
+        return b"-,"
+    raw = value.encode("utf-8")
+    return str(len(raw)).encode() + b":" + raw + b","
+
+
+_TS = re.compile(r"^(\d{4,})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(?:\.(\d+))?( BC)?$")
+
+
+def layout_timestamp(text: str | None) -> str | None:
+    """An ISO ``timestamp(3)`` text as the layout writes it: YYYY-MM-DDTHH:MM:SS.mmmZ."""
+    if text is None:
+        return None
+    m = _TS.match(text)
+    if not m:
+        raise ValueError(f"timestamp {text!r} has no place in the layout")
+    year, mon, day, hh, mi, ss, frac, _bc = m.groups()
+    ms = (frac or "").ljust(3, "0")[:3]
+    return f"{year}-{mon}-{day}T{hh}:{mi}:{ss}.{ms}Z"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One LabAttempt row as the layout sees it (timestamps as ISO text)."""
+    id: str
+    session_id: str
+    commit_sha: str
+    delivery_id: str
+    branch: str
+    author_name: str
+    author_email: str | None
+    author_login: str | None
+    changed_files: dict
+    pushed_at: str
+    created_at: str
+    chain_seq: int
+    prev_hash: bytes
+    row_hash: bytes
+
+
+def row_hash(r: Row, prev_hash: bytes | None = None) -> bytes:
+    """SHA-256 of the layout of ``r`` (with ``prev_hash`` instead of r.prev_hash)."""
+    prev = r.prev_hash if prev_hash is None else prev_hash
+    fields: list[str | None] = [
+        LAYOUT, prev.hex(), r.id, r.session_id, r.commit_sha, r.delivery_id, r.branch,
+        r.author_name, r.author_email, r.author_login,
+    ]
+    for key in FILE_LISTS:
+        items = r.changed_files.get(key) if isinstance(r.changed_files, dict) else None
+        if not isinstance(items, list):
+            fields.append(None)
+            continue
+        fields.append(str(len(items)))
+        fields.extend(None if item is None else str(item) for item in items)
+    fields += [layout_timestamp(r.pushed_at), layout_timestamp(r.created_at), "end"]
+    return hashlib.sha256(b"".join(netstring(f) for f in fields)).digest()
+
+
+# ---------------------------------------------------------------------------
+# reading the ledger
+
+ROWS_SQL = """
+    SELECT a."id"::text, a."sessionId"::text, a."commitSha", a."deliveryId",
+           a."branch", a."authorName", a."authorEmail", a."authorLogin",
+           a."changedFiles", a."pushedAt"::text, a."createdAt"::text,
+           a."chainSeq", a."prevHash", a."rowHash"
+    FROM public."LabAttempt" AS a
+    ORDER BY a."sessionId", a."chainSeq"
+"""
+
+ANCHORS_SQL = """
+    SELECT al."id"::text, al."metadata" ->> 'sessionId', e.v ->> 'id',
+           e.v ->> 'chainSeq', e.v ->> 'rowHash',
+           a."sessionId"::text, a."chainSeq", encode(a."rowHash", 'hex')
+    FROM public."AuditLog" AS al
+    CROSS JOIN LATERAL jsonb_array_elements(
+        CASE WHEN jsonb_typeof(al."metadata" -> 'attempts') = 'array'
+            THEN al."metadata" -> 'attempts' ELSE '[]'::jsonb END) AS e (v)
+    LEFT JOIN public."LabAttempt" AS a ON a."id"::text = e.v ->> 'id'
+    WHERE al."action" = 'PUSH_RECORDED' AND al."actorId" = 'github-webhook'
+"""
+
+
+class _Snapshot:
+    """A REPEATABLE READ, READ ONLY view in which rows and anchors agree.
+
+    On an idle autocommit connection it opens (and afterwards rolls back) a
+    transaction of its own; inside an open transaction (``harness verify``'s)
+    it uses that one. Either way timestamps come out as ISO text in UTC.
+    """
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.own = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+    def __enter__(self):
+        if self.own:
+            self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        self.conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
+        self.conn.execute("SET LOCAL TimeZone = 'UTC'")
+        return self.conn
+
+    def __exit__(self, *exc):
+        if self.own:
+            self.conn.execute("ROLLBACK")
+
+
+def stream_rows(conn, batch: int = 5000):
+    """Every LabAttempt row as a Row, in (sessionId, chainSeq) order, ``batch`` at a time."""
+    with conn.cursor(name="forgea_ledger_rows") as cur:
+        cur.itersize = batch
+        cur.execute(ROWS_SQL)
+        for rec in cur:
+            yield Row(*rec[:11], chain_seq=rec[11], prev_hash=bytes(rec[12]),
+                      row_hash=bytes(rec[13]))
+
+
+# ---------------------------------------------------------------------------
+# recomputation
+
+
+@dataclass
+class Break:
+    session_id: str
+    chain_seq: int
+    row_id: str | None
+    kind: str           # edited | relinked | missing | anchor
+    detail: str
+
+    def as_dict(self) -> dict:
+        return {"sessionId": self.session_id, "chainSeq": self.chain_seq,
+                "id": self.row_id, "kind": self.kind, "detail": self.detail}
+
+
+@dataclass
+class Recomputed:
+    rows: int = 0
+    sessions: int = 0
+    seconds: float = 0.0
+    breaks: list[Break] = field(default_factory=list)
+    # every session's newest row as recomputed: session -> (chainSeq, rowHash)
+    heads: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict:
+        return {"rows": self.rows, "sessions": self.sessions,
+                "seconds": round(self.seconds, 3), "rows_per_s": round(self.rows_per_s),
+                "breaks": [b.as_dict() for b in self.breaks]}
+
+
+def _walk(rows, out: Recomputed, keep_heads: bool) -> None:
+    session = None
+    expect_seq, expect_prev, broken = 1, ZERO_HASH, False
+    for r in rows:
+        out.rows += 1
+        if r.session_id != session:
+            if session is not None and keep_heads and not broken:
+                out.heads[session] = (expect_seq - 1, expect_prev)
+            session, expect_seq, expect_prev, broken = r.session_id, 1, ZERO_HASH, False
+            out.sessions += 1
+        if broken:
+            continue
+        problem = None
+        if r.chain_seq != expect_seq:
+            problem = ("missing", f"chainSeq {expect_seq} expected, {r.chain_seq} found")
+        elif r.prev_hash != expect_prev:
+            problem = ("relinked", "prevHash is not the previous row's rowHash")
+        else:
+            try:
+                if row_hash(r) != r.row_hash:
+                    problem = ("edited", "rowHash does not match the row's content")
+            except ValueError as e:  # a value the layout cannot represent
+                problem = ("edited", str(e))
+        if problem:
+            out.breaks.append(Break(r.session_id, r.chain_seq, r.id, *problem))
+            broken = True
+            continue
+        expect_seq, expect_prev = expect_seq + 1, r.row_hash
+    if session is not None and keep_heads and not broken:
+        out.heads[session] = (expect_seq - 1, expect_prev)
+
+
+def _check_anchors(conn, out: Recomputed) -> None:
+    broken_sessions = {b.session_id for b in out.breaks}
+    for audit_id, a_session, a_row, a_seq, a_hash, r_session, r_seq, r_hash in conn.execute(
+            ANCHORS_SQL):
+        if a_session in broken_sessions:
+            continue
+        if r_session is None:
+            kind, detail = "missing", f"row named by AuditLog anchor {audit_id} is gone"
+        elif (r_session, str(r_seq), r_hash) != (a_session, a_seq, a_hash):
+            kind, detail = "anchor", f"row differs from AuditLog anchor {audit_id}"
+        else:
+            continue
+        seq = int(a_seq) if a_seq and a_seq.isdigit() else 0
+        out.breaks.append(Break(a_session or "?", seq, a_row, kind, detail))
+        broken_sessions.add(a_session)
+
+
+def _recompute(conn, out: Recomputed, *, anchors: bool, keep_heads: bool, batch: int):
+    start = time.perf_counter()
+    _walk(stream_rows(conn, batch), out, keep_heads)
+    if anchors:
+        _check_anchors(conn, out)
+    out.seconds = time.perf_counter() - start
+    out.breaks.sort(key=lambda b: (b.session_id, b.chain_seq))
+
+
+def recompute(conn, *, anchors: bool = True, keep_heads: bool = False,
+              batch: int = 5000) -> Recomputed:
+    """Recompute every chain in Python (in ``conn``'s transaction, or one of its own)."""
+    out = Recomputed()
+    with _Snapshot(conn):
+        _recompute(conn, out, anchors=anchors, keep_heads=keep_heads, batch=batch)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# checkpoints: a Merkle tree over the sorted session heads
+
+
+def leaf_hash(session_id: str, chain_seq: int, head_hash: bytes) -> bytes:
+    """H(0x00 || "sessionId:chainSeq:rowHash-hex") for one session head."""
+    text = f"{session_id}:{chain_seq}:{head_hash.hex()}".encode()
+    return hashlib.sha256(b"\x00" + text).digest()
+
+
+def merkle_root(leaves: list[bytes]) -> bytes:
+    """RFC 6962 Merkle tree hash: split at the largest power of two below n."""
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    if len(leaves) == 1:
+        return leaves[0]
+    k = 1
+    while k * 2 < len(leaves):
+        k *= 2
+    return hashlib.sha256(b"\x01" + merkle_root(leaves[:k]) + merkle_root(leaves[k:])).digest()
+
+
+def _heads_list(heads: dict[str, tuple[int, bytes]]) -> list[dict]:
+    return [{"sessionId": s, "chainSeq": seq, "rowHash": h.hex()}
+            for s, (seq, h) in sorted(heads.items())]
+
+
+def root_of(entries: list[dict]) -> str:
+    return merkle_root([leaf_hash(e["sessionId"], int(e["chainSeq"]),
+                                  bytes.fromhex(e["rowHash"])) for e in entries]).hex()
+
+
+class CheckpointError(Exception):
+    """A checkpoint cannot be taken or does not hold."""
+
+    def __init__(self, message: str, details: list[str] | None = None):
+        super().__init__(message)
+        self.details = details or []
+
+
+def take_checkpoint(conn, previous: dict | None = None) -> dict:
+    """A checkpoint of the live ledger; refuses when any chain is broken or when
+    the live ledger does not extend ``previous``."""
+    rec = recompute(conn, keep_heads=True)
+    if rec.breaks:
+        raise CheckpointError("the ledger is broken; no checkpoint taken",
+                              [describe(b) for b in rec.breaks])
+    entries = _heads_list(rec.heads)
+    doc = {
+        "format": CHECKPOINT_FORMAT,
+        "takenAt": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "rows": rec.rows,
+        "sessionCount": len(entries),
+        "root": root_of(entries),
+        "previousRoot": None,
+        "sessions": entries,
+    }
+    if previous is not None:
+        problems = check_checkpoint(conn, previous)
+        if problems:
+            raise CheckpointError("the live ledger does not extend the previous checkpoint",
+                                  problems)
+        doc["previousRoot"] = previous["root"]
+    return doc
+
+
+def record(conn, doc: dict) -> None:
+    """Append the checkpoint to "LedgerCheckpoint" (append-only, guarded)."""
+    conn.execute(
+        'INSERT INTO public."LedgerCheckpoint" ("root", "previousRoot", "sessionCount", '
+        '"rowCount") VALUES (%s, %s, %s, %s)',
+        (doc["root"], doc["previousRoot"], doc["sessionCount"], doc["rows"]))
+
+
+def load(path) -> dict:
+    """Read a checkpoint file and check that its root matches its heads."""
+    with open(path, encoding="utf-8") as fh:
+        doc = json.load(fh)
+    if doc.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a {CHECKPOINT_FORMAT} document")
+    if root_of(doc["sessions"]) != doc["root"]:
+        raise CheckpointError(f"{path}: its root does not match its session heads "
+                              "(the file was edited)")
+    return doc
+
+
+def check_checkpoint(conn, doc: dict) -> list[str]:
+    """Differences between a checkpoint taken earlier and the live ledger.
+
+    Every head must still be there, at the same position with the same hash, on
+    an intact chain (rows after it are allowed: the ledger only grows).
+    """
+    rec = Recomputed()
+    wanted = {e["sessionId"]: (int(e["chainSeq"]), e["rowHash"]) for e in doc["sessions"]}
+    found: dict[str, tuple[int, str]] = {}
+    with _Snapshot(conn):
+        _recompute(conn, rec, anchors=False, keep_heads=False, batch=5000)
+        for sid, seq, h in conn.execute(
+                'SELECT a."sessionId"::text, a."chainSeq", encode(a."rowHash", \'hex\') '
+                'FROM public."LabAttempt" AS a '
+                'JOIN unnest(%s::text[], %s::bigint[]) AS w (sid, seq) '
+                'ON a."sessionId"::text = w.sid AND a."chainSeq" = w.seq',
+                ([s for s in wanted], [v[0] for v in wanted.values()])):
+            found[sid] = (seq, h)
+    broken = {b.session_id: b for b in rec.breaks}
+    problems = []
+    for sid, (seq, h) in sorted(wanted.items()):
+        b = broken.get(sid)
+        if b is not None and b.chain_seq <= seq:
+            problems.append(f"session {sid}: chain broken at chainSeq {b.chain_seq} "
+                            f"({b.kind}: {b.detail}), at or before the checkpoint's head "
+                            f"{seq}")
+        elif sid not in found:
+            problems.append(f"session {sid}: the checkpoint's head at chainSeq {seq} is gone")
+        elif found[sid][1] != h:
+            problems.append(f"session {sid}: the row at chainSeq {seq} has another rowHash "
+                            "than at the checkpoint (rewritten)")
+    return problems
+
+
+def compare(earlier: dict, later: dict) -> list[str]:
+    """Does ``later`` extend ``earlier``? Offline: the two files only, no database.
+
+    Every session head of ``earlier`` must be in ``later`` at the same or a later
+    position, with the same hash where the position is the same. (A head that
+    moved on is vouched for by the run that took ``later``: it refused to take a
+    checkpoint unless the live chain extended the previous one.)
+    """
+    problems = []
+    heads = {e["sessionId"]: (int(e["chainSeq"]), e["rowHash"]) for e in later["sessions"]}
+    for e in earlier["sessions"]:
+        sid, seq = e["sessionId"], int(e["chainSeq"])
+        if sid not in heads:
+            problems.append(f"session {sid}: in the earlier checkpoint, gone from the later")
+        elif heads[sid][0] < seq:
+            problems.append(f"session {sid}: head went back from chainSeq {seq} to "
+                            f"{heads[sid][0]}")
+        elif heads[sid][0] == seq and heads[sid][1] != e["rowHash"]:
+            problems.append(f"session {sid}: head at chainSeq {seq} has another rowHash")
+    return problems
+
+
+def describe(b: Break) -> str:
+    return f"session {b.session_id} chainSeq {b.chain_seq} ({b.row_id}): {b.kind}: {b.detail}"
