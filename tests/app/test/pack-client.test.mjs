@@ -3,7 +3,7 @@
 // SQL API through $queryRaw, and the workarounds the README lists.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { appClient, disconnectAll, packClient } from '../lib/clients.mjs';
+import { appClient, disconnectAll, packClient, pgClient, roleDsn } from '../lib/clients.mjs';
 import { createLab, createUser, forkOf, pushPayload, recordPush, sqlState, uid } from '../lib/fixtures.mjs';
 import { claim, complete, WORKER_ID } from '../lib/jobs.mjs';
 
@@ -166,6 +166,20 @@ describe('as forgea_readonly: every new model with its relations', () => {
       where: { id: flow.jobId }, include: { labAttempt: true, verificationAttempt: true, pushDeliveries: true, labVersion: true },
     });
     assert.equal(job.verificationAttempt.id, attempt.id);
+  });
+
+  test('reads LedgerCheckpoint, which only the owner writes', async () => {
+    const owner = await pgClient(roleDsn('owner'));
+    try {
+      await owner.query(`INSERT INTO "LedgerCheckpoint" ("root", "sessionCount", "rowCount")
+                         VALUES (repeat('ab', 32), 1, 3)`);
+    } finally {
+      await owner.end();
+    }
+    const [checkpoint] = await readonly.ledgerCheckpoint.findMany({ orderBy: { takenAt: 'desc' }, take: 1 });
+    assert.equal(checkpoint.root, 'ab'.repeat(32));
+    assert.equal(checkpoint.rowCount, 3n);
+    assert.equal(checkpoint.previousRoot, null);
   });
 
   test('reads Account without the OAuth tokens, never the tokens themselves', async () => {

@@ -14,7 +14,7 @@ const require = createRequire(path.join(APP_DIR, 'package.json'));
 const PACK_MODELS = [
   'User', 'Account', 'Session', 'AuthIdentity', 'AuthSession', 'VerificationToken', 'Lab',
   'LabSession', 'VerificationLog', 'ResumeBullet', 'AuditLog', 'LabVersion', 'VerificationAttempt',
-  'GitHubRepoMapping', 'LabAttempt', 'GitHubPushDelivery', 'VerificationJob',
+  'GitHubRepoMapping', 'LabAttempt', 'GitHubPushDelivery', 'VerificationJob', 'LedgerCheckpoint',
 ];
 
 test('the package pins prisma and @prisma/client 7.3.x exactly and a newer 7.x as prisma-latest', () => {
