@@ -242,6 +242,37 @@ def _npm_pack(build: NpmBuild, dest: Path) -> tuple[Path, dict]:
     return tarball, report
 
 
+def extract_tarball(tarball: Path, dest: Path, *, use_filter: bool | None = None) -> None:
+    """Unpack ``tarball`` into ``dest``, refusing absolute paths, ``..``, links that
+    leave ``dest``, device files and set-id bits.
+
+    Python's ``filter="data"`` does exactly this where it exists (3.11.4 and later);
+    older interpreters (Debian 12 ships 3.11.2) get the same checks here.
+    """
+    dest = Path(dest)
+    if use_filter is None:
+        use_filter = hasattr(tarfile, "data_filter")
+    with tarfile.open(tarball) as tar:
+        if use_filter:
+            tar.extractall(dest, filter="data")
+            return
+        dest.mkdir(parents=True, exist_ok=True)
+        root = dest.resolve()
+        members = []
+        for m in tar.getmembers():
+            _inside(root, m.name)
+            if not (m.isreg() or m.isdir() or m.issym() or m.islnk()):
+                raise ValueError(f"{m.name}: not a file, directory or link")
+            if m.issym():
+                _inside(root, os.path.join(os.path.dirname(m.name), m.linkname))
+            if m.islnk():
+                _inside(root, m.linkname)
+            m.mode &= 0o755
+            m.uid, m.gid, m.uname, m.gname = os.getuid(), os.getgid(), "", ""
+            members.append(m)
+        tar.extractall(root, members=members)
+
+
 def _unpack_npm_build(build: NpmBuild, tarball: Path, npm_report: dict, staging: Path,
                       started: float) -> None:
     """Check the tarball, unpack it into ``staging`` and complete the tree there."""
@@ -251,10 +282,8 @@ def _unpack_npm_build(build: NpmBuild, tarball: Path, npm_report: dict, staging:
             f"checksum mismatch for {tarball.name}: got {integrity}, expected {build.integrity}")
     unpacked = staging.parent / (staging.name + ".unpack")
     try:
-        with tarfile.open(tarball) as tar:
-            # "data" refuses absolute paths, links out of the tree and device files
-            tar.extractall(unpacked, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as e:
+        extract_tarball(tarball, unpacked)
+    except (tarfile.TarError, OSError, EOFError, ValueError) as e:
         raise ServerNotFound(f"cannot unpack {tarball.name}: {e}") from None
     package = unpacked / "package"
     if not package.is_dir():

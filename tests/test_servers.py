@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -9,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import textwrap
 import time
@@ -401,3 +403,61 @@ def test_a_major_that_cannot_be_installed_fails_the_run(npm_major, scratch_dir):
     assert proc.returncode == 1, out
     assert f"PostgreSQL {npm_major}: cannot install" in out and "npm is not on PATH" in out
     assert "passed" not in out and "skipped" not in out
+
+
+# --------------------------------------------------------------------------
+# unpacking: Python's "data" filter where it exists, the same checks where not
+
+
+# own checks everywhere; Python's filter too where this interpreter has it
+UNPACK_MODES = [pytest.param(False, id="own-checks")] + (
+    [pytest.param(True, id="data-filter")] if hasattr(tarfile, "data_filter") else [])
+
+
+def _tar_with(path: Path, *members: tuple[str, str, str]) -> Path:
+    """A .tgz holding (kind, name, link-or-content) members."""
+    with tarfile.open(path, "w:gz") as tar:
+        for kind, name, extra in members:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                data = extra.encode()
+                info.size, info.mode = len(data), 0o6755
+                tar.addfile(info, io.BytesIO(data))
+            elif kind == "symlink":
+                info.type, info.linkname = tarfile.SYMTYPE, extra
+                tar.addfile(info)
+            elif kind == "fifo":
+                info.type = tarfile.FIFOTYPE
+                tar.addfile(info)
+    return path
+
+
+@pytest.mark.parametrize("use_filter", UNPACK_MODES)
+def test_unpacking_keeps_a_good_tree(scratch_dir, use_filter):
+    tgz = _tar_with(scratch_dir / "good.tgz", ("file", "package/native/lib/libx.so.1.2", "x"),
+                    ("symlink", "package/native/lib/libx.so", "libx.so.1.2"))
+    servers.extract_tarball(tgz, scratch_dir / "out", use_filter=use_filter)
+    lib = scratch_dir / "out" / "package" / "native" / "lib"
+    assert (lib / "libx.so").resolve() == (lib / "libx.so.1.2").resolve()
+    assert (lib / "libx.so.1.2").stat().st_mode & 0o7000 == 0, "set-id bits are dropped"
+
+
+@pytest.mark.parametrize("use_filter", UNPACK_MODES)
+@pytest.mark.parametrize("member", [
+    ("file", "../escaped", "x"),
+    ("file", "/tmp/absolute-escape", "x"),
+    ("symlink", "package/evil", "../../../../etc/passwd"),
+    ("fifo", "package/pipe", ""),
+], ids=["dotdot", "absolute", "symlink-out", "fifo"])
+def test_unpacking_never_writes_outside_its_directory(scratch_dir, use_filter, member):
+    tgz = _tar_with(scratch_dir / "bad.tgz", ("file", "package/ok", "ok"), member)
+    try:
+        servers.extract_tarball(tgz, scratch_dir / "out", use_filter=use_filter)
+        refused = False
+    except (tarfile.TarError, ValueError):
+        refused = True
+    # Python's filter unpacks "/x" as "<dir>/x" (harmless); everything else is refused
+    assert refused or (use_filter and member[1].startswith("/"))
+    assert not (scratch_dir / "escaped").exists()
+    assert not Path("/tmp/absolute-escape").exists()
+    assert not (scratch_dir / "out" / "package" / "evil").is_symlink()
