@@ -38,8 +38,9 @@ One run, one server, in this order:
    LabAttempt rows (5 per statement, same 4 connections) into
    ``CREATE TABLE ... (LIKE "LabAttempt")`` (no indexes, checks or triggers).
 
-Without ``--target`` the bench starts a throwaway PostgreSQL 18 cluster (fsync
-and synchronous_commit off, shared_buffers 1GB) and destroys it afterwards; with
+Without ``--target`` the bench starts a throwaway cluster of the major chosen by
+``--pg-version`` (18 unless told; any of 18, 17, 16, 15), with fsync and
+synchronous_commit off and shared_buffers 1GB, and destroys it afterwards; with
 ``--target DSN`` it creates two new databases on that server (needs CREATEDB)
 and drops them at the end (``--keep`` keeps them).
 
@@ -888,7 +889,11 @@ def run(dsn: str | None = None, scale: int = 1_000_000, json_output: bool = Fals
         if dsn is None:
             from . import servers
             _say(f"starting a throwaway PostgreSQL {version} cluster ...")
-            cluster = servers.start_throwaway(version)
+            try:
+                cluster = servers.start_throwaway(version)
+            except (servers.ServerNotFound, servers.ServerError) as e:
+                _say(f"cannot start PostgreSQL {version}: {str(e).splitlines()[0]}")
+                return 4
             _server_setup(cluster)
             server_dsn = cluster.dsn()
         else:
@@ -916,13 +921,18 @@ def run(dsn: str | None = None, scale: int = 1_000_000, json_output: bool = Fals
 
 
 def main(argv=None) -> int:
+    from .servers import SUPPORTED_VERSIONS
     p = argparse.ArgumentParser(
         prog="harness bench",
         description="Benchmarks at production scale (issue 7). Exit codes: 0 ok, 1 a phase "
                     "failed or a figure is missing, 2 usage, 4 server unreachable.")
     p.add_argument("--target", metavar="DSN",
                    help="server to use (two new databases are created there; needs CREATEDB); "
-                        "default: a throwaway PostgreSQL 18 cluster")
+                        "default: a throwaway cluster of --pg-version")
+    p.add_argument("--pg-version", type=int, choices=SUPPORTED_VERSIONS,
+                   metavar="N",
+                   help="major of the throwaway cluster: 18 (default), 17, 16 or 15; "
+                        "not with --target")
     p.add_argument("--scale", type=int, default=1_000_000,
                    help="LabSession and VerificationLog rows (AuditLog: 10x); default 1000000")
     p.add_argument("--json", action="store_true", help="print one flat JSON object of numbers")
@@ -935,8 +945,13 @@ def main(argv=None) -> int:
     if a.scale < 100:
         print("harness bench: --scale must be at least 100", file=sys.stderr)
         return 2
+    if a.target and a.pg_version is not None:
+        print("harness bench: --pg-version picks the throwaway server; it cannot be "
+              "combined with --target", file=sys.stderr)
+        return 2
     try:
-        return run(a.target, a.scale, a.json, report=a.report, keep=a.keep)
+        return run(a.target, a.scale, a.json, report=a.report, keep=a.keep,
+                   version=a.pg_version or 18)
     except psycopg.Error as e:
         from .errors import describe_pg_error
         line, extra = describe_pg_error(e)

@@ -1,8 +1,8 @@
 """Shared fixtures: one throwaway PostgreSQL cluster per test session.
 
-The suite runs once per server version (``--pg-version 18|16|15``, default
-``$HARNESS_PG_VERSION`` or 18).  A version that cannot be started is an error,
-never a skip.
+The suite runs once per server version (``--pg-version 18|17|16|15``, default
+``$HARNESS_PG_VERSION`` or 18).  A version that cannot be installed or started
+fails the run with one line saying why, never a skip.
 
 Fixtures:
   pg_version   (session) int
@@ -69,15 +69,38 @@ ROLE_NAMES = {
 
 def pytest_addoption(parser):
     parser.addoption(
-        "--pg-version", type=int,
+        "--pg-version", type=int, choices=servers.SUPPORTED_VERSIONS,
         default=int(os.environ.get("HARNESS_PG_VERSION", "18")),
-        help="PostgreSQL major version to run the suite against (18, 16 or 15; "
+        help="PostgreSQL major version to run the suite against (18, 17, 16 or 15; "
              "default $HARNESS_PG_VERSION or 18)",
     )
 
 
+def pytest_sessionstart(session):
+    """Find (and on first use install) the server binaries before any test runs.
+
+    In the pytest-xdist controller, or in a run without xdist: a version whose
+    binaries cannot be found or installed ends the run here with one line,
+    instead of erroring every test, and the workers find the install ready.
+    """
+    config = session.config
+    if hasattr(config, "workerinput"):
+        return
+    version = config.getoption("--pg-version")
+    try:
+        servers.find_bin_dir(version)
+    except (servers.ServerNotFound, servers.ServerError) as e:
+        pytest.exit(str(e), returncode=pytest.ExitCode.TESTS_FAILED)
+
+
 def pytest_report_header(config):
-    return f"PostgreSQL major version under test: {config.getoption('--pg-version')}"
+    version = config.getoption("--pg-version")
+    try:
+        bin_dir = servers.find_bin_dir(version)
+        return (f"PostgreSQL major version under test: {version} "
+                f"({servers.binary_version(bin_dir)}, {bin_dir})")
+    except (servers.ServerNotFound, servers.ServerError):
+        return f"PostgreSQL major version under test: {version}"
 
 
 class TestDB:
@@ -187,7 +210,10 @@ def sql_root() -> Path:
 def pg_cluster(pg_version):
     # Any failure here (binaries missing, server won't start) errors every test
     # that needs a server: a version that cannot run is a failure, not a skip.
-    cluster = servers.start_throwaway(pg_version)
+    try:
+        cluster = servers.start_throwaway(pg_version)
+    except (servers.ServerNotFound, servers.ServerError) as e:
+        pytest.fail(f"PostgreSQL {pg_version} cannot be started: {e}", pytrace=False)
     try:
         yield cluster
     finally:
