@@ -1,4 +1,4 @@
-"""``harness bench``: the pack at production scale, against floors and references (issue 7).
+"""``harness bench``: the pack at production scale, against floors and references.
 
 One run, one server, in this order:
 
@@ -924,7 +924,7 @@ def main(argv=None) -> int:
     from .servers import SUPPORTED_VERSIONS
     p = argparse.ArgumentParser(
         prog="harness bench",
-        description="Benchmarks at production scale (issue 7). Exit codes: 0 ok, 1 a phase "
+        description="Benchmarks at production scale. Exit codes: 0 ok, 1 a phase "
                     "failed or a figure is missing, 2 usage, 4 server unreachable.")
     p.add_argument("--target", metavar="DSN",
                    help="server to use (two new databases are created there; needs CREATEDB); "

@@ -1,4 +1,4 @@
-"""Production-like data for ``harness bench`` (issue 7), generated set-based on the server.
+"""Production-like data for ``harness bench``, generated set-based on the server.
 
 ``generate(dsn, scale)`` expects a database at the baseline (``V0001`` +
 ``V0002__roles`` applied, nothing else) and fills it, entirely with

@@ -1,4 +1,4 @@
-"""``harness verify``: read-only checks of a live database (issue 6).
+"""``harness verify``: read-only checks of a live database.
 
 In the spirit of sqitch's verify scripts, every check only reads. All of them
 run in ONE transaction opened ``READ ONLY`` (``REPEATABLE READ``, so every check

@@ -331,12 +331,12 @@ ISSUE3_TOP = "V0017__lab_session_one_active"
 
 
 def _strip_later_issues(m: Migrated):
-    """Roll back everything above issue 3's files (V0020+), preserving their rows.
+    """Roll back everything above the lab-version, lifecycle and attempt files (V0020+), preserving their rows.
 
     The V0021 rollback refuses even for GitHubRepoMapping rows that V0024 only
     derived from LabSession.userForkUrl (see
     test_rollback_round_trip_with_only_legacy_data), so the refusal tests of
-    issue 3's own files start below it.
+    the lab-version, lifecycle and attempt files start below it.
     """
     happly.rollback(m.dsn, to=ISSUE3_TOP, preserve=True, sql_root=m.sql_root)
     assert _applied(m.dsn, m.sql_root)[-1] == ISSUE3_TOP

@@ -1,4 +1,4 @@
-"""Issue 4: the LabAttempt push ledger, record_push and the per-session hash chain.
+"""The LabAttempt push ledger, record_push and the per-session hash chain.
 
 Attacks: concurrent duplicate deliveries, concurrent pushes to one session,
 redelivery on another branch, tampering by a superuser with the guards off,

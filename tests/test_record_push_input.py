@@ -1,4 +1,4 @@
-"""Issue 4: record_push refuses every malformed field with its SQLSTATE and writes nothing;
+"""record_push refuses every malformed field with its SQLSTATE and writes nothing;
 pushes without an active session are rejected but audited."""
 
 from __future__ import annotations

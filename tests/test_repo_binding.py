@@ -1,4 +1,4 @@
-"""Issue 4: canonical repository URLs, GitHubRepoMapping, create_lab_session,
+"""Canonical repository URLs, GitHubRepoMapping, create_lab_session,
 resolve_lab_session, and the mapping backfill from LabSession.userForkUrl."""
 
 from __future__ import annotations

@@ -17,7 +17,7 @@
 --   Pre-flight (FM001, nothing changed): refuses when two ACTIVE sessions already
 --   share one canonical fork URL; DETAIL lists the URLs and session ids (first
 --   20). Resolve those sessions (move one to a terminal state) and re-run.
--- Why: CONTRACT section 4 (GitHubRepoMapping); issue 4.
+-- Why: CONTRACT section 4 (GitHubRepoMapping).
 -- Locks: the pre-flight is a plain SELECT over "LabSession" (ACCESS SHARE, one
 --   sequential scan: about a second per million rows; never blocks writes).
 --   The new table is empty; the FK takes SHARE ROW EXCLUSIVE on "LabSession" for

@@ -15,7 +15,7 @@
 --     createdAt). It is how a redelivery is recognised even when every commit of
 --     the push was already recorded by an earlier delivery. Append-only too.
 --   Commit SHAs: lowercase hex, 40 or 64 characters (CHECK).
--- Why: CONTRACT section 4 (LabAttempt, commit SHAs); issue 4.
+-- Why: CONTRACT section 4 (LabAttempt, commit SHAs).
 -- Locks: new, empty tables; the FKs take SHARE ROW EXCLUSIVE on "LabSession" for
 --   an instant (no validation scan).
 -- Rollback: the previous schema cannot hold ledger rows: refuses (FM002, count

@@ -24,7 +24,7 @@
 --     first, then by canonical URL; the URL fallback never matches a mapping
 --     whose providerRepoId is set to a different id (a repository deleted and
 --     re-created under the same name is another repository). NULL if none.
--- Why: CONTRACT section 5; issue 4.
+-- Why: CONTRACT section 5 (repository binding).
 -- Locks: none at creation. At run time: row locks of the inserted rows only.
 -- Rollback: drops the three functions. No data involved.
 

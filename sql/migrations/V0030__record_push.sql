@@ -52,7 +52,7 @@
 --   session's user.
 --   Callers should use READ COMMITTED (the default): in REPEATABLE READ a
 --   concurrent duplicate fails with 23505 instead of being reported.
--- Why: CONTRACT section 5; issue 4.
+-- Why: CONTRACT section 5 (the push ledger).
 -- Locks: none at creation.
 -- Rollback: drops record_push and git_branch_name_valid. No data involved.
 

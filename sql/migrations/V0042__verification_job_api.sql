@@ -34,7 +34,7 @@
 --     most 3), else to ERROR with a reason; requeued jobs are NOTIFYed again.
 --   Bad input is reported through api_bad_input() (V0028), as in the other API
 --   functions: 22023, naming the function, the field and the value.
--- Why: issue 5; procrastinate/river style SKIP LOCKED queue with leases.
+-- Why: CONTRACT section 5 (the job queue); procrastinate/river style SKIP LOCKED queue with leases.
 -- Locks: function creation only.
 -- Rollback: drops claim/complete/requeue and puts back the enqueue placeholder
 --   of the push ledger release (which returns NULL).

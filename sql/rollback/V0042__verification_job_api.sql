@@ -20,11 +20,11 @@ SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
-    -- Placeholder until issue 5: no queue yet, so no job id.
+    -- Placeholder until the job queue: no queue yet, so no job id.
     PERFORM p_lab_attempt_id;
     RETURN NULL;
 END;
 $$;
 
 COMMENT ON FUNCTION enqueue_verification_job(uuid) IS
-'Placeholder (V0029): returns NULL. Issue 5 replaces it with CREATE OR REPLACE.';
+'Placeholder (V0029): returns NULL. The job queue (V0042) replaces it with CREATE OR REPLACE.';

@@ -32,7 +32,7 @@
 --   marker) or disables the triggers can forge anything, as a table owner always
 --   can in PostgreSQL. The owner's credentials belong to the DBAs, and `harness
 --   verify` re-checks every invariant.
--- Why: CONTRACT section 4 (VerificationJob), issue 5.
+-- Why: CONTRACT section 4 (VerificationJob).
 -- Locks: SHARE ROW EXCLUSIVE on "VerificationJob" (new) for an instant.
 -- Rollback: drops the guards and restores V0010's attempt guard.
 

@@ -1,4 +1,4 @@
-"""The attack suite (issue 6): every test is an attack that must be refused.
+"""The attack suite: every test is an attack that must be refused.
 
 Modules = categories: test_privilege, test_search_path, test_hostile_input,
 test_races, test_faults. conftest.py counts attacks tried / blocked /
