@@ -29,6 +29,12 @@ Checks (names as printed):
     rows violating CONTRACT section 4 (ids, first 20, and the count). Sessions
     that were VERIFIED_PASS before the lifecycle migration and rows copied from
     the legacy VerificationLog whose SHA is not hex are reported as info.
+``session_identity``
+    evidence that a session's identity was changed after its creation (what the
+    pack before V0051 let an UPDATE do): its user differs from the user its audit
+    rows name, its user/lab no longer match create_lab_session's stored digest,
+    its userForkUrl no longer canonicalises to its binding, its startedAt is more
+    than a day away from its binding time.
 ``lab_attempt_chain``
     ``verify_lab_attempt_chain()`` returns no row.
 ``role_attributes``, ``ownership``, ``table_privileges``,
@@ -90,7 +96,8 @@ EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, frozenset[str]]] = {
         "AuthIdentity": frozenset(_APP_AUTH),
         "AuthSession": frozenset(_APP_AUTH),
         "Lab": frozenset({"SELECT", "INSERT", "UPDATE"}),
-        "LabSession": frozenset({"SELECT", "INSERT", "UPDATE"}),
+        # UPDATE only on the columns the app writes: EXPECTED_COLUMN_PRIVILEGES
+        "LabSession": frozenset({"SELECT", "INSERT"}),
         # INSERT stays so that the freeze trigger answers FA001 with its reason
         "VerificationLog": frozenset({"SELECT", "INSERT"}),
         "ResumeBullet": frozenset({"SELECT", "INSERT"}),
@@ -108,6 +115,10 @@ EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, frozenset[str]]] = {
 }
 
 EXPECTED_COLUMN_PRIVILEGES: dict[str, dict[str, dict[str, frozenset[str]]]] = {
+    "forgea_app": {
+        # what transitionLabSession() writes (Prisma updateMany sends only these)
+        "LabSession": {c: frozenset({"UPDATE"}) for c in ("status", "lastActivityAt")},
+    },
     "forgea_readonly": {
         "Account": {c: frozenset({"SELECT"}) for c in (
             "id", "userId", "type", "provider", "providerAccountId", "expires_at",
@@ -562,6 +573,8 @@ def check_rows(conn, state) -> list[Check]:
                      ORDER BY 1""")
         checks.append(c)
 
+    checks.append(check_session_identity(conn, have))
+
     c = Check("verified_pass_has_pass_attempt")
     if have["VerificationAttempt"] and have["LabSession"]:
         cutoff = _lifecycle_applied_at(conn, state)
@@ -603,6 +616,65 @@ def check_rows(conn, state) -> list[Check]:
                  WHERE t."commitSha" !~ %s ORDER BY 1""", (SHA_RE,), info=True)
     checks.append(c)
     return checks
+
+#: audit rows that name a session and the session's user at the time they were written
+_SESSION_AUDIT = ("LAB_STATUS_TRANSITION", "PUSH_RECORDED", "PUSH_DUPLICATE_DELIVERY",
+                  "PUSH_REJECTED")
+
+
+def check_session_identity(conn, have) -> Check:
+    """Evidence that a session's identity changed after it was created (what the pack
+    before V0051 let an UPDATE do): its user differs from the user its own audit rows
+    name; the arguments digest create_lab_session() stored with its binding no longer
+    matches the session's user and lab; its userForkUrl no longer canonicalises to the
+    repository it is bound to; its startedAt moved away from the time it was bound."""
+    c = Check("session_identity")
+    if not have["LabSession"]:
+        c.info('"LabSession"', "not applied yet")
+        return c
+    _rule(c, conn, '"LabSession".userId',
+          "differs from the user its audit rows were written for (session: user / audited "
+          "user / AuditLog row)",
+          """SELECT s."id"::text || ': ' || s."userId"::text || ' / '
+                    || coalesce(a."userId"::text, 'NULL') || ' / ' || a."id"::text
+             FROM public."AuditLog" a
+             JOIN public."LabSession" s ON s."id"::text
+                  = coalesce(a."metadata" ->> 'labSessionId', a."metadata" ->> 'sessionId')
+             WHERE a."action" = ANY(%s) AND a."userId" IS DISTINCT FROM s."userId"
+             ORDER BY s."id", a."id" """, (list(_SESSION_AUDIT),))
+    if have["GitHubRepoMapping"]:
+        _rule(c, conn, '"LabSession" (userId, labId)',
+              "no longer match the arguments create_lab_session() bound the session with "
+              "(GitHubRepoMapping.requestDigest; session ids)",
+              """SELECT s."id"::text FROM public."GitHubRepoMapping" m
+                 JOIN public."LabSession" s ON s."id" = m."sessionId"
+                 WHERE m."requestDigest" IS NOT NULL AND m."requestDigest" NOT IN (
+                   sha256(convert_to(concat_ws(E'\n', s."userId"::text, s."labId"::text,
+                                               m."repoUrl", '-'), 'UTF8')),
+                   sha256(convert_to(concat_ws(E'\n', s."userId"::text, s."labId"::text,
+                                               m."repoUrl", m."providerRepoId"::text),
+                                     'UTF8')))
+                 ORDER BY 1""")
+        _rule(c, conn, '"LabSession".userForkUrl',
+              "does not canonicalise to the repository the session is bound to "
+              "(session: userForkUrl / GitHubRepoMapping.repoUrl)",
+              """SELECT s."id"::text || ': ' || left(s."userForkUrl", 120) || ' / '
+                        || m."repoUrl"
+                 FROM public."GitHubRepoMapping" m
+                 JOIN public."LabSession" s ON s."id" = m."sessionId"
+                 WHERE public.canonical_repo_url(s."userForkUrl") IS DISTINCT FROM m."repoUrl"
+                 ORDER BY 1""")
+        _rule(c, conn, '"LabSession".startedAt',
+              "more than a day away from when create_lab_session() bound the session "
+              "(session: startedAt / GitHubRepoMapping.createdAt, UTC)",
+              """SELECT s."id"::text || ': ' || s."startedAt"::text || ' / '
+                        || m."createdAt"::text
+                 FROM public."GitHubRepoMapping" m
+                 JOIN public."LabSession" s ON s."id" = m."sessionId"
+                 WHERE m."idempotencyKey" IS NOT NULL
+                   AND abs(extract(epoch FROM s."startedAt" - m."createdAt")) > 86400
+                 ORDER BY 1""")
+    return c
 
 
 def check_chain_hashes(conn) -> Check:

@@ -50,7 +50,8 @@ def test_passes_on_fresh_database(db):
               "one_active_session_per_user_lab", "one_active_session_per_repo",
               "job_status_consistency", "one_running_job_per_session",
               "job_commit_matches_attempt", "job_attempt_results",
-              "verified_pass_has_pass_attempt", "sha_format", "lab_attempt_chain",
+              "verified_pass_has_pass_attempt", "session_identity", "sha_format",
+              "lab_attempt_chain",
               "role_attributes", "ownership", "table_privileges", "column_privileges",
               "function_privileges", "schema_privileges", "security_definer"):
         assert n in names
@@ -342,3 +343,30 @@ def test_pending_is_failure_only_when_complete_required(baseline_db, sql_root):
     assert_fails(rep, "migration_chain", "sql/", "pending")
     rep = report(baseline_db, require_complete=False)
     assert rep.by_name("migration_chain").status == "info"
+
+
+def _without_identity_guard(db, stmt, params):
+    """What the pack before V0051 let through, planted by a superuser."""
+    su = _superuser(db)
+    with su.transaction():
+        su.execute('ALTER TABLE "LabSession" DISABLE TRIGGER labsession_identity_guard')
+        su.execute(stmt, params)
+        su.execute('ALTER TABLE "LabSession" ENABLE ALWAYS TRIGGER labsession_identity_guard')
+
+
+def test_fails_on_a_pass_moved_to_another_user(db, world):
+    from tests.helpers import ids
+    _without_identity_guard(db, 'UPDATE "LabSession" SET "userId" = %s WHERE id = %s',
+                            (ids.user(3), world["s1"]))
+    rep = report(db)
+    assert_fails(rep, "session_identity", '"LabSession".userId', str(world["s1"]))
+    assert_fails(rep, "session_identity", '"LabSession" (userId, labId)', str(world["s1"]))
+
+
+def test_fails_on_a_session_moved_to_another_repository_or_start(db, world):
+    _without_identity_guard(db, 'UPDATE "LabSession" SET "userForkUrl" = %s, '
+                                "\"startedAt\" = '2020-01-01' WHERE id = %s",
+                            ("https://github.com/attacker/other", world["s2"]))
+    rep = report(db)
+    assert_fails(rep, "session_identity", '"LabSession".userForkUrl', str(world["s2"]))
+    assert_fails(rep, "session_identity", '"LabSession".startedAt', str(world["s2"]))

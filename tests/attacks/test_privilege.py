@@ -187,6 +187,7 @@ OWNER_ONLY_CALLS = {
     "prevent_destructive_action": "SELECT prevent_destructive_action()",
     "prevent_auditlog_mutations": "SELECT prevent_auditlog_mutations()",
     "enforce_lab_session_status_transition": "SELECT enforce_lab_session_status_transition()",
+    "guard_lab_session_identity": "SELECT guard_lab_session_identity()",
     "lab_session_version_default": "SELECT lab_session_version_default()",
     "lab_version_snapshot": "SELECT lab_version_snapshot()",
     "verification_attempt_insert_guard": "SELECT verification_attempt_insert_guard()",

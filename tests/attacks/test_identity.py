@@ -1,0 +1,114 @@
+"""Identity attacks: change who or what a row belongs to.
+
+For every table with an owner of record (LabSession, GitHubRepoMapping,
+LabAttempt, VerificationJob, VerificationAttempt), every role -- forgea_app,
+forgea_worker, forgea_readonly, a role with no grants, the owner and a
+superuser under session_replication_role = replica -- tries to re-point a row
+at another user, session, lab, repository or start time. Each attempt must be
+refused with the documented SQLSTATE and change nothing. The world (seed_world)
+has session 1 VERIFIED_PASS (user 1, a PASS attempt from a PASSED job) and
+session 2 IN_PROGRESS (user 2, a FAILED job)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from tests.helpers import ids, raises_sqlstate
+
+ROLES = ("app", "worker", "readonly", "hostile", "owner", "superuser-replica")
+
+# (table, column, new value builder(world) -> value, WHERE clause on session 1,
+#  SQLSTATE for the owner / a superuser: the guard that refuses it)
+S1 = '"sessionId" = %(s1)s'
+CHANGES = [
+    ("LabSession", "userId", lambda w: ids.user(3), '"id" = %(s1)s', "FA002"),
+    ("LabSession", "labId", lambda w: ids.lab(2), '"id" = %(s1)s', "FA002"),
+    ("LabSession", "userForkUrl", lambda w: "https://github.com/attacker/x", '"id" = %(s1)s',
+     "FA002"),
+    ("LabSession", "startedAt", lambda w: dt.datetime(2020, 1, 1), '"id" = %(s1)s', "FA002"),
+    ("LabSession", "id", lambda w: ids.session(99), '"id" = %(s1)s', "FA002"),
+    ("LabSession", "userId", lambda w: ids.user(3), '"id" = %(s2)s', "FA002"),   # active
+    ("GitHubRepoMapping", "sessionId", lambda w: w["s2"], S1, "FA002"),
+    ("GitHubRepoMapping", "repoUrl", lambda w: "https://github.com/attacker/x", S1, "FA002"),
+    ("GitHubRepoMapping", "providerRepoId", lambda w: 424242, S1, "FA002"),
+    ("LabAttempt", "sessionId", lambda w: w["s2"], S1, "FA001"),
+    ("LabAttempt", "authorLogin", lambda w: "attacker", S1, "FA001"),
+    ("VerificationJob", "sessionId", lambda w: w["s2"], S1, "FA002"),
+    ("VerificationJob", "labAttemptId", lambda w: None, S1, "FA002"),
+    ("VerificationAttempt", "sessionId", lambda w: w["s2"], S1, "FA001"),
+    ("VerificationAttempt", "verificationJobId", lambda w: None, S1, "FA001"),
+]
+
+
+def _connect(world_db, role):
+    if role == "superuser-replica":
+        conn = world_db.connect("superuser")
+        conn.execute("SET session_replication_role = replica")
+        return conn
+    return world_db.connect(role)
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("table,column,value,where,owner_code", CHANGES,
+                         ids=[f"{t}.{c}-{'s1' if 's1' in w else 's2'}"
+                              for t, c, _v, w, _o in CHANGES])
+def test_no_role_can_change_who_or_what_a_row_belongs_to(world_db, snapshot, role, table,
+                                                          column, value, where, owner_code):
+    w = world_db.world
+    conn = _connect(world_db, role)
+    new = value(w)
+    if new is None:   # another row's reference of the same kind: the job of session 2
+        ref = {"labAttemptId": 'SELECT "labAttemptId" FROM "VerificationJob" '
+                               'WHERE "sessionId" = %s',
+               "verificationJobId": 'SELECT id FROM "VerificationJob" WHERE "sessionId" = %s'}
+        new = world_db.connect("owner").execute(ref[column], (w["s2"],)).fetchone()[0]
+    code = owner_code if role in ("owner", "superuser-replica") else "42501"
+    with raises_sqlstate(code) as e:
+        conn.execute(f'UPDATE "{table}" SET "{column}" = %(new)s WHERE {where}',
+                     {"new": new, "s1": w["s1"], "s2": w["s2"]})
+    if code == "FA002" and table == "LabSession":
+        assert column in str(e.value) and "refused" in str(e.value)
+
+
+def test_app_cannot_move_a_pass_to_another_user(world_db, snapshot):
+    """The reported attack, verbatim: as forgea_app, re-point a VERIFIED_PASS
+    session (backed by the victim's PASS attempt) at the attacker."""
+    w = world_db.world
+    owner = world_db.connect("owner")
+    assert owner.execute('SELECT status::text FROM "LabSession" WHERE id = %s',
+                         (w["s1"],)).fetchone()[0] == "VERIFIED_PASS"
+    app = world_db.connect("app")
+    with raises_sqlstate("42501"):
+        app.execute('UPDATE "LabSession" SET "userId" = %s, "userForkUrl" = %s, '
+                    "\"startedAt\" = '2020-01-01' WHERE id = %s",
+                    (ids.user(3), "https://github.com/user3/fork", w["s1"]))
+
+
+def test_owner_cannot_move_a_pass_to_another_user(world_db, snapshot):
+    w = world_db.world
+    with raises_sqlstate("FA002") as e:
+        world_db.connect("owner").execute(
+            'UPDATE "LabSession" SET "userId" = %s WHERE id = %s', (ids.user(3), w["s1"]))
+    assert str(w["s1"]) in str(e.value) and "userId" in str(e.value)
+
+
+@pytest.mark.parametrize("role", ["owner", "superuser-replica"])
+def test_a_terminal_session_is_a_closed_record(world_db, snapshot, role):
+    """Apart from previewUrl nothing of a VERIFIED_PASS session changes any more,
+    lastActivityAt included (the app has no grant on anything but status and
+    lastActivityAt; this is the owner and a replica-mode superuser)."""
+    conn = _connect(world_db, role)
+    with raises_sqlstate("FA002") as e:
+        conn.execute('UPDATE "LabSession" SET "lastActivityAt" = \'2030-01-01\' WHERE id = %s',
+                     (world_db.world["s1"],))
+    assert "terminal" in str(e.value)
+
+
+@pytest.mark.parametrize("column", ["completedAt", "previewUrl", "labVersionId", "id"])
+def test_app_has_no_update_grant_beyond_status_and_last_activity(world_db, snapshot, column):
+    app = world_db.connect("app")
+    with raises_sqlstate("42501"):
+        app.execute(f'UPDATE "LabSession" SET "{column}" = "{column}" WHERE id = %s',
+                    (world_db.world["s2"],))
