@@ -530,6 +530,15 @@ def check_rows(conn, state) -> list[Check]:
                   OR (j."runCount" = 0) <> (j."startedAt" IS NULL)
                   OR (j."status" <> 'QUEUED' AND j."runCount" = 0)
                   ORDER BY j."id" """)
+        if conn.execute("""SELECT 1 FROM pg_catalog.pg_attribute
+                           WHERE attrelid = 'public."VerificationJob"'::regclass
+                             AND attname = 'leaseTokenHash' AND NOT attisdropped""").fetchone():
+            _rule(c, conn, '"VerificationJob".leaseTokenHash',
+                  "RUNNING jobs claimed without a lease token (before V0052): completable by "
+                  "their leaseOwner alone until the lease ends",
+                  f"""SELECT j."id"::text || ' (leaseOwner ' || j."leaseOwner" || ')' {J}
+                      j."status" = 'RUNNING' AND j."leaseTokenHash" IS NULL ORDER BY j."id" """,
+                  info=True)
         checks.append(c)
 
         c = Check("one_running_job_per_session")

@@ -259,7 +259,7 @@ def test_fails_on_active_session_with_completed_at(db, world):
 def test_fails_on_public_executable_definer_function(db, world):
     db.connect("owner").execute(
         "GRANT EXECUTE ON FUNCTION complete_verification_job(uuid, text, "
-        '"VerificationJobStatus", integer, jsonb) TO PUBLIC')
+        '"VerificationJobStatus", integer, jsonb, uuid) TO PUBLIC')
     assert_fails(report(db), "function_privileges", "complete_verification_job",
                  "executable by everyone")
 
@@ -370,3 +370,23 @@ def test_fails_on_a_session_moved_to_another_repository_or_start(db, world):
     rep = report(db)
     assert_fails(rep, "session_identity", '"LabSession".userForkUrl', str(world["s2"]))
     assert_fails(rep, "session_identity", '"LabSession".startedAt', str(world["s2"]))
+
+
+def test_reports_running_jobs_claimed_without_a_lease_token(db, world):
+    """A job claimed before V0052 (planted: its token hash removed) is still
+    completable by its leaseOwner alone: reported as info, not a failure."""
+    from tests.attacks import claim, push
+    from tests.helpers import sha
+    push(db.connect("app"), 2, "d-legacy", [sha(8701)])
+    job = claim(db.connect("worker"), "legacy-worker")[0]
+    su = _superuser(db)
+    with su.transaction():
+        su.execute('ALTER TABLE "VerificationJob" DISABLE TRIGGER verificationjob_transition_guard')
+        su.execute('UPDATE "VerificationJob" SET "leaseTokenHash" = NULL WHERE id = %s', (job,))
+        su.execute('ALTER TABLE "VerificationJob" ENABLE ALWAYS TRIGGER '
+                   "verificationjob_transition_guard")
+    rep = report(db)
+    assert_ok(rep)
+    c = rep.by_name("job_status_consistency")
+    assert c.status == "info" and any(str(job) in " ".join(f.get("rows", []))
+                                      for f in c.findings), V.render_table(rep)

@@ -258,3 +258,44 @@ def test_app_cannot_forge_push_anchors(world_db, snapshot):
             "'sessionId', %s::text, 'attempts', jsonb_build_array(jsonb_build_object("
             "'id', gen_random_uuid()::text, 'chainSeq', 99, 'rowHash', repeat('0', 64)))), "
             "'github-webhook')", (str(s1),))
+
+
+def _queued_job_world(db):
+    """seed_world plus one fresh QUEUED job of session 2."""
+    from tests.attacks import push, seed_world
+    from tests.helpers import sha
+    world = seed_world(db)
+    push(db.connect("app"), 2, "d-lease", [sha(8801)])
+    return world
+
+
+def test_another_worker_login_cannot_complete_a_job_by_reading_its_lease(db, hijack_role):
+    """Any forgea_worker login can read "leaseOwner" (and the token's hash); a
+    completion must present the run's lease token, which only the claim returned."""
+    from tests.attacks import claim
+    from tests.attacks.conftest import WATCHED, connect_as
+    from tests.helpers import digests
+    _queued_job_world(db)
+    victim = db.connect("worker")
+    job, _s, _c, token = claim(victim, "honest-worker")
+    thief = connect_as(db, hijack_role)
+    owner, lease_hash = thief.execute(
+        'SELECT "leaseOwner", "leaseTokenHash" FROM "VerificationJob" WHERE id = %s',
+        (job,)).fetchone()
+    assert owner == "honest-worker" and len(lease_hash) == 32
+    before = digests(db.connect("owner"), WATCHED)
+    for guess in (None, "00000000-0000-4000-8000-000000000000", str(job)):
+        with raises_sqlstate("FQ002") as e:
+            thief.execute("SELECT * FROM complete_verification_job(%s, %s, 'PASSED', 0, '{}', %s)",
+                          (job, owner, guess))
+        assert str(job) in str(e.value) and "run 1" in str(e.value)
+    # the same login on another connection is another worker too
+    with raises_sqlstate("FQ002"):
+        db.connect("worker").execute(
+            "SELECT * FROM complete_verification_job(%s, %s, 'PASSED', 0, '{}')", (job, owner))
+    assert digests(db.connect("owner"), WATCHED) == before
+    # the holder completes, with the token or on its own connection
+    assert victim.execute("SELECT status::text FROM complete_verification_job("
+                          "%s, 'honest-worker', 'FAILED', 1, '{}')", (job,)).fetchone() == (
+        "FAILED",)
+    assert token is not None
