@@ -35,6 +35,10 @@ Checks (names as printed):
     rows name, its user/lab no longer match create_lab_session's stored digest,
     its userForkUrl no longer canonicalises to its binding, its startedAt is more
     than a day away from its binding time.
+``repo_binding_agreement``
+    evidence that a repository id captured another session's pushes (before
+    V0053): a push recorded in one session for a URL bound to another session,
+    or for a repository id other than the one its binding holds.
 ``lab_attempt_chain``
     ``verify_lab_attempt_chain()`` returns no row.
 ``role_attributes``, ``ownership``, ``table_privileges``,
@@ -583,6 +587,7 @@ def check_rows(conn, state) -> list[Check]:
         checks.append(c)
 
     checks.append(check_session_identity(conn, have))
+    checks.append(check_repo_binding_agreement(conn, have))
 
     c = Check("verified_pass_has_pass_attempt")
     if have["VerificationAttempt"] and have["LabSession"]:
@@ -683,6 +688,39 @@ def check_session_identity(conn, have) -> Check:
                  WHERE m."idempotencyKey" IS NOT NULL
                    AND abs(extract(epoch FROM s."startedAt" - m."createdAt")) > 86400
                  ORDER BY 1""")
+    return c
+
+
+def check_repo_binding_agreement(conn, have) -> Check:
+    """Evidence that a repository id captured another session's pushes (what
+    record_push before V0053 let through): a push recorded in one session for a URL
+    bound to another session, or for a repository id other than its binding's."""
+    c = Check("repo_binding_agreement")
+    if not (have["GitHubRepoMapping"] and have["LabAttempt"]):
+        c.info('"GitHubRepoMapping"', "not applied yet")
+        return c
+    _rule(c, conn, '"AuditLog" PUSH_RECORDED',
+          "push recorded in one session for a repository URL bound to another session "
+          "(recording session / pushed URL / session bound to it / AuditLog row)",
+          """SELECT m."sessionId"::text || ' / ' || (a."metadata" ->> 'repoUrl') || ' / '
+                    || o."sessionId"::text || ' / ' || a."id"::text
+             FROM public."AuditLog" a
+             JOIN public."GitHubRepoMapping" m ON m."sessionId"::text = a."metadata" ->> 'sessionId'
+             JOIN public."GitHubRepoMapping" o ON o."repoUrl" = a."metadata" ->> 'repoUrl'
+                  AND o."sessionId" <> m."sessionId"
+             WHERE a."action" = 'PUSH_RECORDED' AND m."repoUrl" <> a."metadata" ->> 'repoUrl'
+             ORDER BY 1""")
+    _rule(c, conn, '"GitHubRepoMapping".providerRepoId',
+          "differs from the repository id a push was recorded for (session / bound id / "
+          "pushed id)",
+          """SELECT DISTINCT m."sessionId"::text || ' / ' || m."providerRepoId"::text || ' / '
+                    || (a."metadata" ->> 'providerRepoId')
+             FROM public."AuditLog" a
+             JOIN public."GitHubRepoMapping" m ON m."sessionId"::text = a."metadata" ->> 'sessionId'
+             WHERE a."action" = 'PUSH_RECORDED' AND m."providerRepoId" IS NOT NULL
+               AND a."metadata" ->> 'providerRepoId' IS NOT NULL
+               AND m."providerRepoId"::text <> a."metadata" ->> 'providerRepoId'
+             ORDER BY 1""")
     return c
 
 

@@ -50,7 +50,8 @@ def test_passes_on_fresh_database(db):
               "one_active_session_per_user_lab", "one_active_session_per_repo",
               "job_status_consistency", "one_running_job_per_session",
               "job_commit_matches_attempt", "job_attempt_results",
-              "verified_pass_has_pass_attempt", "session_identity", "sha_format",
+              "verified_pass_has_pass_attempt", "session_identity",
+              "repo_binding_agreement", "sha_format",
               "lab_attempt_chain",
               "role_attributes", "ownership", "table_privileges", "column_privileges",
               "function_privileges", "schema_privileges", "security_definer"):
@@ -390,3 +391,15 @@ def test_reports_running_jobs_claimed_without_a_lease_token(db, world):
     c = rep.by_name("job_status_consistency")
     assert c.status == "info" and any(str(job) in " ".join(f.get("rows", []))
                                       for f in c.findings), V.render_table(rep)
+
+
+def test_fails_on_pushes_captured_by_a_repository_id_before_the_fix(db, sql_root):
+    """The capture that record_push before V0053 let through leaves a PUSH_RECORDED
+    row for the victim's URL in the attacker's session: verify names it."""
+    from tests.attacks.test_identity import capture_setup, victim_push
+    A.rollback(db.dsn("owner"), to="V0052__verification_job_lease_token", sql_root=sql_root)
+    victim, attacker = capture_setup(db)
+    assert [r[4] for r in victim_push(db.connect("app"))] == ["recorded"]   # captured
+    A.apply(db.dsn("owner"), sql_root=sql_root)
+    assert_fails(report(db, sql_root=sql_root), "repo_binding_agreement",
+                 '"AuditLog" PUSH_RECORDED', str(attacker))

@@ -112,3 +112,84 @@ def test_app_has_no_update_grant_beyond_status_and_last_activity(world_db, snaps
     with raises_sqlstate("42501"):
         app.execute(f'UPDATE "LabSession" SET "{column}" = "{column}" WHERE id = %s',
                     (world_db.world["s2"],))
+
+
+# ------------------------------------------------------------ repository capture
+
+VICTIM_URL = "https://github.com/victim/lab-fork"
+VICTIM_REPO_ID = 7_000_001
+
+
+def capture_setup(db):
+    """A victim session bound by URL only (inserted the way the current app does),
+    and an attacker session created with the victim repository's id."""
+    import uuid
+
+    from tests.attacks import add_lab, add_user
+    owner, app = db.connect("owner"), db.connect("app")
+    for n in (1, 2):
+        add_user(owner, n)
+    add_lab(owner, 1)
+    victim = uuid.uuid4()
+    app.execute('INSERT INTO "LabSession" ("id", "userId", "labId", "userForkUrl") '
+                "VALUES (%s, %s, %s, %s)", (victim, ids.user(1), ids.lab(1), VICTIM_URL))
+    attacker = app.execute("SELECT create_lab_session(%s, %s, %s, %s, %s)",
+                           (ids.user(2), ids.lab(1), "https://github.com/attacker/other",
+                            VICTIM_REPO_ID, "attacker-key")).fetchone()[0]
+    return victim, attacker
+
+
+def victim_push(app, delivery="capture-1", n=9301):
+    from psycopg.types.json import Jsonb
+
+    from tests.attacks import NOW, commit
+    from tests.helpers import sha
+    return app.execute("SELECT * FROM record_push(%s, %s, %s, 'refs/heads/main', %s, %s, %s)",
+                       (delivery, VICTIM_REPO_ID, VICTIM_URL, sha(n), NOW,
+                        Jsonb([commit(sha(n))]))).fetchall()
+
+
+def test_a_repository_id_cannot_capture_another_sessions_pushes(db):
+    """The victim's push carries its repository id (bound to the attacker's session
+    by create_lab_session) and its URL (bound to the victim's session): refused and
+    audited, recorded in neither session, no job."""
+    from harness import verify as V
+    from tests.helpers import digests
+    victim, attacker = capture_setup(db)
+    owner, app = db.connect("owner"), db.connect("app")
+    assert app.execute("SELECT resolve_lab_session(%s, %s)",
+                       (VICTIM_REPO_ID, VICTIM_URL)).fetchone()[0] is None
+    tables = ("LabAttempt", "VerificationJob", "GitHubRepoMapping", "GitHubPushDelivery",
+              "LabSession", "VerificationAttempt")
+    before = digests(owner, tables)
+    rows = victim_push(app)
+    assert [r[4] for r in rows] == ["rejected"] and rows[0][1] is None and rows[0][3] is None
+    assert digests(owner, tables) == before
+    meta, user = owner.execute(
+        "SELECT metadata, \"userId\" FROM \"AuditLog\" WHERE action = 'PUSH_REJECTED' "
+        "AND metadata ->> 'deliveryId' = 'capture-1'").fetchone()
+    assert user is None and meta["sqlstate"] == "FL003"
+    assert meta["conflictingSessions"] == {"byProviderRepoId": str(attacker),
+                                           "byRepoUrl": str(victim)}
+    assert str(attacker) in meta["reason"] and str(victim) in meta["reason"]
+    rep = V.verify(db.dsn("owner"))
+    assert rep.ok, V.render_table(rep)
+
+
+def test_a_url_bound_session_does_not_learn_an_id_another_session_holds(db):
+    """Even a push carrying only the victim's URL leaves the attacker's claim on
+    the id alone, and the victim's binding does not take that id."""
+    from psycopg.types.json import Jsonb
+
+    from tests.attacks import NOW, commit
+    from tests.helpers import sha
+    victim, attacker = capture_setup(db)
+    owner, app = db.connect("owner"), db.connect("app")
+    rows = app.execute("SELECT * FROM record_push('url-only', NULL, %s, 'refs/heads/main', %s,"
+                       " %s, %s)", (VICTIM_URL, sha(9311), NOW,
+                                    Jsonb([commit(sha(9311))]))).fetchall()
+    assert [r[4] for r in rows] == ["recorded"]
+    assert owner.execute('SELECT "providerRepoId" FROM "GitHubRepoMapping" WHERE '
+                         '"sessionId" = %s', (victim,)).fetchone()[0] is None
+    assert owner.execute('SELECT count(*) FROM "LabAttempt" WHERE "sessionId" = %s',
+                         (attacker,)).fetchone()[0] == 0
