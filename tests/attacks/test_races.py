@@ -205,3 +205,38 @@ def test_a_stale_run_cannot_complete_a_reclaimed_job(db):
                         "%s, 'same-id', 'FAILED', 1, '{}', %s)", (job, token2)).fetchone() == (
         "FAILED", 2)
     assert_verify(db)
+
+
+@pytest.mark.parametrize("role", ["readonly", "worker", "hostile"])
+def test_a_reader_cannot_stall_a_sessions_pushes(db, role):
+    """A role that can only read takes the advisory keys the pack used to
+    serialise on (computable from the session id and the idempotency key) and
+    tries every row lock on the session: record_push and create_lab_session of
+    that session still finish at once, and the row locks are refused (42501)."""
+    import time
+
+    from tests.attacks import push, seed_world
+    world = seed_world(db)
+    s2 = world["s2"]
+    reader = db.connect(role, autocommit=False)
+    key = int(str(s2).replace("-", "")[:8], 16)
+    key = key - 2**32 if key >= 2**31 else key
+    reader.execute("SELECT pg_advisory_lock(19521, %s)", (key,))
+    reader.execute("SELECT pg_advisory_lock(19522, hashtext('key-late'))")
+    for mode in ("UPDATE", "NO KEY UPDATE", "SHARE", "KEY SHARE"):
+        with pytest.raises(psycopg.Error) as e:
+            reader.execute(f'SELECT 1 FROM "LabSession" WHERE id = %s FOR {mode}', (s2,))
+        assert e.value.sqlstate == "42501", (mode, e.value)
+        reader.rollback()
+        reader.execute("SELECT pg_advisory_lock(19521, %s)", (key,))
+    app = db.connect("app")
+    app.execute("SET statement_timeout = '5s'")
+    t0 = time.monotonic()
+    rows = push(app, 2, "d-stall", [sha(9501)])
+    assert [r[4] for r in rows] == ["recorded"]
+    app.execute("SELECT create_lab_session(%s, %s, %s, %s, %s)",
+                (ids.user(3), ids.lab(2), "https://github.com/late/fork", 9502, "key-late"))
+    assert time.monotonic() - t0 < 3, "a reader's lock made the writers wait"
+    reader.rollback()
+    reader.execute("SELECT pg_advisory_unlock_all()")
+    assert_verify(db)
