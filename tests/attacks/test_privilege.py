@@ -299,3 +299,43 @@ def test_another_worker_login_cannot_complete_a_job_by_reading_its_lease(db, hij
                           "%s, 'honest-worker', 'FAILED', 1, '{}')", (job,)).fetchone() == (
         "FAILED",)
     assert token is not None
+
+
+def test_a_spoofed_notification_is_only_a_hint(db):
+    """Any role, even one with no grants, can NOTIFY verification_job_queued with
+    any payload; PostgreSQL offers no way to restrict NOTIFY. A worker treats the
+    notification as a hint to call claim_verification_job(), which hands out the
+    oldest eligible job whatever the payload names; the payload's job cannot be
+    completed either. Nothing changes."""
+    import uuid
+
+    from tests.attacks import claim, push, seed_world
+    from tests.attacks.conftest import WATCHED
+    from tests.helpers import digests, sha
+    world = seed_world(db)
+    push(db.connect("app"), 2, "d-spoof", [sha(8601)])    # session 2: two QUEUED jobs
+    owner = db.connect("owner")
+    older, newer = [r[0] for r in owner.execute(
+        'SELECT id FROM "VerificationJob" WHERE "sessionId" = %s AND status = \'QUEUED\' '
+        'ORDER BY "createdAt", id', (world["s2"],))]
+    passed = world["jobs"][0]
+    listener = db.connect("worker")
+    listener.execute("LISTEN verification_job_queued")
+    payloads = [str(newer), str(passed), str(uuid.uuid4()), "not-a-uuid'; --", "x" * 7999]
+    hostile = db.connect("hostile")
+    for p in payloads:
+        hostile.execute("SELECT pg_notify('verification_job_queued', %s)", (p,))
+    got = [n.payload for n in listener.notifies(timeout=5, stop_after=len(payloads))]
+    assert got == payloads          # the spoof arrives: the database cannot prevent it
+    before = digests(owner, WATCHED)
+    worker = db.connect("worker", autocommit=False)
+    for _hint in got:               # a worker that acts on each hint...
+        job = claim(worker, "hinted-worker")
+        assert job[0] == older      # ...gets what claim decides, never the payload's job
+        worker.rollback()
+    for target, code in ((newer, "FQ001"), (passed, "FQ001"), (uuid.uuid4(), "22023")):
+        with raises_sqlstate(code):
+            worker.execute("SELECT * FROM complete_verification_job(%s, 'hinted-worker', "
+                           "'PASSED', 0, '{}')", (target,))
+        worker.rollback()
+    assert digests(owner, WATCHED) == before
