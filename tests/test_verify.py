@@ -403,3 +403,19 @@ def test_fails_on_pushes_captured_by_a_repository_id_before_the_fix(db, sql_root
     A.apply(db.dsn("owner"), sql_root=sql_root)
     assert_fails(report(db, sql_root=sql_root), "repo_binding_agreement",
                  '"AuditLog" PUSH_RECORDED', str(attacker))
+
+
+def test_fails_on_a_binding_made_by_a_locale_dependent_canonical_form(db, world):
+    """Under a UTF-8 locale V0020 turned a Kelvin sign into "k" and bound the
+    session to https://github.com/kate/...; today the URL is refused (NULL), so
+    the binding no longer follows from the session's fork URL: reported."""
+    from tests.helpers import ids
+    owner = db.connect("owner", autocommit=False)
+    sid = uuid.uuid4()
+    owner.execute('INSERT INTO "LabSession" (id, "userId", "labId", "userForkUrl") '
+                  "VALUES (%s, %s, %s, %s)", (sid, ids.user(3), ids.lab(2),
+                                              "https://github.com/\u212aate/lab"))
+    owner.execute('INSERT INTO "GitHubRepoMapping" ("sessionId", "repoFullName", "repoUrl") '
+                  "VALUES (%s, 'kate/lab', 'https://github.com/kate/lab')", (sid,))
+    owner.commit()
+    assert_fails(report(db), "session_identity", '"LabSession".userForkUrl', str(sid))

@@ -188,3 +188,142 @@ def test_complete_verification_job(world_db, job, worker, status, code, logs):
             "SELECT * FROM complete_verification_job(%s, %s, %s, %s, %s)",
             (job, worker, status, code, Jsonb(logs) if logs is not None else None),
             {"22023", "FQ001", "FQ002", "22P02", "22P05"})
+
+
+# ----------------------------------------------------------- locale independence
+
+def _category_samples() -> list[str]:
+    """One character of every Unicode general category (BMP and beyond)."""
+    import unicodedata
+    seen: dict[str, str] = {}
+    for cp in list(range(0x20, 0x3400)) + list(range(0xA000, 0x10000, 7)) + [
+            0x1D400, 0x1F600, 0xE0001, 0xF0000, 0x10FFFD]:
+        ch = chr(cp)
+        cat = unicodedata.category(ch)
+        if cat not in seen and cat not in ("Cs",) and cp != 0:
+            seen[cat] = ch
+    return sorted(seen.values())
+
+
+LOCALE_URLS = [
+    "https://github.com/octo-cat/hello", "HTTPS://GITHUB.COM/ISSUE/INDEX.GIT",
+    "git@github.com:Iris/Idle", "https://github.com/ISSUE/x",
+    "https://github.com/\u212aate/repo",          # KELVIN SIGN
+    "https://github.com/\u0130nci/repo",          # I WITH DOT ABOVE
+    "https://github.com/\u0131nci/repo",          # DOTLESS I
+    "https://github.com/\u017ftra/repo",          # LONG S
+    "https://github.com/\ufb00/repo",             # LIGATURE FF
+    "https://github.com/\uff21\uff22/repo",       # FULLWIDTH A B
+    "https://github.com/\u03a3igma/repo", "https://github.com/a\u0301/repo",
+    "https://github.com/\u01c5/repo", "https://github.com/o/r\u00a0",
+    "https://github.com/o/r\u2028", "https://github.com/o/r\u0085",
+    "https://github.com/o/r\u3000", "https://github.com/o/r\ufeff",
+    "\u00a0https://github.com/o/r",
+] + [f"https://github.com/a{c}b/n{c}m" for c in _category_samples()]
+LOCALE_BRANCHES = ["main", "feature/x", "a\u00a0b", "a\u0085b", "a\u2003b", "\u0130",
+                   "\u0131-branch", "a\u3000b", "na\u00efve", "a\u200bb", "a\u1680b",
+                   "a\u202fb", "a\ufeffb"] + [f"b{c}x" for c in _category_samples()]
+
+
+def _function_sql(path: str, name: str) -> str:
+    import re
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[2] / "sql" / path).read_text()
+    m = re.search(r"^CREATE (?:OR REPLACE )?FUNCTION " + name + r"\(.*?^\$\$;$", text,
+                  re.M | re.S)
+    return m.group(0)
+
+
+def _answers(conn, schema: str, collation: str | None = None):
+    coll = "" if collation is None else f' COLLATE "{collation}"'
+    return conn.execute(
+        f"SELECT (SELECT array_agg({schema}.canonical_repo_url(u{coll}) ORDER BY n) "
+        "FROM unnest(%s::text[]) WITH ORDINALITY AS t (u, n)), "
+        f"(SELECT array_agg({schema}.git_branch_name_valid(b{coll}) ORDER BY n) "
+        "FROM unnest(%s::text[]) WITH ORDINALITY AS t (b, n))",
+        (LOCALE_URLS, LOCALE_BRANCHES)).fetchone()
+
+
+def _locale_databases(cluster, version: int, prefix: str) -> list[tuple[str, str]]:
+    """(label, database) for every locale this server can create a database with,
+    among C, C.UTF-8 (libc), the builtin provider (17+) and ICU."""
+    import psycopg.errors
+    wanted = [("C", "LOCALE 'C'"), ("libc C.utf8", "LOCALE 'C.utf8'")]
+    if version >= 17:
+        wanted.append(("builtin C.UTF-8", "LOCALE_PROVIDER builtin BUILTIN_LOCALE 'C.UTF-8' "
+                                          "LOCALE 'C'"))
+    if version >= 18:
+        wanted.append(("builtin PG_UNICODE_FAST", "LOCALE_PROVIDER builtin BUILTIN_LOCALE "
+                                                  "'PG_UNICODE_FAST' LOCALE 'C'"))
+    for icu in ("en-US", "tr-TR", "und"):
+        wanted.append((f"icu {icu}", f"LOCALE_PROVIDER icu ICU_LOCALE '{icu}' LOCALE 'C'"))
+    out = []
+    with cluster.connect() as su:
+        for i, (label, spec) in enumerate(wanted):
+            name = f"{prefix}_{i}"
+            su.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            try:
+                su.execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' {spec}")
+            except psycopg.errors.FeatureNotSupported:
+                continue        # this build has no ICU
+            out.append((label, name))
+    return out
+
+
+def _install(conn):
+    conn.execute("CREATE SCHEMA old; CREATE SCHEMA cur")
+    for schema, files in (("old", ("migrations/V0020__canonical_repo_url.sql",
+                                   "migrations/V0030__record_push.sql")),
+                          ("cur", ("migrations/V0055__locale_independent_text_rules.sql",) * 2)):
+        conn.execute(f"SET search_path = {schema}")
+        conn.execute(_function_sql(files[0], "canonical_repo_url"))
+        conn.execute(_function_sql(files[1], "git_branch_name_valid"))
+    conn.execute("RESET search_path")
+
+
+def test_canonicalization_does_not_depend_on_the_locale(pg_cluster, pg_version):
+    """canonical_repo_url and git_branch_name_valid give the same answers in
+    databases created with C, C.UTF-8, the builtin provider and ICU locales (en-US,
+    tr-TR), and under every collation those databases offer, for URLs and
+    branches holding a character of every Unicode category, the Kelvin sign and
+    the Turkish dotted/dotless i. V0020's function, run beside it, does differ:
+    the corpus reaches the locale-dependent cases. A server build without ICU
+    (the embedded 18, pgserver's 16) proves the ICU cases on the Debian
+    PostgreSQL 15 build, which has ICU; without any ICU build the test fails."""
+    from harness import servers
+    clusters = [(pg_cluster, pg_version)]
+    dbs = [(pg_cluster, *d) for d in _locale_databases(pg_cluster, pg_version, "t_loc")]
+    extra = None
+    if not any(label.startswith("icu") for _c, label, _n in dbs):
+        extra = servers.start_throwaway(15)
+        clusters.append((extra, 15))
+        dbs += [(extra, *d) for d in _locale_databases(extra, 15, "t_loc15")
+                if d[0].startswith("icu")]
+    try:
+        assert any(label.startswith("icu") for _c, label, _n in dbs), "no ICU build found"
+        assert {"C", "libc C.utf8"} <= {label for _c, label, _n in dbs}
+        results, old_results = {}, {}
+        for cluster, label, name in dbs:
+            with psycopg.connect(cluster.dsn(dbname=name), autocommit=True) as conn:
+                _install(conn)
+                results[label] = _answers(conn, "cur")
+                old_results[label] = _answers(conn, "old")
+                colls = [r[0] for r in conn.execute(
+                    "SELECT collname FROM pg_collation WHERE collencoding IN (-1, "
+                    "pg_char_to_encoding('UTF8')) AND (collprovider <> 'i' OR collname ~ "
+                    "'^(und|tr|tr-TR|az|lt|el|de|en-US|nl|ja)-x-icu$') ORDER BY 1")]
+                for coll in colls:
+                    results[f"{label} / COLLATE {coll}"] = _answers(conn, "cur", coll)
+        reference = results["C"]
+        differing = sorted(k for k, v in results.items() if v != reference)
+        assert not differing, f"answers depend on the locale: {differing}"
+        assert reference[0] == old_results["C"][0]   # the C answers of V0020 are kept
+        assert any(v[0] != old_results["C"][0] for v in old_results.values()), \
+            "the corpus no longer reaches a locale-dependent answer of V0020"
+        assert sum(u is not None for u in reference[0]) >= 4
+    finally:
+        for cluster, _label, name in dbs:
+            with cluster.connect() as su:
+                su.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        if extra is not None:
+            extra.destroy()
