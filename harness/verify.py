@@ -39,6 +39,10 @@ Checks (names as printed):
     evidence that a repository id captured another session's pushes (before
     V0053): a push recorded in one session for a URL bound to another session,
     or for a repository id other than the one its binding holds.
+``restorable_values``
+    values a dump cannot restore (timestamps past year 294276, in any table) or
+    the ledger hash cannot tell apart (BC push times); values outside the API
+    bounds of V0056 that earlier versions accepted (info).
 ``lab_attempt_chain``
     ``verify_lab_attempt_chain()`` returns no row.
 ``role_attributes``, ``ownership``, ``table_privileges``,
@@ -588,6 +592,7 @@ def check_rows(conn, state) -> list[Check]:
 
     checks.append(check_session_identity(conn, have))
     checks.append(check_repo_binding_agreement(conn, have))
+    checks.append(check_restorable_values(conn, have))
 
     c = Check("verified_pass_has_pass_attempt")
     if have["VerificationAttempt"] and have["LabSession"]:
@@ -721,6 +726,67 @@ def check_repo_binding_agreement(conn, have) -> Check:
                AND a."metadata" ->> 'providerRepoId' IS NOT NULL
                AND m."providerRepoId"::text <> a."metadata" ->> 'providerRepoId'
              ORDER BY 1""")
+    return c
+
+
+#: the largest timestamp(3) whose text form a restore can read back
+_MAX_RESTORABLE = "294276-12-31 23:59:59.999"
+
+
+def check_restorable_values(conn, have) -> Check:
+    """Values an earlier version of the pack (or a direct write) let in that a dump
+    cannot restore or the push ledger's hash cannot tell apart: timestamps past the
+    restorable maximum (timestamp(3) rounding of '294276-12-31 23:59:59.9999'
+    stores 294277-01-01, which pg_dump writes but no restore reads), BC push times
+    (the hash layout writes the year without an era), and values outside the bounds
+    V0056 puts on the API (info)."""
+    c = Check("restorable_values")
+    cols = _rows(conn, """
+        SELECT c.relname, a.attname, EXISTS (
+                 SELECT 1 FROM pg_catalog.pg_attribute i WHERE i.attrelid = c.oid
+                 AND i.attname = 'id' AND NOT i.attisdropped)
+        FROM pg_catalog.pg_attribute a
+        JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public' AND c.relkind = 'r' AND a.attnum > 0
+          AND NOT a.attisdropped
+          AND a.atttypid IN ('timestamp'::regtype, 'timestamptz'::regtype)
+          AND NOT (c.relname = ANY(%s))
+        ORDER BY 1, 2""", (list(BOOKKEEPING),))
+    by_table: dict[str, tuple[list[str], bool]] = {}
+    for rel, col, has_id in cols:
+        by_table.setdefault(rel, ([], has_id))[0].append(col)
+    for rel, (tcols, has_id) in sorted(by_table.items()):
+        key = 't."id"::text' if has_id else 't.ctid::text'
+        cond = " OR ".join(f't."{col}" > %s::timestamp' for col in tcols)
+        _rule(c, conn, f'"{rel}" ({", ".join(tcols)})',
+              "timestamps past year 294276 that pg_dump writes but no restore reads back",
+              f'SELECT {key} FROM public."{rel}" t WHERE {cond} ORDER BY 1',
+              [_MAX_RESTORABLE] * len(tcols))
+    if have["LabAttempt"]:
+        _rule(c, conn, '"LabAttempt".pushedAt',
+              "BC push times: the row hash writes the year without an era, so the same "
+              "date AD hashes alike",
+              """SELECT t."id"::text || ' (' || t."pushedAt"::text || ')'
+                 FROM public."LabAttempt" t WHERE t."pushedAt" < '0001-01-01' ORDER BY 1""")
+        _rule(c, conn, '"LabAttempt".pushedAt',
+              "outside 2005-04-07 .. a day after the row was recorded (accepted before "
+              "V0056)",
+              """SELECT t."id"::text || ' (' || t."pushedAt"::text || ')'
+                 FROM public."LabAttempt" t
+                 WHERE t."pushedAt" >= '0001-01-01' AND (t."pushedAt" < '2005-04-07'
+                       OR t."pushedAt" > t."createdAt" + interval '1 day') ORDER BY 1""",
+              info=True)
+    if have["GitHubRepoMapping"]:
+        _rule(c, conn, '"GitHubRepoMapping".providerRepoId',
+              "above 2^53 - 1 (accepted before V0056; no JSON payload can carry it exactly)",
+              """SELECT t."id"::text FROM public."GitHubRepoMapping" t
+                 WHERE t."providerRepoId" > 9007199254740991 ORDER BY 1""", info=True)
+    if have["VerificationJob"]:
+        _rule(c, conn, '"VerificationJob".exitCode',
+              "outside -255 .. 255 (accepted before V0056)",
+              """SELECT t."id"::text FROM public."VerificationJob" t
+                 WHERE t."exitCode" NOT BETWEEN -255 AND 255 ORDER BY 1""", info=True)
     return c
 
 

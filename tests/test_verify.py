@@ -51,7 +51,7 @@ def test_passes_on_fresh_database(db):
               "job_status_consistency", "one_running_job_per_session",
               "job_commit_matches_attempt", "job_attempt_results",
               "verified_pass_has_pass_attempt", "session_identity",
-              "repo_binding_agreement", "sha_format",
+              "repo_binding_agreement", "restorable_values", "sha_format",
               "lab_attempt_chain",
               "role_attributes", "ownership", "table_privileges", "column_privileges",
               "function_privileges", "schema_privileges", "security_definer"):
@@ -419,3 +419,21 @@ def test_fails_on_a_binding_made_by_a_locale_dependent_canonical_form(db, world)
                   "VALUES (%s, 'kate/lab', 'https://github.com/kate/lab')", (sid,))
     owner.commit()
     assert_fails(report(db), "session_identity", '"LabSession".userForkUrl', str(sid))
+
+
+def test_fails_on_a_timestamp_no_restore_could_read(db, world):
+    """'294276-12-31 23:59:59.9999' rounds to 294277-01-01 in a timestamp(3)
+    column: stored, dumped, never restored. Planted in the frozen legacy table
+    (no bound there) by a superuser: verify names the row."""
+    su = _superuser(db)
+    lid = uuid.uuid4()
+    with su.transaction():
+        su.execute('ALTER TABLE "VerificationLog" DISABLE TRIGGER USER')
+        su.execute('INSERT INTO "VerificationLog" (id, "sessionId", "commitSha", "prDiff", '
+                   "\"ciOutput\", \"verifiedAt\") VALUES (%s, %s, %s, 'd', '{}', "
+                   "'294276-12-31 23:59:59.9999')", (lid, world["s2"], "c" * 40))
+        su.execute('ALTER TABLE "VerificationLog" ENABLE TRIGGER USER')
+        for t in ("verificationlog_immutable", "verificationlog_no_truncate",
+                  "verificationlog_frozen"):
+            su.execute(f'ALTER TABLE "VerificationLog" ENABLE ALWAYS TRIGGER {t}')
+    assert_fails(report(db), "restorable_values", '"VerificationLog"', str(lid))

@@ -1,7 +1,8 @@
 """The attack suite (issue 6): every test is an attack that must be refused.
 
 Modules = categories: test_privilege, test_search_path, test_hostile_input,
-test_races, test_faults, test_identity (who or what a row belongs to). conftest.py counts attacks tried / blocked /
+test_races, test_faults, test_identity (who or what a row belongs to),
+test_backup (dump and restore of extreme accepted values, then verify). conftest.py counts attacks tried / blocked /
 succeeded per category and prints the table at the end of the run.
 
 This package also holds the small data builders the attacks and

@@ -6,8 +6,10 @@ digests are unchanged after an error), never a broken hash chain."""
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 
 import psycopg
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
@@ -327,3 +329,98 @@ def test_canonicalization_does_not_depend_on_the_locale(pg_cluster, pg_version):
                 su.execute(f'DROP DATABASE IF EXISTS "{name}"')
         if extra is not None:
             extra.destroy()
+
+
+# ------------------------------------------- values a backup could not carry
+
+LATE_TS = "294276-12-31 23:59:59.9999+00"     # rounds to year 294277 in timestamp(3)
+BACKUP_BREAKERS = {
+    # name: (role, statement, params, SQLSTATE, what the message must name)
+    "push-after-year-294276": ("app", "push", {"pushed": LATE_TS}, "22023", "p_pushed_at"),
+    "push-bc": ("app", "push", {"pushed": "2026-02-10 10:00:00+00 BC"}, "22023",
+                "p_pushed_at"),
+    "push-before-git": ("app", "push", {"pushed": "2005-04-06 23:59:59.999+00"}, "22023",
+                        "p_pushed_at"),
+    "push-in-two-days": ("app", "push", {"pushed": "in-two-days"}, "22023", "p_pushed_at"),
+    "push-repo-id-2^53": ("app", "push", {"repo": 2**53}, "22023", "p_provider_repo_id"),
+    "push-repo-id-bigint-max": ("app", "push", {"repo": 2**63 - 1}, "22023",
+                                "p_provider_repo_id"),
+    "push-commit-month-13": ("app", "push", {"ts": "2026-13-01T00:00:00Z"}, "22023",
+                             ".timestamp"),
+    "push-path-4097": ("app", "push", {"path": "p" * 4097}, "22023", ".added"),
+    "create-repo-id-2^53": ("app", "create", {"repo": 2**53}, "22023", "p_provider_repo_id"),
+    "complete-exit-256": ("worker", "complete", {"code": 256}, "22023", "p_exit_code"),
+    "complete-exit-int-min": ("worker", "complete", {"code": -2**31}, "22023", "p_exit_code"),
+    "complete-logs-65-deep": ("worker", "complete", {"logs": 65}, "22023", "p_logs"),
+    "app-audit-after-year-294276": ("app", 'INSERT INTO "AuditLog" (id, action, "actorId", '
+                                    '"createdAt") VALUES (gen_random_uuid(), \'X\', \'x\', %s)',
+                                    ("294276-12-31 23:59:59.9999",), "23514", "createdAt"),
+    "app-audit-bc": ("app", 'INSERT INTO "AuditLog" (id, action, "actorId", "createdAt") '
+                     "VALUES (gen_random_uuid(), 'X', 'x', '0044-03-15 BC')", (), "23514",
+                     "createdAt"),
+    "app-session-start-after-year-294276": (
+        "app", 'INSERT INTO "LabSession" (id, "userId", "labId", "userForkUrl", "startedAt") '
+        "VALUES (gen_random_uuid(), %s, %s, 'https://github.com/late/start', %s)",
+        "users", "23514", "startedAt"),
+    "app-user-updated-after-year-294276": (
+        "app", 'UPDATE "User" SET "updatedAt" = %s WHERE id = %s', "user1", "23514",
+        "updatedAt"),
+    "app-session-expiry-bc": (
+        "app", 'INSERT INTO "Session" (id, "sessionToken", "userId", expires) VALUES '
+        "('bc-session', 'bc-token', %s, '0001-01-01 BC')", "user1-only", "23514", "expires"),
+    "app-last-activity-after-year-294276": (
+        "app", 'UPDATE "LabSession" SET "lastActivityAt" = %s WHERE id = %s', "s2", "23514",
+        "lastActivityAt"),
+}
+
+
+def _nested(depth: int) -> dict:
+    v: dict = {"leaf": 1}
+    for _ in range(depth - 1):
+        v = {"n": v}
+    return v
+
+
+@pytest.mark.parametrize("name", list(BACKUP_BREAKERS))
+def test_values_a_backup_could_not_carry_are_refused(world_db, snapshot, name):
+    """Each value would be stored so that pg_dump writes it and pg_restore cannot
+    read it back, or so that the push ledger hashes it like another value, or is
+    beyond what the application can send: refused, naming the field; nothing
+    written."""
+    from tests.helpers import ids, raises_sqlstate
+    role, stmt, params, code, field = BACKUP_BREAKERS[name]
+    w = world_db.world
+    conn = world_db.connect(role)
+    with raises_sqlstate(code) as e:
+        if stmt == "push":
+            c = commit(sha(7201), files=[params.get("path", "src/a.py")])
+            c["timestamp"] = params.get("ts", c["timestamp"])
+            pushed = params.get("pushed", NOW)
+            if pushed == "in-two-days":
+                pushed = datetime.now(timezone.utc) + timedelta(days=2)
+            conn.execute("SELECT * FROM record_push(%s, %s, %s, %s, %s, %s::timestamptz, %s)",
+                         (f"d-bounds-{list(BACKUP_BREAKERS).index(name)}",
+                          params.get("repo", 1002), fork(2), "refs/heads/main",
+                          sha(7201), pushed, Jsonb([c])))
+        elif stmt == "create":
+            conn.execute("SELECT create_lab_session(%s, %s, %s, %s, %s)",
+                         (ids.user(3), ids.lab(2), "https://github.com/b/bounds",
+                          params["repo"], f"k-{name}"))
+        elif stmt == "complete":
+            job = world_db.connect("owner").execute(
+                "SELECT id FROM \"VerificationJob\" WHERE status = 'QUEUED' LIMIT 1"
+            ).fetchone()[0]
+            conn.execute("SELECT * FROM complete_verification_job(%s, 'w', 'FAILED', %s, %s)",
+                         (job, params.get("code", 1),
+                          Jsonb(_nested(params["logs"]) if "logs" in params else {})))
+        elif params == "users":
+            conn.execute(stmt, (ids.user(3), ids.lab(2), "294276-12-31 23:59:59.9999"))
+        elif params == "user1":
+            conn.execute(stmt, ("294276-12-31 23:59:59.9999", ids.user(1)))
+        elif params == "user1-only":
+            conn.execute(stmt, (ids.user(1),))
+        elif params == "s2":
+            conn.execute(stmt, ("294276-12-31 23:59:59.9999", w["s2"]))
+        else:
+            conn.execute(stmt, params)
+    assert field in e.value.diag.message_primary, str(e.value)
