@@ -8,7 +8,9 @@ The pg_dump / pg_restore binaries are the server's own (same major version)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -147,3 +149,56 @@ def test_a_dump_of_the_most_extreme_accepted_values_restores_whole(db, scratch_d
         assert rep.ok, V.render_table(rep)
     finally:
         _drop(db, target)
+
+
+def _ledger_world(db) -> None:
+    seed_world(db)
+    app = db.connect("app")
+    n = 9700
+    for s in (1, 2):
+        for d in range(5):
+            push(app, s, f"ledger-{s}-{d}", [sha(n), sha(n + 1)])
+            n += 2
+    worker = db.connect("worker")
+    while (job := claim(worker, "ledger-worker")) is not None:
+        worker.execute("SELECT * FROM complete_verification_job(%s, 'ledger-worker', "
+                       "'FAILED', 1, '{}')", (job[0],))
+
+
+def test_the_owner_restores_the_ledger_without_a_superuser(db, scratch_dir):
+    """The README's restore procedure, run as written by the migration owner (no
+    superuser): the ledger comes back with the same rows, hash chains and anchors,
+    every guard trigger ALWAYS, every grant, and `harness verify` passes. The
+    earlier procedure (a data-only restore with --disable-triggers) is refused to
+    the owner, which is why it is now the superuser's road only."""
+    _ledger_world(db)
+    owner = db.connect("owner")
+    tables = _all_tables(owner)
+    before = digests(owner, tables)
+    target = f"{db.name}_ledger"
+    schema_only = f"{db.name}_schema"
+    try:
+        dsn, p = _owner_restores(db, scratch_dir, target)
+        assert p.returncode == 0, p.stderr
+        with psycopg.connect(dsn, autocommit=True) as restored:
+            assert digests(restored, tables) == before
+        cli = _run([sys.executable, "-m", "harness.cli", "verify", "--target", dsn],
+                   cwd=REPO, env=dict(os.environ))
+        assert cli.returncode == 0, cli.stdout + cli.stderr
+        assert "verify: OK" in cli.stdout
+        # the old road: schema first, then data only with triggers disabled
+        with psycopg.connect(db.dsn("owner"), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(schema_only)))
+        sdsn = db.cluster.dsn(user="forgea_owner", dbname=schema_only)
+        dump = scratch_dir / "forgea.dump"
+        p = _run([_bin(db, "pg_restore"), "--schema-only", "--exit-on-error",
+                  f"--dbname={sdsn}", str(dump)])
+        assert p.returncode == 0, p.stderr
+        p = _run([_bin(db, "pg_restore"), "--data-only", "--disable-triggers",
+                  "--exit-on-error", "--single-transaction", f"--dbname={sdsn}", str(dump)])
+        assert p.returncode != 0 and ("system trigger" in p.stderr
+                                      or "permission denied" in p.stderr), p.stderr
+    finally:
+        _drop(db, target)
+        _drop(db, schema_only)
+
