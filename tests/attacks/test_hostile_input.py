@@ -23,6 +23,11 @@ SETTINGS = settings(max_examples=50, deadline=None, derandomize=True,
                                            HealthCheck.too_slow,
                                            HealthCheck.data_too_large])
 
+EVERY_CATEGORY = "".join(chr(c) for c in (
+    0x41, 0x61, 0x1C5, 0x2B0, 0x5D0, 0x300, 0x903, 0x20DD, 0x30, 0x16EE, 0xB2, 0x5F,
+    0x2D, 0x28, 0x29, 0xAB, 0xBB, 0x21, 0x2B, 0x24, 0x5E, 0xA6, 0x20, 0x2028, 0x2029,
+    0x1, 0xAD, 0xE000, 0x378))   # Lu Ll Lt Lm Lo Mn Mc Me Nd Nl No Pc Pd Ps Pe Pi Pf Po
+#                                  Sm Sc Sk So Zs Zl Zp Cc Cf Co Cn
 SQL_FRAGMENTS = ["'; DROP TABLE \"LabAttempt\"; --", "\" OR 1=1 --", "$$; SELECT 1; $$",
                  "\\x00", "%s%s%n", "../../etc/passwd", "refs/heads/../../x", "\u202e",
                  "https://github.com/a/b?x=1", "git@github.com:a/b.git\n", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
@@ -35,13 +40,28 @@ texts = st.one_of(
     st.sampled_from(SQL_FRAGMENTS),
     st.integers(1, 200_000).map(lambda n: "x" * n),
     st.just("a\x00b"),          # NUL: cannot reach the server in a text parameter
+    st.builds(lambda: EVERY_CATEGORY),              # one character of every category
+    st.builds(lambda: "https://github.com/a/" + EVERY_CATEGORY),
 )
 ids64 = st.one_of(st.none(), st.integers(-2**63, 2**63 - 1),
-                  st.sampled_from([0, -1, 1, 2**63 - 1, -2**63, 1001, 1002]))
-uuids = st.one_of(st.none(), st.uuids())
+                  st.sampled_from([0, -1, 1, 2**63 - 1, -2**63, 1001, 1002, 2**53 - 1, 2**53]))
+uuids = st.one_of(st.none(), st.uuids(), st.sampled_from([
+    "00000000-0000-0000-0000-000000000000", "ffffffff-ffff-ffff-ffff-ffffffffffff"]))
+int32 = st.one_of(st.none(), st.integers(-2**31, 2**31 - 1), st.sampled_from(
+    [-2**31, 2**31 - 1, -256, -255, 0, 255, 256]))
+# timestamps: both ends of PostgreSQL's range, BC dates, the API's own bounds
+TIMESTAMP_EXTREMES = [
+    "4714-11-24 00:00:00+00 BC", "0001-01-01 00:00:00+00 BC", "0001-01-01 00:00:00+00",
+    "2005-04-06 23:59:59.999+00", "2005-04-07 00:00:00+00", "9999-12-31 23:59:59.999+00",
+    "294276-12-31 23:59:59.9999+00", "294276-12-31 23:59:59.999999+00",
+    "infinity", "-infinity"]
+timestamps = st.one_of(st.none(), st.just(NOW), st.sampled_from(TIMESTAMP_EXTREMES),
+                       st.datetimes(timezones=st.just(timezone.utc)))
 json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
+                      st.sampled_from([2**63 - 1, -2**63, 1e308, -1e-308, 5e-324]),
                       st.floats(allow_nan=False, allow_infinity=False), texts.filter(
-                          lambda t: t is not None and len(t) < 1000))
+                          lambda t: t is not None and len(t) < 1000 and "\x00" not in t),
+                      st.just("\x00"))   # sent as the JSON escape \u0000: jsonb refuses it
 json_values = st.recursive(json_leaf, lambda kids: st.one_of(
     st.lists(kids, max_size=5), st.dictionaries(st.text(max_size=10), kids, max_size=5)),
     max_leaves=30)
@@ -59,7 +79,9 @@ commit_like = st.builds(
     lambda sid, name, files, ts, extra: {**commit(sid, name, files), "timestamp": ts, **extra},
     st.one_of(st.sampled_from([sha(7001), sha(7002, 64), "A" * 40, "z" * 40, ""]), texts),
     texts, st.lists(texts.filter(lambda t: t is not None and len(t) < 300), max_size=5),
-    st.one_of(st.just("2026-02-10T10:00:00Z"), texts),
+    st.one_of(st.just("2026-02-10T10:00:00Z"), texts, st.sampled_from(
+        ["0000-01-01T00:00:00Z", "9999-12-31T23:59:60Z", "294276-12-31T23:59:59Z",
+         "2026-02-30T10:00:00+23:59", "2026-02-10T10:00:00.1234567890Z"])),
     st.dictionaries(st.sampled_from(["added", "author", "id", "removed"]), json_values,
                     max_size=2))
 commits = st.one_of(
@@ -137,7 +159,7 @@ def test_resolve_lab_session(world_db, repo, url):
 @given(delivery=texts, repo=ids64, url=st.one_of(texts, st.just(fork(1))),
        ref=st.one_of(texts, st.just("refs/heads/main"), st.just("refs/heads/a..b")),
        head=st.one_of(texts, st.sampled_from([sha(7001), sha(7002, 64), "A" * 40])),
-       pushed=st.one_of(st.none(), st.just(NOW), st.sampled_from(["infinity", "-infinity"])),
+       pushed=timestamps,
        payload=commits)
 def test_record_push(world_db, delivery, repo, url, ref, head, pushed, payload):
     rows = attempt(world_db, "app",
@@ -151,15 +173,20 @@ def test_record_push(world_db, delivery, repo, url, ref, head, pushed, payload):
 
 
 @SETTINGS
-@given(attempt_id=uuids)
+@given(attempt_id=st.one_of(uuids, st.just("latest")))
 def test_enqueue_verification_job(world_db, attempt_id):
+    if attempt_id == "latest":
+        attempt_id = world_db.connect("owner").execute(
+            'SELECT id FROM "LabAttempt" ORDER BY "createdAt" DESC LIMIT 1').fetchone()[0]
     attempt(world_db, "app", "SELECT enqueue_verification_job(%s)", (attempt_id,),
             {"22023", "FL003"})
 
 
 @SETTINGS
 @given(worker=texts, lease=st.one_of(st.none(), texts, st.sampled_from(
-    ["0", "-1 day", "1 second", "1 day 1 second", "100 years", "infinity", "1 hour"])))
+    ["0", "-1 day", "1 second", "1 day 1 second", "100 years", "infinity", "1 hour",
+     "178000000 years", "-178000000 years", "00:00:00.000001", "1 day 00:00:00.000001",
+     "0.999999 seconds"])))
 def test_claim_verification_job(world_db, worker, lease):
     # every claim is rolled back: the shared world keeps its queue
     owner = world_db.connect("owner")
@@ -181,14 +208,17 @@ def test_claim_verification_job(world_db, worker, lease):
 @given(job=st.one_of(uuids, st.just("queued")), worker=texts,
        status=st.one_of(st.none(), st.sampled_from(["PASSED", "FAILED", "ERROR", "QUEUED",
                                                      "RUNNING", "passed", "'; --"])),
-       code=st.one_of(st.none(), st.integers(-2**31, 2**31 - 1)), logs=json_values)
-def test_complete_verification_job(world_db, job, worker, status, code, logs):
+       code=int32, logs=st.one_of(json_values, st.just({"a": "\x00"}),
+                                  st.builds(lambda: _nested(65)),
+                                  st.builds(lambda: _nested(64))),
+       token=uuids)
+def test_complete_verification_job(world_db, job, worker, status, code, logs, token):
     if job == "queued":
         job = world_db.connect("owner").execute(
             "SELECT id FROM \"VerificationJob\" WHERE status = 'QUEUED' LIMIT 1").fetchone()[0]
     attempt(world_db, "worker",
-            "SELECT * FROM complete_verification_job(%s, %s, %s, %s, %s)",
-            (job, worker, status, code, Jsonb(logs) if logs is not None else None),
+            "SELECT * FROM complete_verification_job(%s, %s, %s, %s, %s, %s)",
+            (job, worker, status, code, Jsonb(logs) if logs is not None else None, token),
             {"22023", "FQ001", "FQ002", "22P02", "22P05"})
 
 
