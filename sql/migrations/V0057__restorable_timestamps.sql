@@ -28,7 +28,11 @@
 --   which bound them (V0056).
 -- Locks: the pre-flight reads the tables (ACCESS SHARE, writes continue); each
 --   ADD CONSTRAINT ... NOT VALID takes ACCESS EXCLUSIVE on its table for an
---   instant (no scan).
+--   instant (no scan), held to the end of the file's transaction. Referencing
+--   tables come before the tables they reference (AuditLog, LabSession, the
+--   auth tables, then "User"): an app INSERT locks its table, then the
+--   referenced one for the foreign key check, so taking them in the opposite
+--   order would deadlock with it.
 -- Rollback: drops the constraints.
 
 DO $$
@@ -99,25 +103,9 @@ BEGIN
 END;
 $$;
 
-ALTER TABLE "User"
-ADD CONSTRAINT "User_createdAt_check"
+ALTER TABLE "AuditLog"
+ADD CONSTRAINT "AuditLog_createdAt_check"
 CHECK ("createdAt" BETWEEN '1970-01-01' AND '9999-12-31 23:59:59.999') NOT VALID;
-
-ALTER TABLE "User"
-ADD CONSTRAINT "User_updatedAt_check"
-CHECK ("updatedAt" BETWEEN '1970-01-01' AND '9999-12-31 23:59:59.999') NOT VALID;
-
-ALTER TABLE "Session"
-ADD CONSTRAINT "Session_expires_check"
-CHECK ("expires" BETWEEN '1970-01-01' AND '9999-12-31 23:59:59.999') NOT VALID;
-
-ALTER TABLE "VerificationToken"
-ADD CONSTRAINT "VerificationToken_expires_check"
-CHECK ("expires" BETWEEN '1970-01-01' AND '9999-12-31 23:59:59.999') NOT VALID;
-
-ALTER TABLE "AuthSession"
-ADD CONSTRAINT "AuthSession_expires_check"
-CHECK ("expires" BETWEEN '1970-01-01' AND '9999-12-31 23:59:59.999') NOT VALID;
 
 ALTER TABLE "LabSession"
 ADD CONSTRAINT "LabSession_startedAt_check"
@@ -127,6 +115,22 @@ ALTER TABLE "LabSession"
 ADD CONSTRAINT "LabSession_lastActivityAt_check"
 CHECK ("lastActivityAt" BETWEEN '1970-01-01' AND '9999-12-31 23:59:59.999') NOT VALID;
 
-ALTER TABLE "AuditLog"
-ADD CONSTRAINT "AuditLog_createdAt_check"
+ALTER TABLE "Session"
+ADD CONSTRAINT "Session_expires_check"
+CHECK ("expires" BETWEEN '1970-01-01' AND '9999-12-31 23:59:59.999') NOT VALID;
+
+ALTER TABLE "AuthSession"
+ADD CONSTRAINT "AuthSession_expires_check"
+CHECK ("expires" BETWEEN '1970-01-01' AND '9999-12-31 23:59:59.999') NOT VALID;
+
+ALTER TABLE "VerificationToken"
+ADD CONSTRAINT "VerificationToken_expires_check"
+CHECK ("expires" BETWEEN '1970-01-01' AND '9999-12-31 23:59:59.999') NOT VALID;
+
+ALTER TABLE "User"
+ADD CONSTRAINT "User_createdAt_check"
 CHECK ("createdAt" BETWEEN '1970-01-01' AND '9999-12-31 23:59:59.999') NOT VALID;
+
+ALTER TABLE "User"
+ADD CONSTRAINT "User_updatedAt_check"
+CHECK ("updatedAt" BETWEEN '1970-01-01' AND '9999-12-31 23:59:59.999') NOT VALID;

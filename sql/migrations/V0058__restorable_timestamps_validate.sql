@@ -10,20 +10,8 @@
 -- Rollback: a validated constraint cannot be made NOT VALID again; the rollback
 --   changes nothing (V0057's rollback drops the constraints).
 
-ALTER TABLE "User"
-VALIDATE CONSTRAINT "User_createdAt_check";
-
-ALTER TABLE "User"
-VALIDATE CONSTRAINT "User_updatedAt_check";
-
-ALTER TABLE "Session"
-VALIDATE CONSTRAINT "Session_expires_check";
-
-ALTER TABLE "VerificationToken"
-VALIDATE CONSTRAINT "VerificationToken_expires_check";
-
-ALTER TABLE "AuthSession"
-VALIDATE CONSTRAINT "AuthSession_expires_check";
+ALTER TABLE "AuditLog"
+VALIDATE CONSTRAINT "AuditLog_createdAt_check";
 
 ALTER TABLE "LabSession"
 VALIDATE CONSTRAINT "LabSession_startedAt_check";
@@ -31,5 +19,17 @@ VALIDATE CONSTRAINT "LabSession_startedAt_check";
 ALTER TABLE "LabSession"
 VALIDATE CONSTRAINT "LabSession_lastActivityAt_check";
 
-ALTER TABLE "AuditLog"
-VALIDATE CONSTRAINT "AuditLog_createdAt_check";
+ALTER TABLE "Session"
+VALIDATE CONSTRAINT "Session_expires_check";
+
+ALTER TABLE "AuthSession"
+VALIDATE CONSTRAINT "AuthSession_expires_check";
+
+ALTER TABLE "VerificationToken"
+VALIDATE CONSTRAINT "VerificationToken_expires_check";
+
+ALTER TABLE "User"
+VALIDATE CONSTRAINT "User_createdAt_check";
+
+ALTER TABLE "User"
+VALIDATE CONSTRAINT "User_updatedAt_check";

@@ -7,10 +7,13 @@ ALTER TABLE "AuditLog"
 DROP CONSTRAINT "AuditLog_createdAt_check";
 
 ALTER TABLE "LabSession"
-DROP CONSTRAINT "LabSession_lastActivityAt_check";
+DROP CONSTRAINT "LabSession_startedAt_check";
 
 ALTER TABLE "LabSession"
-DROP CONSTRAINT "LabSession_startedAt_check";
+DROP CONSTRAINT "LabSession_lastActivityAt_check";
+
+ALTER TABLE "Session"
+DROP CONSTRAINT "Session_expires_check";
 
 ALTER TABLE "AuthSession"
 DROP CONSTRAINT "AuthSession_expires_check";
@@ -18,11 +21,8 @@ DROP CONSTRAINT "AuthSession_expires_check";
 ALTER TABLE "VerificationToken"
 DROP CONSTRAINT "VerificationToken_expires_check";
 
-ALTER TABLE "Session"
-DROP CONSTRAINT "Session_expires_check";
+ALTER TABLE "User"
+DROP CONSTRAINT "User_createdAt_check";
 
 ALTER TABLE "User"
 DROP CONSTRAINT "User_updatedAt_check";
-
-ALTER TABLE "User"
-DROP CONSTRAINT "User_createdAt_check";
