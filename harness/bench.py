@@ -183,9 +183,12 @@ class App:
                             (uuid.uuid4(), datagen.spare_user_id(u), datagen.lab_id(l),
                              f"https://github.com/appuser{u}/lab{l}-live"))
                     elif r < 0.6:
+                        # as transitionLabSession() does: only an active session's
+                        # activity is bumped (a terminal session is a closed record)
                         op = "update LabSession.lastActivityAt"
                         conn.execute('UPDATE "LabSession" SET "lastActivityAt" = now() '
-                                     'WHERE "id" = %s', (datagen.session_id(i),))
+                                     "WHERE \"id\" = %s AND \"status\" IN ('IN_PROGRESS', 'STUCK')",
+                                     (datagen.session_id(i),))
                     elif r < 0.8:
                         op = "select VerificationLog"
                         conn.execute('SELECT "id", "commitSha", length("ciOutput") '

@@ -71,6 +71,10 @@ SQUAWK_EXCLUSIONS: list[tuple[str, str, str]] = [
      "PostgreSQL >= 12 skips the table scan (instant ACCESS EXCLUSIVE)"),
     ("sql/migrations/V0016__lab_session_version_not_null.sql", "ban-drop-constraint",
      "drops that helper CHECK once NOT NULL holds (the guarantee is kept by NOT NULL)"),
+    ("sql/migrations/V0052__verification_job_lease_token.sql", "ban-drop-function",
+     "claim_verification_job's result gains leaseToken and complete_verification_job a "
+     "defaulted p_lease_token: both need DROP + CREATE in one transaction; the CONTRACT's "
+     "calls resolve to the new functions"),
     ("sql/rollback/V0005__lab_status_failed.sql", "renaming-object",
      "an enum label cannot be dropped: the rollback renames LabStatus aside, recreates "
      "it without FAILED and retypes the columns"),

@@ -30,6 +30,20 @@ Checks (names as printed):
     rows violating CONTRACT section 4 (ids, first 20, and the count). Sessions
     that were VERIFIED_PASS before the lifecycle migration and rows copied from
     the legacy VerificationLog whose SHA is not hex are reported as info.
+``session_identity``
+    evidence that a session's identity was changed after its creation (what the
+    pack before V0051 let an UPDATE do): its user differs from the user its audit
+    rows name, its user/lab no longer match create_lab_session's stored digest,
+    its userForkUrl no longer canonicalises to its binding, its startedAt is more
+    than a day away from its binding time.
+``repo_binding_agreement``
+    evidence that a repository id captured another session's pushes (before
+    V0053): a push recorded in one session for a URL bound to another session,
+    or for a repository id other than the one its binding holds.
+``restorable_values``
+    values a dump cannot restore (timestamps past year 294276, in any table) or
+    the ledger hash cannot tell apart (BC push times); values outside the API
+    bounds of V0056 that earlier versions accepted (info).
 ``lab_attempt_chain``
     ``verify_lab_attempt_chain()`` returns no row.
 ``role_attributes``, ``ownership``, ``table_privileges``,
@@ -93,7 +107,8 @@ EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, frozenset[str]]] = {
         "AuthIdentity": frozenset(_APP_AUTH),
         "AuthSession": frozenset(_APP_AUTH),
         "Lab": frozenset({"SELECT", "INSERT", "UPDATE"}),
-        "LabSession": frozenset({"SELECT", "INSERT", "UPDATE"}),
+        # UPDATE only on the columns the app writes: EXPECTED_COLUMN_PRIVILEGES
+        "LabSession": frozenset({"SELECT", "INSERT"}),
         # INSERT stays so that the freeze trigger answers FA001 with its reason
         "VerificationLog": frozenset({"SELECT", "INSERT"}),
         "ResumeBullet": frozenset({"SELECT", "INSERT"}),
@@ -111,6 +126,10 @@ EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, frozenset[str]]] = {
 }
 
 EXPECTED_COLUMN_PRIVILEGES: dict[str, dict[str, dict[str, frozenset[str]]]] = {
+    "forgea_app": {
+        # what transitionLabSession() writes (Prisma updateMany sends only these)
+        "LabSession": {c: frozenset({"UPDATE"}) for c in ("status", "lastActivityAt")},
+    },
     "forgea_readonly": {
         "Account": {c: frozenset({"SELECT"}) for c in (
             "id", "userId", "type", "provider", "providerAccountId", "expires_at",
@@ -536,6 +555,15 @@ def check_rows(conn, state) -> list[Check]:
                   OR (j."runCount" = 0) <> (j."startedAt" IS NULL)
                   OR (j."status" <> 'QUEUED' AND j."runCount" = 0)
                   ORDER BY j."id" """)
+        if conn.execute("""SELECT 1 FROM pg_catalog.pg_attribute
+                           WHERE attrelid = 'public."VerificationJob"'::regclass
+                             AND attname = 'leaseTokenHash' AND NOT attisdropped""").fetchone():
+            _rule(c, conn, '"VerificationJob".leaseTokenHash',
+                  "RUNNING jobs claimed without a lease token (before V0052): completable by "
+                  "their leaseOwner alone until the lease ends",
+                  f"""SELECT j."id"::text || ' (leaseOwner ' || j."leaseOwner" || ')' {J}
+                      j."status" = 'RUNNING' AND j."leaseTokenHash" IS NULL ORDER BY j."id" """,
+                  info=True)
         checks.append(c)
 
         c = Check("one_running_job_per_session")
@@ -579,6 +607,10 @@ def check_rows(conn, state) -> list[Check]:
                      ORDER BY 1""")
         checks.append(c)
 
+    checks.append(check_session_identity(conn, have))
+    checks.append(check_repo_binding_agreement(conn, have))
+    checks.append(check_restorable_values(conn, have))
+
     c = Check("verified_pass_has_pass_attempt")
     if have["VerificationAttempt"] and have["LabSession"]:
         cutoff = _lifecycle_applied_at(conn, state)
@@ -620,6 +652,159 @@ def check_rows(conn, state) -> list[Check]:
                  WHERE t."commitSha" !~ %s ORDER BY 1""", (SHA_RE,), info=True)
     checks.append(c)
     return checks
+
+#: audit rows that name a session and the session's user at the time they were written
+_SESSION_AUDIT = ("LAB_STATUS_TRANSITION", "PUSH_RECORDED", "PUSH_DUPLICATE_DELIVERY",
+                  "PUSH_REJECTED")
+
+
+def check_session_identity(conn, have) -> Check:
+    """Evidence that a session's identity changed after it was created (what the pack
+    before V0051 let an UPDATE do): its user differs from the user its own audit rows
+    name; the arguments digest create_lab_session() stored with its binding no longer
+    matches the session's user and lab; its userForkUrl no longer canonicalises to the
+    repository it is bound to; its startedAt moved away from the time it was bound."""
+    c = Check("session_identity")
+    if not have["LabSession"]:
+        c.info('"LabSession"', "not applied yet")
+        return c
+    _rule(c, conn, '"LabSession".userId',
+          "differs from the user its audit rows were written for (session: user / audited "
+          "user / AuditLog row)",
+          """SELECT s."id"::text || ': ' || s."userId"::text || ' / '
+                    || coalesce(a."userId"::text, 'NULL') || ' / ' || a."id"::text
+             FROM public."AuditLog" a
+             JOIN public."LabSession" s ON s."id"::text
+                  = coalesce(a."metadata" ->> 'labSessionId', a."metadata" ->> 'sessionId')
+             WHERE a."action" = ANY(%s) AND a."userId" IS DISTINCT FROM s."userId"
+             ORDER BY s."id", a."id" """, (list(_SESSION_AUDIT),))
+    if have["GitHubRepoMapping"]:
+        _rule(c, conn, '"LabSession" (userId, labId)',
+              "no longer match the arguments create_lab_session() bound the session with "
+              "(GitHubRepoMapping.requestDigest; session ids)",
+              """SELECT s."id"::text FROM public."GitHubRepoMapping" m
+                 JOIN public."LabSession" s ON s."id" = m."sessionId"
+                 WHERE m."requestDigest" IS NOT NULL AND m."requestDigest" NOT IN (
+                   sha256(convert_to(concat_ws(E'\n', s."userId"::text, s."labId"::text,
+                                               m."repoUrl", '-'), 'UTF8')),
+                   sha256(convert_to(concat_ws(E'\n', s."userId"::text, s."labId"::text,
+                                               m."repoUrl", m."providerRepoId"::text),
+                                     'UTF8')))
+                 ORDER BY 1""")
+        _rule(c, conn, '"LabSession".userForkUrl',
+              "does not canonicalise to the repository the session is bound to "
+              "(session: userForkUrl / GitHubRepoMapping.repoUrl)",
+              """SELECT s."id"::text || ': ' || left(s."userForkUrl", 120) || ' / '
+                        || m."repoUrl"
+                 FROM public."GitHubRepoMapping" m
+                 JOIN public."LabSession" s ON s."id" = m."sessionId"
+                 WHERE public.canonical_repo_url(s."userForkUrl") IS DISTINCT FROM m."repoUrl"
+                 ORDER BY 1""")
+        _rule(c, conn, '"LabSession".startedAt',
+              "more than a day away from when create_lab_session() bound the session "
+              "(session: startedAt / GitHubRepoMapping.createdAt, UTC)",
+              """SELECT s."id"::text || ': ' || s."startedAt"::text || ' / '
+                        || m."createdAt"::text
+                 FROM public."GitHubRepoMapping" m
+                 JOIN public."LabSession" s ON s."id" = m."sessionId"
+                 WHERE m."idempotencyKey" IS NOT NULL
+                   AND abs(extract(epoch FROM s."startedAt" - m."createdAt")) > 86400
+                 ORDER BY 1""")
+    return c
+
+
+def check_repo_binding_agreement(conn, have) -> Check:
+    """Evidence that a repository id captured another session's pushes (what
+    record_push before V0053 let through): a push recorded in one session for a URL
+    bound to another session, or for a repository id other than its binding's."""
+    c = Check("repo_binding_agreement")
+    if not (have["GitHubRepoMapping"] and have["LabAttempt"]):
+        c.info('"GitHubRepoMapping"', "not applied yet")
+        return c
+    _rule(c, conn, '"AuditLog" PUSH_RECORDED',
+          "push recorded in one session for a repository URL bound to another session "
+          "(recording session / pushed URL / session bound to it / AuditLog row)",
+          """SELECT m."sessionId"::text || ' / ' || (a."metadata" ->> 'repoUrl') || ' / '
+                    || o."sessionId"::text || ' / ' || a."id"::text
+             FROM public."AuditLog" a
+             JOIN public."GitHubRepoMapping" m ON m."sessionId"::text = a."metadata" ->> 'sessionId'
+             JOIN public."GitHubRepoMapping" o ON o."repoUrl" = a."metadata" ->> 'repoUrl'
+                  AND o."sessionId" <> m."sessionId"
+             WHERE a."action" = 'PUSH_RECORDED' AND m."repoUrl" <> a."metadata" ->> 'repoUrl'
+             ORDER BY 1""")
+    _rule(c, conn, '"GitHubRepoMapping".providerRepoId',
+          "differs from the repository id a push was recorded for (session / bound id / "
+          "pushed id)",
+          """SELECT DISTINCT m."sessionId"::text || ' / ' || m."providerRepoId"::text || ' / '
+                    || (a."metadata" ->> 'providerRepoId')
+             FROM public."AuditLog" a
+             JOIN public."GitHubRepoMapping" m ON m."sessionId"::text = a."metadata" ->> 'sessionId'
+             WHERE a."action" = 'PUSH_RECORDED' AND m."providerRepoId" IS NOT NULL
+               AND a."metadata" ->> 'providerRepoId' IS NOT NULL
+               AND m."providerRepoId"::text <> a."metadata" ->> 'providerRepoId'
+             ORDER BY 1""")
+    return c
+
+
+#: the largest timestamp(3) whose text form a restore can read back
+_MAX_RESTORABLE = "294276-12-31 23:59:59.999"
+
+
+def check_restorable_values(conn, have) -> Check:
+    """Values an earlier version of the pack (or a direct write) let in that a dump
+    cannot restore or the push ledger's hash cannot tell apart: timestamps past the
+    restorable maximum (timestamp(3) rounding of '294276-12-31 23:59:59.9999'
+    stores 294277-01-01, which pg_dump writes but no restore reads), BC push times
+    (the hash layout writes the year without an era), and values outside the bounds
+    V0056 puts on the API (info)."""
+    c = Check("restorable_values")
+    cols = _rows(conn, """
+        SELECT c.relname, a.attname, EXISTS (
+                 SELECT 1 FROM pg_catalog.pg_attribute i WHERE i.attrelid = c.oid
+                 AND i.attname = 'id' AND NOT i.attisdropped)
+        FROM pg_catalog.pg_attribute a
+        JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public' AND c.relkind = 'r' AND a.attnum > 0
+          AND NOT a.attisdropped
+          AND a.atttypid IN ('timestamp'::regtype, 'timestamptz'::regtype)
+          AND NOT (c.relname = ANY(%s))
+        ORDER BY 1, 2""", (list(BOOKKEEPING),))
+    by_table: dict[str, tuple[list[str], bool]] = {}
+    for rel, col, has_id in cols:
+        by_table.setdefault(rel, ([], has_id))[0].append(col)
+    for rel, (tcols, has_id) in sorted(by_table.items()):
+        key = 't."id"::text' if has_id else 't.ctid::text'
+        cond = " OR ".join(f't."{col}" > %s::timestamp' for col in tcols)
+        _rule(c, conn, f'"{rel}" ({", ".join(tcols)})',
+              "timestamps past year 294276 that pg_dump writes but no restore reads back",
+              f'SELECT {key} FROM public."{rel}" t WHERE {cond} ORDER BY 1',
+              [_MAX_RESTORABLE] * len(tcols))
+    if have["LabAttempt"]:
+        _rule(c, conn, '"LabAttempt".pushedAt',
+              "BC push times: the row hash writes the year without an era, so the same "
+              "date AD hashes alike",
+              """SELECT t."id"::text || ' (' || t."pushedAt"::text || ')'
+                 FROM public."LabAttempt" t WHERE t."pushedAt" < '0001-01-01' ORDER BY 1""")
+        _rule(c, conn, '"LabAttempt".pushedAt',
+              "outside 2005-04-07 .. a day after the row was recorded (accepted before "
+              "V0056)",
+              """SELECT t."id"::text || ' (' || t."pushedAt"::text || ')'
+                 FROM public."LabAttempt" t
+                 WHERE t."pushedAt" >= '0001-01-01' AND (t."pushedAt" < '2005-04-07'
+                       OR t."pushedAt" > t."createdAt" + interval '1 day') ORDER BY 1""",
+              info=True)
+    if have["GitHubRepoMapping"]:
+        _rule(c, conn, '"GitHubRepoMapping".providerRepoId',
+              "above 2^53 - 1 (accepted before V0056; no JSON payload can carry it exactly)",
+              """SELECT t."id"::text FROM public."GitHubRepoMapping" t
+                 WHERE t."providerRepoId" > 9007199254740991 ORDER BY 1""", info=True)
+    if have["VerificationJob"]:
+        _rule(c, conn, '"VerificationJob".exitCode',
+              "outside -255 .. 255 (accepted before V0056)",
+              """SELECT t."id"::text FROM public."VerificationJob" t
+                 WHERE t."exitCode" NOT BETWEEN -255 AND 255 ORDER BY 1""", info=True)
+    return c
 
 
 def check_chain_hashes(conn) -> Check:

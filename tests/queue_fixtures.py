@@ -153,10 +153,13 @@ def claim(worker, worker_id: str, lease: str = "5 minutes") -> dict | None:
 
 
 def complete(worker, job_id, worker_id: str, status: str, exit_code: int | None = 0,
-             logs: dict | None = None) -> dict:
+             logs: dict | None = None, lease_token=None) -> dict:
+    """Without ``lease_token`` the connection must be the one that claimed the job."""
     cur = worker.execute(
-        'SELECT * FROM complete_verification_job(%s, %s, %s::"VerificationJobStatus", %s, %s)',
-        (job_id, worker_id, status, exit_code, Jsonb(logs if logs is not None else {})),
+        'SELECT * FROM complete_verification_job(%s, %s, %s::"VerificationJobStatus", %s, %s,'
+        ' %s)',
+        (job_id, worker_id, status, exit_code, Jsonb(logs if logs is not None else {}),
+         lease_token),
     )
     row = cur.fetchone()
     return dict(zip([d.name for d in cur.description], row))

@@ -159,7 +159,7 @@ def test_completion_is_atomic_with_its_attempt(world, db):
     """A completion rolled back by the worker leaves the job RUNNING and no attempt."""
     j = world.running_job(worker_id="w1")
     tx = db.connect("worker", autocommit=False)
-    complete(tx, j["id"], "w1", "PASSED")
+    complete(tx, j["id"], "w1", "PASSED", lease_token=j["leaseToken"])
     tx.rollback()
     assert job(world.owner, j["id"])["status"] == "RUNNING"
     assert attempts_of(world.owner, j["id"]) == []

@@ -37,6 +37,13 @@ ALLOWED = {
 }
 
 
+def _refusal(role: str) -> str:
+    """forgea_app has UPDATE on status and lastActivityAt only (V0050): any other
+    column is refused by PostgreSQL (42501) before the guards; every other role
+    that can write (owner, superuser) meets the guards (FA002)."""
+    return "42501" if role == "app" else "FA002"
+
+
 class Env:
     """Connections per role and a factory of sessions in a given state."""
 
@@ -192,13 +199,24 @@ def test_completed_at_is_set_on_entering_a_terminal_state(env, status):
     assert abs(now_utc - completed) < dt.timedelta(minutes=5)
 
 
-def test_completed_at_supplied_by_the_app_is_replaced_by_the_database(env):
+def test_completed_at_supplied_by_the_owner_is_replaced_by_the_database(env):
     sid = env.reach("STUCK")
-    env.app.execute(
+    env.owner.execute(
         'UPDATE "LabSession" SET "status" = \'FAILED\', "completedAt" = %s WHERE "id" = %s',
         (dt.datetime(2000, 1, 1), sid))
     completed = session_row(env.owner, sid)[1]
     assert completed is not None and completed.year != 2000
+
+
+def test_the_app_cannot_supply_completed_at(env):
+    """forgea_app may UPDATE only status and lastActivityAt (V0050): 42501."""
+    sid = env.reach("STUCK")
+    before = env.row(sid)
+    with raises_sqlstate("42501"):
+        env.app.execute(
+            'UPDATE "LabSession" SET "status" = \'FAILED\', "completedAt" = %s WHERE "id" = %s',
+            (dt.datetime(2000, 1, 1), sid))
+    assert env.row(sid) == before
 
 
 @pytest.mark.parametrize("role", ["app", "owner", "superuser_replica"])
@@ -213,7 +231,7 @@ def test_completed_at_never_changes_after_a_terminal_state(env, role, new_value,
     else:
         conn = env.db.connect(role)
     expr = '"completedAt" + interval \'1 day\'' if new_value == "later" else "NULL"
-    with raises_sqlstate("FA002"):
+    with raises_sqlstate(_refusal(role)):
         conn.execute(f'UPDATE "LabSession" SET "completedAt" = {expr} WHERE "id" = %s', (sid,))
     assert env.row(sid) == before
 
@@ -223,7 +241,7 @@ def test_completed_at_never_changes_after_a_terminal_state(env, role, new_value,
 def test_completed_at_cannot_be_set_while_active(env, role, status):
     sid = env.reach(status)
     before = env.row(sid)
-    with raises_sqlstate("FA002"):
+    with raises_sqlstate(_refusal(role)):
         env.db.connect(role).execute(
             'UPDATE "LabSession" SET "completedAt" = timezone(\'UTC\', now()) WHERE "id" = %s',
             (sid,))
@@ -234,7 +252,7 @@ def test_completed_at_cannot_be_set_while_active(env, role, status):
 def test_completed_at_cannot_be_smuggled_in_with_a_move_between_active_states(env, role):
     sid = env.reach("STUCK")
     before = env.row(sid)
-    with raises_sqlstate("FA002"):
+    with raises_sqlstate(_refusal(role)):
         env.db.connect(role).execute(
             'UPDATE "LabSession" SET "status" = \'IN_PROGRESS\', "completedAt" = now()'
             ' WHERE "id" = %s', (sid,))
@@ -363,7 +381,7 @@ def test_lab_and_lab_version_of_a_session_never_change(env, role, change):
                             ' WHERE "id" = %s', (lab_b, vb, sid)),
         "lab_only": ('UPDATE "LabSession" SET "labId" = %s WHERE "id" = %s', (lab_b, sid)),
     }[change]
-    with raises_sqlstate("FA002"):
+    with raises_sqlstate(_refusal(role)):
         env.db.connect(role).execute(stmt, params)
     assert env.row(sid) == before
 

@@ -398,3 +398,35 @@ def test_backfill_preflight_refuses_shared_active_url(db, sql_root):
     owner.execute('UPDATE "LabSession" SET "status" = \'FAILED\' WHERE "id" = %s', (b,))
     A.apply(dsn, sql_root=sql_root)
     assert owner.execute('SELECT count(*) FROM "GitHubRepoMapping"').fetchone()[0] == 2
+
+
+def _push_one(app, delivery, repo_id, url, n):
+    from psycopg.types.json import Jsonb
+
+    from tests.attacks import NOW, commit
+    from tests.helpers import sha
+    return app.execute("SELECT * FROM record_push(%s, %s, %s, 'refs/heads/main', %s, %s, %s)",
+                       (delivery, repo_id, url, sha(n), NOW, Jsonb([commit(sha(n))]))).fetchall()
+
+
+def test_a_url_bound_session_learns_its_repository_id_from_its_first_push(db, ctx):
+    sid = uuid.uuid4()
+    url = f"https://github.com/learn-{ctx['tag']}/fork"
+    ctx["app"].execute(
+        'INSERT INTO "LabSession" ("id", "userId", "labId", "userForkUrl") VALUES (%s, %s, %s, %s)',
+        (sid, ctx["user"], ctx["lab"], url))
+    assert [r[4] for r in _push_one(ctx["app"], f"l-{ctx['tag']}", 3101, url, 3101)] == [
+        "recorded"]
+    assert ctx["owner"].execute('SELECT "providerRepoId" FROM "GitHubRepoMapping" '
+                                'WHERE "sessionId" = %s', (sid,)).fetchone()[0] == 3101
+
+
+def test_a_renamed_repository_keeps_reaching_its_session(db, ctx):
+    """Same repository id, a new URL no other active session holds: recorded in
+    the session bound to the id."""
+    s1 = create(ctx["app"], ctx, repo_id=3201)
+    rows = _push_one(ctx["app"], f"r-{ctx['tag']}", 3201,
+                     f"https://github.com/renamed-{ctx['tag']}/new-name", 3201)
+    assert [r[4] for r in rows] == ["recorded"]
+    assert ctx["owner"].execute('SELECT "sessionId" FROM "LabAttempt" WHERE id = %s',
+                                (rows[0][1],)).fetchone()[0] == s1

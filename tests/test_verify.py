@@ -50,7 +50,9 @@ def test_passes_on_fresh_database(db):
               "one_active_session_per_user_lab", "one_active_session_per_repo",
               "job_status_consistency", "one_running_job_per_session",
               "job_commit_matches_attempt", "job_attempt_results",
-              "verified_pass_has_pass_attempt", "sha_format", "lab_attempt_chain",
+              "verified_pass_has_pass_attempt", "session_identity",
+              "repo_binding_agreement", "restorable_values", "sha_format",
+              "lab_attempt_chain",
               "role_attributes", "ownership", "table_privileges", "column_privileges",
               "function_privileges", "schema_privileges", "security_definer"):
         assert n in names
@@ -258,7 +260,7 @@ def test_fails_on_active_session_with_completed_at(db, world):
 def test_fails_on_public_executable_definer_function(db, world):
     db.connect("owner").execute(
         "GRANT EXECUTE ON FUNCTION complete_verification_job(uuid, text, "
-        '"VerificationJobStatus", integer, jsonb) TO PUBLIC')
+        '"VerificationJobStatus", integer, jsonb, uuid) TO PUBLIC')
     assert_fails(report(db), "function_privileges", "complete_verification_job",
                  "executable by everyone")
 
@@ -368,3 +370,96 @@ def test_cli_builds_the_reference_on_a_throwaway_server_and_names_a_replaced_gua
     assert checks["definitions"]["status"] == "fail"
     assert any(f["object"] == "function forbid_ledger_mutation()"
                for f in checks["definitions"]["findings"])
+
+
+def _without_identity_guard(db, stmt, params):
+    """What the pack before V0051 let through, planted by a superuser."""
+    su = _superuser(db)
+    with su.transaction():
+        su.execute('ALTER TABLE "LabSession" DISABLE TRIGGER labsession_identity_guard')
+        su.execute(stmt, params)
+        su.execute('ALTER TABLE "LabSession" ENABLE ALWAYS TRIGGER labsession_identity_guard')
+
+
+def test_fails_on_a_pass_moved_to_another_user(db, world):
+    from tests.helpers import ids
+    _without_identity_guard(db, 'UPDATE "LabSession" SET "userId" = %s WHERE id = %s',
+                            (ids.user(3), world["s1"]))
+    rep = report(db)
+    assert_fails(rep, "session_identity", '"LabSession".userId', str(world["s1"]))
+    assert_fails(rep, "session_identity", '"LabSession" (userId, labId)', str(world["s1"]))
+
+
+def test_fails_on_a_session_moved_to_another_repository_or_start(db, world):
+    _without_identity_guard(db, 'UPDATE "LabSession" SET "userForkUrl" = %s, '
+                                "\"startedAt\" = '2020-01-01' WHERE id = %s",
+                            ("https://github.com/attacker/other", world["s2"]))
+    rep = report(db)
+    assert_fails(rep, "session_identity", '"LabSession".userForkUrl', str(world["s2"]))
+    assert_fails(rep, "session_identity", '"LabSession".startedAt', str(world["s2"]))
+
+
+def test_reports_running_jobs_claimed_without_a_lease_token(db, world):
+    """A job claimed before V0052 (planted: its token hash removed) is still
+    completable by its leaseOwner alone: reported as info, not a failure."""
+    from tests.attacks import claim, push
+    from tests.helpers import sha
+    push(db.connect("app"), 2, "d-legacy", [sha(8701)])
+    job = claim(db.connect("worker"), "legacy-worker")[0]
+    su = _superuser(db)
+    with su.transaction():
+        su.execute('ALTER TABLE "VerificationJob" DISABLE TRIGGER verificationjob_transition_guard')
+        su.execute('UPDATE "VerificationJob" SET "leaseTokenHash" = NULL WHERE id = %s', (job,))
+        su.execute('ALTER TABLE "VerificationJob" ENABLE ALWAYS TRIGGER '
+                   "verificationjob_transition_guard")
+    rep = report(db)
+    assert_ok(rep)
+    c = rep.by_name("job_status_consistency")
+    assert c.status == "info" and any(str(job) in " ".join(f.get("rows", []))
+                                      for f in c.findings), V.render_table(rep)
+
+
+def test_fails_on_pushes_captured_by_a_repository_id_before_the_fix(db, sql_root):
+    """The capture that record_push before V0053 let through leaves a PUSH_RECORDED
+    row for the victim's URL in the attacker's session: verify names it."""
+    from tests.attacks.test_identity import capture_setup, victim_push
+    A.rollback(db.dsn("owner"), to="V0052__verification_job_lease_token", sql_root=sql_root)
+    victim, attacker = capture_setup(db)
+    assert [r[4] for r in victim_push(db.connect("app"))] == ["recorded"]   # captured
+    A.apply(db.dsn("owner"), sql_root=sql_root)
+    assert_fails(report(db, sql_root=sql_root), "repo_binding_agreement",
+                 '"AuditLog" PUSH_RECORDED', str(attacker))
+
+
+def test_fails_on_a_binding_made_by_a_locale_dependent_canonical_form(db, world):
+    """Under a UTF-8 locale V0020 turned a Kelvin sign into "k" and bound the
+    session to https://github.com/kate/...; today the URL is refused (NULL), so
+    the binding no longer follows from the session's fork URL: reported."""
+    from tests.helpers import ids
+    owner = db.connect("owner", autocommit=False)
+    sid = uuid.uuid4()
+    owner.execute('INSERT INTO "LabSession" (id, "userId", "labId", "userForkUrl") '
+                  "VALUES (%s, %s, %s, %s)", (sid, ids.user(3), ids.lab(2),
+                                              "https://github.com/\u212aate/lab"))
+    owner.execute('INSERT INTO "GitHubRepoMapping" ("sessionId", "repoFullName", "repoUrl") '
+                  "VALUES (%s, 'kate/lab', 'https://github.com/kate/lab')", (sid,))
+    owner.commit()
+    assert_fails(report(db), "session_identity", '"LabSession".userForkUrl', str(sid))
+
+
+def test_fails_on_a_timestamp_no_restore_could_read(db, world):
+    """'294276-12-31 23:59:59.9999' rounds to 294277-01-01 in a timestamp(3)
+    column: stored, dumped, never restored. Planted in the frozen legacy table
+    (no bound there) by a superuser: verify names the row."""
+    su = _superuser(db)
+    lid = uuid.uuid4()
+    with su.transaction():
+        su.execute('ALTER TABLE "VerificationLog" DISABLE TRIGGER USER')
+        su.execute('INSERT INTO "VerificationLog" (id, "sessionId", "commitSha", "prDiff", '
+                   "\"ciOutput\", \"verifiedAt\") VALUES (%s, %s, %s, 'd', '{}', "
+                   "'294276-12-31 23:59:59.9999')", (lid, world["s2"], "c" * 40))
+        su.execute('ALTER TABLE "VerificationLog" ENABLE TRIGGER USER')
+        for t in ("verificationlog_immutable", "verificationlog_no_truncate",
+                  "verificationlog_frozen"):
+            su.execute(f'ALTER TABLE "VerificationLog" ENABLE ALWAYS TRIGGER {t}')
+    assert_fails(report(db), "restorable_values", '"VerificationLog"', str(lid))

@@ -1,7 +1,8 @@
 """The attack suite: every test is an attack that must be refused.
 
 Modules = categories: test_privilege, test_search_path, test_hostile_input,
-test_races, test_faults. conftest.py counts attacks tried / blocked /
+test_races, test_faults, test_identity (who or what a row belongs to),
+test_backup (dump and restore of extreme accepted values, then verify). conftest.py counts attacks tried / blocked /
 succeeded per category and prints the table at the end of the run.
 
 This package also holds the small data builders the attacks and
@@ -60,17 +61,20 @@ def push(app, n: int, delivery: str, shas: list[str], repo_id: int | None = None
 
 
 def claim(worker, worker_id: str = "w1", lease: str = "5 minutes"):
-    return worker.execute("SELECT id, \"sessionId\", \"commitSha\" FROM "
+    """(id, sessionId, commitSha, leaseToken) of the claimed job, or None."""
+    return worker.execute("SELECT id, \"sessionId\", \"commitSha\", \"leaseToken\" FROM "
                           "claim_verification_job(%s, %s::interval)",
                           (worker_id, lease)).fetchone()
 
 
-def complete(worker, job_id, status: str, worker_id: str = "w1", logs=None):
+def complete(worker, job_id, status: str, worker_id: str = "w1", logs=None, token=None):
+    """Complete as the lease holder; without ``token`` the connection must be the
+    one that claimed the job (the claim keeps its lease token in the session)."""
     from psycopg.types.json import Jsonb
     return worker.execute(
-        "SELECT id, status::text FROM complete_verification_job(%s, %s, %s, %s, %s)",
+        "SELECT id, status::text FROM complete_verification_job(%s, %s, %s, %s, %s, %s)",
         (job_id, worker_id, status, 0 if status == "PASSED" else 1,
-         Jsonb(logs if logs is not None else {"summary": status}))).fetchone()
+         Jsonb(logs if logs is not None else {"summary": status}), token)).fetchone()
 
 
 def seed_world(db) -> dict:

@@ -90,14 +90,14 @@ def test_backend_killed_during_record_push(db):
 def test_backend_killed_during_complete(db):
     seed_world(db)
     worker = db.connect("worker")
-    job = claim(worker, "wk")[0]
+    job, _s, _c, token = claim(worker, "wk")
     owner = db.connect("owner")
     before = digests(owner, WATCHED)
 
     def go():
         with psycopg.connect(db.dsn("worker"), autocommit=True) as w:
             return w.execute("SELECT * FROM complete_verification_job(%s, 'wk', 'PASSED', 0, "
-                             "'{}')", (job,)).fetchall()
+                             "'{}', %s)", (job, token)).fetchall()
 
     res = _terminate_when_blocked(db, "VerificationAttempt", go)
     assert "err" in res, res

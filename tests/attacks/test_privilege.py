@@ -187,6 +187,7 @@ OWNER_ONLY_CALLS = {
     "prevent_destructive_action": "SELECT prevent_destructive_action()",
     "prevent_auditlog_mutations": "SELECT prevent_auditlog_mutations()",
     "enforce_lab_session_status_transition": "SELECT enforce_lab_session_status_transition()",
+    "guard_lab_session_identity": "SELECT guard_lab_session_identity()",
     "lab_session_version_default": "SELECT lab_session_version_default()",
     "lab_version_snapshot": "SELECT lab_version_snapshot()",
     "verification_attempt_insert_guard": "SELECT verification_attempt_insert_guard()",
@@ -257,3 +258,84 @@ def test_app_cannot_forge_push_anchors(world_db, snapshot):
             "'sessionId', %s::text, 'attempts', jsonb_build_array(jsonb_build_object("
             "'id', gen_random_uuid()::text, 'chainSeq', 99, 'rowHash', repeat('0', 64)))), "
             "'github-webhook')", (str(s1),))
+
+
+def _queued_job_world(db):
+    """seed_world plus one fresh QUEUED job of session 2."""
+    from tests.attacks import push, seed_world
+    from tests.helpers import sha
+    world = seed_world(db)
+    push(db.connect("app"), 2, "d-lease", [sha(8801)])
+    return world
+
+
+def test_another_worker_login_cannot_complete_a_job_by_reading_its_lease(db, hijack_role):
+    """Any forgea_worker login can read "leaseOwner" (and the token's hash); a
+    completion must present the run's lease token, which only the claim returned."""
+    from tests.attacks import claim
+    from tests.attacks.conftest import WATCHED, connect_as
+    from tests.helpers import digests
+    _queued_job_world(db)
+    victim = db.connect("worker")
+    job, _s, _c, token = claim(victim, "honest-worker")
+    thief = connect_as(db, hijack_role)
+    owner, lease_hash = thief.execute(
+        'SELECT "leaseOwner", "leaseTokenHash" FROM "VerificationJob" WHERE id = %s',
+        (job,)).fetchone()
+    assert owner == "honest-worker" and len(lease_hash) == 32
+    before = digests(db.connect("owner"), WATCHED)
+    for guess in (None, "00000000-0000-4000-8000-000000000000", str(job)):
+        with raises_sqlstate("FQ002") as e:
+            thief.execute("SELECT * FROM complete_verification_job(%s, %s, 'PASSED', 0, '{}', %s)",
+                          (job, owner, guess))
+        assert str(job) in str(e.value) and "run 1" in str(e.value)
+    # the same login on another connection is another worker too
+    with raises_sqlstate("FQ002"):
+        db.connect("worker").execute(
+            "SELECT * FROM complete_verification_job(%s, %s, 'PASSED', 0, '{}')", (job, owner))
+    assert digests(db.connect("owner"), WATCHED) == before
+    # the holder completes, with the token or on its own connection
+    assert victim.execute("SELECT status::text FROM complete_verification_job("
+                          "%s, 'honest-worker', 'FAILED', 1, '{}')", (job,)).fetchone() == (
+        "FAILED",)
+    assert token is not None
+
+
+def test_a_spoofed_notification_is_only_a_hint(db):
+    """Any role, even one with no grants, can NOTIFY verification_job_queued with
+    any payload; PostgreSQL offers no way to restrict NOTIFY. A worker treats the
+    notification as a hint to call claim_verification_job(), which hands out the
+    oldest eligible job whatever the payload names; the payload's job cannot be
+    completed either. Nothing changes."""
+    import uuid
+
+    from tests.attacks import claim, push, seed_world
+    from tests.attacks.conftest import WATCHED
+    from tests.helpers import digests, sha
+    world = seed_world(db)
+    push(db.connect("app"), 2, "d-spoof", [sha(8601)])    # session 2: two QUEUED jobs
+    owner = db.connect("owner")
+    older, newer = [r[0] for r in owner.execute(
+        'SELECT id FROM "VerificationJob" WHERE "sessionId" = %s AND status = \'QUEUED\' '
+        'ORDER BY "createdAt", id', (world["s2"],))]
+    passed = world["jobs"][0]
+    listener = db.connect("worker")
+    listener.execute("LISTEN verification_job_queued")
+    payloads = [str(newer), str(passed), str(uuid.uuid4()), "not-a-uuid'; --", "x" * 7999]
+    hostile = db.connect("hostile")
+    for p in payloads:
+        hostile.execute("SELECT pg_notify('verification_job_queued', %s)", (p,))
+    got = [n.payload for n in listener.notifies(timeout=5, stop_after=len(payloads))]
+    assert got == payloads          # the spoof arrives: the database cannot prevent it
+    before = digests(owner, WATCHED)
+    worker = db.connect("worker", autocommit=False)
+    for _hint in got:               # a worker that acts on each hint...
+        job = claim(worker, "hinted-worker")
+        assert job[0] == older      # ...gets what claim decides, never the payload's job
+        worker.rollback()
+    for target, code in ((newer, "FQ001"), (passed, "FQ001"), (uuid.uuid4(), "22023")):
+        with raises_sqlstate(code):
+            worker.execute("SELECT * FROM complete_verification_job(%s, 'hinted-worker', "
+                           "'PASSED', 0, '{}')", (target,))
+        worker.rollback()
+    assert digests(owner, WATCHED) == before

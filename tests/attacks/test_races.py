@@ -108,11 +108,11 @@ def test_failed_while_job_completes_passed(base):
                 "'refs/heads/main', %s, now(), %s)",
                 (sha(9001), psycopg.types.json.Jsonb([commit(sha(9001))])))
     worker = base.connect("worker")
-    job = claim(worker, "wr")[0]
+    job, _s, _c, token = claim(worker, "wr")
     calls_app = ("""UPDATE "LabSession" SET status = 'FAILED' WHERE id = %s RETURNING status""",
                  (s,))
     calls_worker = ("SELECT status::text FROM complete_verification_job(%s, 'wr', 'PASSED', "
-                    "0, '{}')", (job,))
+                    "0, '{}', %s)", (job, token))
     barrier = threading.Barrier(2)
     out = {}
 
@@ -169,3 +169,74 @@ def test_concurrent_pushes_one_session_single_chain(base):
     owner = base.connect("owner")
     assert owner.execute("SELECT count(*) FROM verify_lab_attempt_chain(NULL)").fetchone()[0] == 0
     assert_verify(base)
+
+
+def test_a_stale_run_cannot_complete_a_reclaimed_job(db):
+    """Run 1 of a job outlives its lease; the job is requeued and claimed again
+    under the SAME worker id (run 2). The late completion of run 1 -- on its own
+    connection, or presenting run 1's token -- is refused (FQ002) and changes
+    nothing; run 2 completes."""
+    import time
+
+    from tests.attacks import push, seed_world
+    from tests.attacks.conftest import WATCHED
+    from tests.helpers import digests, raises_sqlstate
+    seed_world(db)
+    push(db.connect("app"), 2, "d-stale", [sha(8901)])
+    run1 = db.connect("worker")
+    job, _s, _c, token1 = claim(run1, "same-id", "1 second")
+    time.sleep(1.2)
+    run2 = db.connect("worker")
+    assert run2.execute("SELECT requeue_expired_verification_jobs()").fetchone()[0] == 1
+    job2, _s, _c, token2 = claim(run2, "same-id", "5 minutes")
+    assert job2 == job and token2 != token1
+    owner = db.connect("owner")
+    before = digests(owner, WATCHED)
+    with raises_sqlstate("FQ002") as e:
+        run1.execute("SELECT * FROM complete_verification_job(%s, 'same-id', 'PASSED', 0, '{}')",
+                     (job,))
+    assert "run 2" in str(e.value)
+    with raises_sqlstate("FQ002"):
+        db.connect("worker").execute(
+            "SELECT * FROM complete_verification_job(%s, 'same-id', 'PASSED', 0, '{}', %s)",
+            (job, token1))
+    assert digests(owner, WATCHED) == before
+    assert run2.execute("SELECT status::text, \"runCount\" FROM complete_verification_job("
+                        "%s, 'same-id', 'FAILED', 1, '{}', %s)", (job, token2)).fetchone() == (
+        "FAILED", 2)
+    assert_verify(db)
+
+
+@pytest.mark.parametrize("role", ["readonly", "worker", "hostile"])
+def test_a_reader_cannot_stall_a_sessions_pushes(db, role):
+    """A role that can only read takes the advisory keys the pack used to
+    serialise on (computable from the session id and the idempotency key) and
+    tries every row lock on the session: record_push and create_lab_session of
+    that session still finish at once, and the row locks are refused (42501)."""
+    import time
+
+    from tests.attacks import push, seed_world
+    world = seed_world(db)
+    s2 = world["s2"]
+    reader = db.connect(role, autocommit=False)
+    key = int(str(s2).replace("-", "")[:8], 16)
+    key = key - 2**32 if key >= 2**31 else key
+    reader.execute("SELECT pg_advisory_lock(19521, %s)", (key,))
+    reader.execute("SELECT pg_advisory_lock(19522, hashtext('key-late'))")
+    for mode in ("UPDATE", "NO KEY UPDATE", "SHARE", "KEY SHARE"):
+        with pytest.raises(psycopg.Error) as e:
+            reader.execute(f'SELECT 1 FROM "LabSession" WHERE id = %s FOR {mode}', (s2,))
+        assert e.value.sqlstate == "42501", (mode, e.value)
+        reader.rollback()
+        reader.execute("SELECT pg_advisory_lock(19521, %s)", (key,))
+    app = db.connect("app")
+    app.execute("SET statement_timeout = '5s'")
+    t0 = time.monotonic()
+    rows = push(app, 2, "d-stall", [sha(9501)])
+    assert [r[4] for r in rows] == ["recorded"]
+    app.execute("SELECT create_lab_session(%s, %s, %s, %s, %s)",
+                (ids.user(3), ids.lab(2), "https://github.com/late/fork", 9502, "key-late"))
+    assert time.monotonic() - t0 < 3, "a reader's lock made the writers wait"
+    reader.rollback()
+    reader.execute("SELECT pg_advisory_unlock_all()")
+    assert_verify(db)

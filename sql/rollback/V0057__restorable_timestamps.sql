@@ -1,0 +1,28 @@
+-- Rollback of V0057__restorable_timestamps
+--
+-- What: drops the CHECK constraints. No data involved.
+-- Locks: ACCESS EXCLUSIVE on each table for an instant (catalog only).
+
+ALTER TABLE "AuditLog"
+DROP CONSTRAINT "AuditLog_createdAt_check";
+
+ALTER TABLE "LabSession"
+DROP CONSTRAINT "LabSession_startedAt_check";
+
+ALTER TABLE "LabSession"
+DROP CONSTRAINT "LabSession_lastActivityAt_check";
+
+ALTER TABLE "Session"
+DROP CONSTRAINT "Session_expires_check";
+
+ALTER TABLE "AuthSession"
+DROP CONSTRAINT "AuthSession_expires_check";
+
+ALTER TABLE "VerificationToken"
+DROP CONSTRAINT "VerificationToken_expires_check";
+
+ALTER TABLE "User"
+DROP CONSTRAINT "User_createdAt_check";
+
+ALTER TABLE "User"
+DROP CONSTRAINT "User_updatedAt_check";
