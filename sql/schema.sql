@@ -66,6 +66,10 @@
 --     append-only guards and the per-session hash chain
 --     defined in sql/triggers/V0026__lab_attempt_guards.sql
 
+-- trigger labsession_identity_guard on "LabSession" (always) -> guard_lab_session_identity()
+--     a session's identity and history never change
+--     defined in sql/triggers/V0051__lab_session_identity_guard.sql
+
 -- trigger labsession_lifecycle_guard on "LabSession" (always) -> enforce_lab_session_status_transition()
 --     the production schema as built by Prisma (2026-01-24 .. 2026-02-09)
 --     defined in sql/migrations/V0001__baseline.sql
@@ -143,16 +147,16 @@
 --     defined in sql/triggers/V0022__github_repo_mapping_guards.sql
 
 -- SECURITY DEFINER claim_verification_job(p_worker_id text, p_lease interval)
---     enqueue, claim, complete, requeue
---     defined in sql/migrations/V0042__verification_job_api.sql
+--     a completion must present its run's lease token
+--     defined in sql/migrations/V0052__verification_job_lease_token.sql
 
--- SECURITY DEFINER complete_verification_job(p_job_id uuid, p_worker_id text, p_status "VerificationJobStatus", p_exit_code integer, p_logs jsonb)
---     enqueue, claim, complete, requeue
---     defined in sql/migrations/V0042__verification_job_api.sql
+-- SECURITY DEFINER complete_verification_job(p_job_id uuid, p_worker_id text, p_status "VerificationJobStatus", p_exit_code integer, p_logs jsonb, p_lease_token uuid)
+--     every value the API accepts survives a backup and hashes once
+--     defined in sql/migrations/V0056__api_value_bounds.sql
 
 -- SECURITY DEFINER create_lab_session(p_user_id uuid, p_lab_id uuid, p_fork_url text, p_provider_repo_id bigint, p_idempotency_key text)
---     create_lab_session and resolve_lab_session
---     defined in sql/migrations/V0028__session_binding_api.sql
+--     every value the API accepts survives a backup and hashes once
+--     defined in sql/migrations/V0056__api_value_bounds.sql
 
 -- SECURITY DEFINER enqueue_verification_job(p_lab_attempt_id uuid)
 --     enqueue, claim, complete, requeue
@@ -167,8 +171,8 @@
 --     defined in sql/triggers/V0007__lab_version_guards.sql
 
 -- SECURITY DEFINER record_push(p_delivery_id text, p_provider_repo_id bigint, p_repo_url text, p_ref text, p_head_sha text, p_pushed_at timestamp with time zone, p_commits jsonb)
---     the webhook's one entry point into the push ledger
---     defined in sql/migrations/V0030__record_push.sql
+--     every value the API accepts survives a backup and hashes once
+--     defined in sql/migrations/V0056__api_value_bounds.sql
 
 -- SECURITY DEFINER requeue_expired_verification_jobs()
 --     enqueue, claim, complete, requeue
@@ -260,6 +264,7 @@ CREATE TABLE "AuditLog" (
     "metadata" jsonb,
     "createdAt" timestamp(3) without time zone DEFAULT CURRENT_TIMESTAMP NOT NULL,
     "actorId" text NOT NULL,
+    CONSTRAINT "AuditLog_createdAt_check" CHECK ("createdAt" >= '1970-01-01 00:00:00'::timestamp without time zone AND "createdAt" <= '9999-12-31 23:59:59.999'::timestamp without time zone),
     CONSTRAINT "AuditLog_pkey" PRIMARY KEY (id),
     CONSTRAINT "AuditLog_userId_fkey" FOREIGN KEY ("userId") REFERENCES "User"(id) ON UPDATE CASCADE ON DELETE RESTRICT
 );
@@ -280,6 +285,7 @@ CREATE TABLE "AuthSession" (
     "sessionToken" text NOT NULL,
     "userId" uuid NOT NULL,
     "expires" timestamp(3) without time zone NOT NULL,
+    CONSTRAINT "AuthSession_expires_check" CHECK (expires >= '1970-01-01 00:00:00'::timestamp without time zone AND expires <= '9999-12-31 23:59:59.999'::timestamp without time zone),
     CONSTRAINT "AuthSession_pkey" PRIMARY KEY (id),
     CONSTRAINT "AuthSession_userId_fkey" FOREIGN KEY ("userId") REFERENCES "User"(id) ON UPDATE CASCADE ON DELETE RESTRICT
 );
@@ -403,7 +409,9 @@ CREATE TABLE "LabSession" (
     CONSTRAINT "LabSession_completedAt_check" CHECK ((status::text = ANY (ARRAY['VERIFIED_PASS'::text, 'FAILED'::text])) = ("completedAt" IS NOT NULL)),
     CONSTRAINT "LabSession_labId_fkey" FOREIGN KEY ("labId") REFERENCES "Lab"(id) ON UPDATE CASCADE ON DELETE RESTRICT,
     CONSTRAINT "LabSession_labVersionId_fkey" FOREIGN KEY ("labVersionId", "labId") REFERENCES "LabVersion"(id, "labId") ON UPDATE RESTRICT ON DELETE RESTRICT,
+    CONSTRAINT "LabSession_lastActivityAt_check" CHECK ("lastActivityAt" >= '1970-01-01 00:00:00'::timestamp without time zone AND "lastActivityAt" <= '9999-12-31 23:59:59.999'::timestamp without time zone),
     CONSTRAINT "LabSession_pkey" PRIMARY KEY (id),
+    CONSTRAINT "LabSession_startedAt_check" CHECK ("startedAt" >= '1970-01-01 00:00:00'::timestamp without time zone AND "startedAt" <= '9999-12-31 23:59:59.999'::timestamp without time zone),
     CONSTRAINT "LabSession_userId_fkey" FOREIGN KEY ("userId") REFERENCES "User"(id) ON UPDATE CASCADE ON DELETE RESTRICT,
     CONSTRAINT "labsession_repo_mapping_autobind" TRIGGER DEFERRABLE INITIALLY DEFERRED
 );
@@ -460,6 +468,7 @@ CREATE TABLE "Session" (
     "sessionToken" text NOT NULL,
     "userId" uuid NOT NULL,
     "expires" timestamp(3) without time zone NOT NULL,
+    CONSTRAINT "Session_expires_check" CHECK (expires >= '1970-01-01 00:00:00'::timestamp without time zone AND expires <= '9999-12-31 23:59:59.999'::timestamp without time zone),
     CONSTRAINT "Session_pkey" PRIMARY KEY (id),
     CONSTRAINT "Session_userId_fkey" FOREIGN KEY ("userId") REFERENCES "User"(id) ON UPDATE CASCADE ON DELETE RESTRICT
 );
@@ -474,7 +483,9 @@ CREATE TABLE "User" (
     "icprScore" integer DEFAULT 0 NOT NULL,
     "createdAt" timestamp(3) without time zone DEFAULT CURRENT_TIMESTAMP NOT NULL,
     "updatedAt" timestamp(3) without time zone DEFAULT CURRENT_TIMESTAMP NOT NULL,
-    CONSTRAINT "User_pkey" PRIMARY KEY (id)
+    CONSTRAINT "User_createdAt_check" CHECK ("createdAt" >= '1970-01-01 00:00:00'::timestamp without time zone AND "createdAt" <= '9999-12-31 23:59:59.999'::timestamp without time zone),
+    CONSTRAINT "User_pkey" PRIMARY KEY (id),
+    CONSTRAINT "User_updatedAt_check" CHECK ("updatedAt" >= '1970-01-01 00:00:00'::timestamp without time zone AND "updatedAt" <= '9999-12-31 23:59:59.999'::timestamp without time zone)
 );
 
 CREATE UNIQUE INDEX "User_email_key" ON "User" USING btree (email);
@@ -514,6 +525,7 @@ CREATE TABLE "VerificationJob" (
     "completedAt" timestamp(3) without time zone,
     "exitCode" integer,
     "errorMessage" text,
+    "leaseTokenHash" bytea,
     CONSTRAINT "VerificationJob_commitSha_check" CHECK ("commitSha" ~ '^[0-9a-f]{40}([0-9a-f]{24})?$'::text),
     CONSTRAINT "VerificationJob_completedAt_check" CHECK ((status = ANY (ARRAY['PASSED'::"VerificationJobStatus", 'FAILED'::"VerificationJobStatus", 'ERROR'::"VerificationJobStatus"])) = ("completedAt" IS NOT NULL)),
     CONSTRAINT "VerificationJob_labAttemptId_fkey" FOREIGN KEY ("labAttemptId", "sessionId", "commitSha") REFERENCES "LabAttempt"(id, "sessionId", "commitSha") ON UPDATE RESTRICT ON DELETE RESTRICT,
@@ -553,7 +565,8 @@ CREATE UNIQUE INDEX "VerificationLog_sessionId_key" ON "VerificationLog" USING b
 CREATE TABLE "VerificationToken" (
     "identifier" text NOT NULL,
     "token" text NOT NULL,
-    "expires" timestamp(3) without time zone NOT NULL
+    "expires" timestamp(3) without time zone NOT NULL,
+    CONSTRAINT "VerificationToken_expires_check" CHECK (expires >= '1970-01-01 00:00:00'::timestamp without time zone AND expires <= '9999-12-31 23:59:59.999'::timestamp without time zone)
 );
 
 CREATE UNIQUE INDEX "VerificationToken_identifier_token_key" ON "VerificationToken" USING btree (identifier, token);
@@ -724,7 +737,7 @@ BEGIN
 END;
 $procedure$;
 
--- defined in sql/migrations/V0020__canonical_repo_url.sql
+-- defined in sql/migrations/V0055__locale_independent_text_rules.sql
 CREATE FUNCTION canonical_repo_url(url text)
  RETURNS text
  LANGUAGE plpgsql
@@ -732,17 +745,23 @@ CREATE FUNCTION canonical_repo_url(url text)
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
-    v_rest text;
-    v_owner text;
-    v_name text;
+    -- every character the canonical form may come from: printable ASCII
+    -- (0x21-0x7E), listed by code point so that no locale decides
+    c_allowed constant text COLLATE "C" :=
+        '!"#$%&''()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\]^_`abcdefghijklmnopqrstuvwxyz{|}~';
+    v_rest text COLLATE "C";
+    v_owner text COLLATE "C";
+    v_name text COLLATE "C";
 BEGIN
-    IF url IS NULL OR length(url) > 500 OR url ~ '[[:space:][:cntrl:]]' THEN
+    -- No lower(), no character class, no comparison under the caller's or the
+    -- database's collation: anything but printable ASCII (spaces, controls,
+    -- every non-ASCII character) is refused, and ASCII letters are folded by
+    -- translate(), so the answer is the same under every locale.
+    IF url IS NULL OR length(url) > 500
+        OR octet_length(translate(url, c_allowed, '')) > 0 THEN
         RETURN NULL;
     END IF;
-    -- Prefix comparisons and split_part, not one regex with a lazy group:
-    -- the same answers, measured 4.5x faster (the bulk backfills call this
-    -- once or twice per session).
-    v_rest := lower(url);
+    v_rest := translate(url, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz');
     v_rest := CASE
         WHEN starts_with(v_rest, 'https://github.com/') THEN substr(v_rest, 20)
         WHEN starts_with(v_rest, 'http://github.com/') THEN substr(v_rest, 19)
@@ -770,16 +789,19 @@ BEGIN
 END;
 $function$;
 
--- defined in sql/migrations/V0042__verification_job_api.sql
+-- defined in sql/migrations/V0052__verification_job_lease_token.sql
 CREATE FUNCTION claim_verification_job(p_worker_id text, p_lease interval)
- RETURNS SETOF "VerificationJob"
+ RETURNS TABLE(id uuid, "labAttemptId" uuid, "sessionId" uuid, "commitSha" text, "labVersionId" uuid, status "VerificationJobStatus", "runCount" integer, "leaseOwner" text, "leaseExpiresAt" timestamp without time zone, "createdAt" timestamp without time zone, "startedAt" timestamp without time zone, "completedAt" timestamp without time zone, "exitCode" integer, "errorMessage" text, "leaseToken" uuid)
  LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
+#variable_conflict use_column
 DECLARE
     v_now timestamp(3) := timezone('UTC', clock_timestamp());
     v_id uuid;
+    v_token uuid := gen_random_uuid();
+    v_kept text[];
 BEGIN
     IF p_worker_id IS NULL OR length(p_worker_id) NOT BETWEEN 1 AND 200
         OR p_worker_id ~ '[[:cntrl:]]' THEN
@@ -815,21 +837,43 @@ BEGIN
         RETURN;
     END IF;
 
-    RETURN QUERY
     UPDATE public."VerificationJob" AS j
     SET
         "status" = 'RUNNING',
         "runCount" = j."runCount" + 1,
         "leaseOwner" = p_worker_id,
         "leaseExpiresAt" = v_now + p_lease,
-        "startedAt" = coalesce(j."startedAt", v_now)
-    WHERE j."id" = v_id
-    RETURNING j.*;
+        "startedAt" = coalesce(j."startedAt", v_now),
+        "leaseTokenHash" = sha256(convert_to(v_token::text, 'UTF8'))
+    WHERE j."id" = v_id;
+
+    -- this connection's own copy: complete_verification_job() without
+    -- p_lease_token on the claiming connection (the 32 newest claims)
+    v_kept := ARRAY(
+        SELECT e.entry
+        FROM unnest(string_to_array(
+            coalesce(current_setting('forgea.lease_tokens', true), ''), ','
+        )) WITH ORDINALITY AS e (entry, n)
+        WHERE e.entry ~ '^[0-9a-f-]{36}:[0-9a-f-]{36}$'
+            AND NOT starts_with(e.entry, v_id::text)
+        ORDER BY e.n
+    ) || (v_id::text || ':' || v_token::text);
+    PERFORM set_config('forgea.lease_tokens', array_to_string(
+        v_kept[greatest(1, cardinality(v_kept) - 31):], ','), false);
+
+    RETURN QUERY
+    SELECT
+        j."id", j."labAttemptId", j."sessionId", j."commitSha",
+        j."labVersionId", j."status", j."runCount", j."leaseOwner",
+        j."leaseExpiresAt", j."createdAt", j."startedAt", j."completedAt",
+        j."exitCode", j."errorMessage", v_token
+    FROM public."VerificationJob" AS j
+    WHERE j."id" = v_id;
 END;
 $function$;
 
--- defined in sql/migrations/V0042__verification_job_api.sql
-CREATE FUNCTION complete_verification_job(p_job_id uuid, p_worker_id text, p_status "VerificationJobStatus", p_exit_code integer, p_logs jsonb)
+-- defined in sql/migrations/V0056__api_value_bounds.sql
+CREATE FUNCTION complete_verification_job(p_job_id uuid, p_worker_id text, p_status "VerificationJobStatus", p_exit_code integer, p_logs jsonb, p_lease_token uuid DEFAULT NULL::uuid)
  RETURNS SETOF "VerificationJob"
  LANGUAGE plpgsql
  SECURITY DEFINER
@@ -838,6 +882,7 @@ AS $function$
 DECLARE
     v_job public."VerificationJob";
     v_now timestamp(3) := timezone('UTC', clock_timestamp());
+    v_token uuid := p_lease_token;
 BEGIN
     IF p_worker_id IS NULL OR length(p_worker_id) NOT BETWEEN 1 AND 200
         OR p_worker_id ~ '[[:cntrl:]]' THEN
@@ -855,6 +900,15 @@ BEGIN
     IF octet_length(p_logs::text) > 16 * 1024 * 1024 THEN
         PERFORM api_bad_input('complete_verification_job', 'p_logs',
             'must be at most 16 MiB', octet_length(p_logs::text) || ' bytes');
+    END IF;
+    IF jsonb_path_exists(p_logs, 'strict $.**{65 to last}') THEN
+        PERFORM api_bad_input('complete_verification_job', 'p_logs',
+            'must nest at most 64 levels deep', left(p_logs::text, 101));
+    END IF;
+    IF p_exit_code NOT BETWEEN -255 AND 255 THEN
+        PERFORM api_bad_input('complete_verification_job', 'p_exit_code',
+            'must be between -255 and 255 (a process exit status or minus a signal)',
+            p_exit_code::text);
     END IF;
 
     SELECT * INTO v_job
@@ -876,6 +930,26 @@ BEGIN
             'complete_verification_job: worker % does not hold the lease of job %',
             coalesce(quote_literal(left(p_worker_id, 60)), 'NULL'), p_job_id
             USING ERRCODE = 'FQ002';
+    END IF;
+    IF v_job."leaseTokenHash" IS NOT NULL THEN
+        IF v_token IS NULL THEN
+            v_token := substring(
+                current_setting('forgea.lease_tokens', true)
+                FROM p_job_id::text || ':([0-9a-f-]{36})'
+            )::uuid;
+        END IF;
+        IF v_token IS NULL THEN
+            RAISE EXCEPTION
+                'complete_verification_job: no lease token for run % of job % (pass p_lease_token, the leaseToken claim_verification_job returned)',
+                v_job."runCount", p_job_id
+                USING ERRCODE = 'FQ002';
+        END IF;
+        IF sha256(convert_to(v_token::text, 'UTF8')) <> v_job."leaseTokenHash" THEN
+            RAISE EXCEPTION
+                'complete_verification_job: lease token % is not the token of run % of job % (a stale run or another worker)',
+                quote_literal(left(v_token::text, 8) || '...'), v_job."runCount", p_job_id
+                USING ERRCODE = 'FQ002';
+        END IF;
     END IF;
     IF v_job."leaseExpiresAt" < v_now THEN
         RAISE EXCEPTION
@@ -929,7 +1003,7 @@ BEGIN
 END;
 $function$;
 
--- defined in sql/migrations/V0028__session_binding_api.sql
+-- defined in sql/migrations/V0056__api_value_bounds.sql
 CREATE FUNCTION create_lab_session(p_user_id uuid, p_lab_id uuid, p_fork_url text, p_provider_repo_id bigint, p_idempotency_key text)
  RETURNS uuid
  LANGUAGE plpgsql
@@ -953,8 +1027,9 @@ BEGIN
         PERFORM api_bad_input(fn, 'p_fork_url',
             'must be a GitHub repository URL (https/ssh/git@ form)', p_fork_url);
     END IF;
-    IF p_provider_repo_id <= 0 THEN
-        PERFORM api_bad_input(fn, 'p_provider_repo_id', 'must be positive',
+    IF p_provider_repo_id NOT BETWEEN 1 AND 9007199254740991 THEN
+        PERFORM api_bad_input(fn, 'p_provider_repo_id',
+            'must be between 1 and 9007199254740991 (2^53 - 1)',
             p_provider_repo_id::text);
     END IF;
     IF p_idempotency_key IS NULL OR length(p_idempotency_key) > 200
@@ -966,7 +1041,6 @@ BEGIN
     v_digest := sha256(convert_to(concat_ws(E'\n', p_user_id::text,
         p_lab_id::text, v_url, coalesce(p_provider_repo_id::text, '-')), 'UTF8'));
 
-    PERFORM pg_advisory_xact_lock(19522, hashtext(p_idempotency_key));
     SELECT m."sessionId", m."requestDigest" INTO v_prev
     FROM public."GitHubRepoMapping" AS m
     WHERE m."idempotencyKey" = p_idempotency_key;
@@ -978,18 +1052,35 @@ BEGIN
         RETURN v_prev."sessionId";
     END IF;
 
-    INSERT INTO public."LabSession" ("id", "userId", "labId", "userForkUrl")
-    VALUES (gen_random_uuid(), p_user_id, p_lab_id, p_fork_url)
-    RETURNING "id" INTO v_session;
+    -- Concurrent calls with one key serialise on the unique indexes (the
+    -- second insert waits for the first transaction, then fails): only
+    -- writers can hold those, unlike an advisory lock any role can take.
+    BEGIN
+        INSERT INTO public."LabSession" ("id", "userId", "labId", "userForkUrl")
+        VALUES (gen_random_uuid(), p_user_id, p_lab_id, p_fork_url)
+        RETURNING "id" INTO v_session;
 
-    INSERT INTO public."GitHubRepoMapping" (
-        "sessionId", "providerRepoId", "repoFullName", "repoUrl",
-        "idempotencyKey", "requestDigest"
-    )
-    VALUES (
-        v_session, p_provider_repo_id, substr(v_url, 20), v_url,
-        p_idempotency_key, v_digest
-    );
+        INSERT INTO public."GitHubRepoMapping" (
+            "sessionId", "providerRepoId", "repoFullName", "repoUrl",
+            "idempotencyKey", "requestDigest"
+        )
+        VALUES (
+            v_session, p_provider_repo_id, substr(v_url, 20), v_url,
+            p_idempotency_key, v_digest
+        );
+    EXCEPTION WHEN unique_violation THEN
+        SELECT m."sessionId", m."requestDigest" INTO v_prev
+        FROM public."GitHubRepoMapping" AS m
+        WHERE m."idempotencyKey" = p_idempotency_key;
+        IF NOT FOUND THEN
+            RAISE;
+        END IF;
+        IF v_prev."requestDigest" <> v_digest THEN
+            PERFORM api_bad_input(fn, 'p_idempotency_key',
+                'was already used with different arguments', p_idempotency_key);
+        END IF;
+        RETURN v_prev."sessionId";
+    END;
     RETURN v_session;
 END;
 $function$;
@@ -1192,7 +1283,7 @@ BEGIN
 END;
 $function$;
 
--- defined in sql/migrations/V0030__record_push.sql
+-- defined in sql/migrations/V0055__locale_independent_text_rules.sql
 CREATE FUNCTION git_branch_name_valid(p_branch text)
  RETURNS boolean
  LANGUAGE sql
@@ -1201,9 +1292,10 @@ CREATE FUNCTION git_branch_name_valid(p_branch text)
 AS $function$
     SELECT coalesce(
         octet_length(p_branch) BETWEEN 1 AND 255
-        AND p_branch !~ '[[:cntrl:][:space:]~^:?*\[\\\x7f]'
-        AND p_branch !~ '\.\.|@\{|//|^/|/$|(^|/)\.|\.lock(/|$)|\.$'
-        AND p_branch <> '@',
+        AND p_branch COLLATE "C" !~ '[[:cntrl:][:space:]~^:?*\[\\\x7f]'
+        AND p_branch COLLATE "C" !~ '[\x80-\x9f\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]'
+        AND p_branch COLLATE "C" !~ '\.\.|@\{|//|^/|/$|(^|/)\.|\.lock(/|$)|\.$'
+        AND p_branch COLLATE "C" <> '@',
         false
     )
 $function$;
@@ -1244,6 +1336,45 @@ BEGIN
             OLD."id", OLD."providerRepoId", NEW."providerRepoId"
             USING ERRCODE = 'FA002';
     END IF;
+    RETURN NEW;
+END;
+$function$;
+
+-- defined in sql/triggers/V0051__lab_session_identity_guard.sql
+CREATE FUNCTION guard_lab_session_identity()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_old jsonb := to_jsonb(OLD);
+    v_new jsonb := to_jsonb(NEW);
+    v_frozen text[] := ARRAY['id', 'userId', 'labId', 'userForkUrl', 'startedAt'];
+    v_why text := 'a session''s identity never changes';
+    v_col text;
+BEGIN
+    IF OLD."labVersionId" IS NOT NULL THEN
+        v_frozen := v_frozen || 'labVersionId'::text;
+    END IF;
+    IF OLD."status"::text IN ('VERIFIED_PASS', 'FAILED') THEN
+        v_why := format('the session is %s (terminal)', OLD."status");
+        v_frozen := v_frozen || ARRAY(
+            SELECT k.key FROM jsonb_object_keys(v_old) AS k (key)
+            WHERE k.key NOT IN ('previewUrl', 'status', 'completedAt', 'labVersionId')
+            ORDER BY k.key
+        );
+    END IF;
+    FOREACH v_col IN ARRAY v_frozen LOOP
+        IF v_new -> v_col IS DISTINCT FROM v_old -> v_col THEN
+            RAISE EXCEPTION
+                'LabSession %: UPDATE of % refused (% -> %): %',
+                OLD."id", v_col,
+                coalesce(quote_literal(left(v_old ->> v_col, 200)), 'NULL'),
+                coalesce(quote_literal(left(v_new ->> v_col, 200)), 'NULL'),
+                v_why
+                USING ERRCODE = 'FA002';
+        END IF;
+    END LOOP;
     RETURN NEW;
 END;
 $function$;
@@ -1343,16 +1474,21 @@ BEGIN
 END;
 $function$;
 
--- defined in sql/triggers/V0026__lab_attempt_guards.sql
+-- defined in sql/migrations/V0054__session_serialisation_row_locks.sql
 CREATE FUNCTION lab_attempt_session_lock(p_session_id uuid)
  RETURNS void
- LANGUAGE sql
- SET search_path TO 'pg_catalog', 'pg_temp'
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
-    SELECT pg_advisory_xact_lock(
-        19521,
-        ('x' || left(replace(p_session_id::text, '-', ''), 8))::bit(32)::integer
-    )
+BEGIN
+    -- a row lock only writers can take: FOR NO KEY UPDATE needs the UPDATE
+    -- privilege, which no role but the owner and forgea_app (status and
+    -- lastActivityAt) holds; it leaves FOR KEY SHARE (foreign key checks of
+    -- rows that reference the session) free
+    PERFORM 1 FROM public."LabSession" AS s
+    WHERE s."id" = p_session_id
+    FOR NO KEY UPDATE;
+END;
 $function$;
 
 -- defined in sql/triggers/V0011__lab_session_lifecycle_v2.sql
@@ -1485,7 +1621,7 @@ BEGIN
 END;
 $function$;
 
--- defined in sql/migrations/V0030__record_push.sql
+-- defined in sql/migrations/V0056__api_value_bounds.sql
 CREATE FUNCTION record_push(p_delivery_id text, p_provider_repo_id bigint, p_repo_url text, p_ref text, p_head_sha text, p_pushed_at timestamp with time zone, p_commits jsonb)
  RETURNS TABLE(commit_sha text, lab_attempt_id uuid, created boolean, verification_job_id uuid, outcome text)
  LANGUAGE plpgsql
@@ -1497,7 +1633,7 @@ DECLARE
     fn constant text := 'record_push';
     sha_re constant text := '^[0-9a-f]{40}([0-9a-f]{24})?$';
     ts_re constant text :=
-        '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$';
+        '^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$';
     v_url text := canonical_repo_url(p_repo_url);
     v_branch text;
     v_n integer;
@@ -1510,6 +1646,9 @@ DECLARE
     v_user uuid;
     v_status text;
     v_reason text;
+    v_by_id uuid;
+    v_by_url uuid;
+    v_path text;
     v_del record;
     v_att record;
     v_job uuid;
@@ -1527,8 +1666,9 @@ BEGIN
             'must be 1-100 characters of [A-Za-z0-9._:-] (X-GitHub-Delivery)',
             p_delivery_id);
     END IF;
-    IF p_provider_repo_id <= 0 THEN
-        PERFORM api_bad_input(fn, 'p_provider_repo_id', 'must be positive',
+    IF p_provider_repo_id NOT BETWEEN 1 AND 9007199254740991 THEN
+        PERFORM api_bad_input(fn, 'p_provider_repo_id',
+            'must be between 1 and 9007199254740991 (2^53 - 1)',
             p_provider_repo_id::text);
     END IF;
     IF v_url IS NULL THEN
@@ -1548,6 +1688,12 @@ BEGIN
     IF p_pushed_at IS NULL OR NOT isfinite(p_pushed_at) THEN
         PERFORM api_bad_input(fn, 'p_pushed_at', 'must be a finite timestamp',
             p_pushed_at::text);
+    END IF;
+    IF p_pushed_at < '2005-04-07 00:00:00+00'::timestamptz
+        OR p_pushed_at > now() + interval '1 day' THEN
+        PERFORM api_bad_input(fn, 'p_pushed_at',
+            'must lie between 2005-04-07 (the first git commit) and one day after the database clock',
+            to_char(p_pushed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z" BC'));
     END IF;
     IF p_commits IS NULL OR jsonb_typeof(p_commits) <> 'array' THEN
         PERFORM api_bad_input(fn, 'p_commits', 'must be a JSON array',
@@ -1614,6 +1760,15 @@ BEGIN
                 PERFORM api_bad_input(fn, v_f || '.' || k,
                     'must hold non-empty strings only', left((c -> k)::text, 101));
             END IF;
+            SELECT e.p INTO v_path
+            FROM jsonb_array_elements_text(c -> k) AS e (p)
+            WHERE length(e.p) > 4096
+            LIMIT 1;
+            IF FOUND THEN
+                PERFORM api_bad_input(fn, v_f || '.' || k,
+                    'must hold paths of at most 4096 characters',
+                    left(v_path, 101));
+            END IF;
         END LOOP;
         IF jsonb_typeof(c -> 'timestamp') IS DISTINCT FROM 'string'
             OR c ->> 'timestamp' !~ ts_re THEN
@@ -1674,6 +1829,48 @@ BEGIN
 
     -- 4. rejection ---------------------------------------------------------------
     IF v_session IS NULL OR NOT lab_status_is_active(v_status) THEN
+        IF v_session IS NULL THEN
+            -- the repository id and the URL name two different active sessions
+            SELECT m."sessionId" INTO v_by_id
+            FROM public."GitHubRepoMapping" AS m
+            INNER JOIN public."LabSession" AS s ON m."sessionId" = s."id"
+            WHERE
+                m."providerRepoId" = p_provider_repo_id
+                AND m."sessionActive" AND lab_status_is_active(s."status"::text)
+            LIMIT 1;
+            SELECT m."sessionId" INTO v_by_url
+            FROM public."GitHubRepoMapping" AS m
+            INNER JOIN public."LabSession" AS s ON m."sessionId" = s."id"
+            WHERE
+                m."repoUrl" = v_url
+                AND m."sessionActive" AND lab_status_is_active(s."status"::text)
+                AND (m."providerRepoId" IS NULL OR m."providerRepoId" = p_provider_repo_id)
+            LIMIT 1;
+        END IF;
+        IF v_by_id IS NOT NULL AND v_by_url IS NOT NULL AND v_by_id <> v_by_url THEN
+            INSERT INTO public."AuditLog" (
+                "id", "userId", "action", "metadata", "actorId"
+            )
+            VALUES (
+                gen_random_uuid(), NULL, 'PUSH_REJECTED',
+                jsonb_build_object('deliveryId', p_delivery_id,
+                    'providerRepoId', p_provider_repo_id, 'repoUrl', v_url,
+                    'branch', v_branch, 'headSha', p_head_sha,
+                    'sessionId', NULL,
+                    'conflictingSessions', jsonb_build_object(
+                        'byProviderRepoId', v_by_id, 'byRepoUrl', v_by_url),
+                    'reason', format(
+                        'repository id %s is bound to session %s but %s to session %s: recorded in neither',
+                        p_provider_repo_id, v_by_id, v_url, v_by_url),
+                    'sqlstate', 'FL003'),
+                'github-webhook'
+            );
+            RETURN QUERY
+            SELECT u.sha, NULL::uuid, false, NULL::uuid, 'rejected'::text
+            FROM unnest(v_shas) WITH ORDINALITY AS u (sha, n)
+            ORDER BY u.n;
+            RETURN;
+        END IF;
         IF v_session IS NULL THEN
             SELECT m."sessionId", s."userId", s."status"::text
             INTO v_session, v_user, v_status
@@ -1758,7 +1955,14 @@ BEGIN
     IF p_provider_repo_id IS NOT NULL THEN
         UPDATE public."GitHubRepoMapping" AS m
         SET "providerRepoId" = p_provider_repo_id
-        WHERE m."sessionId" = v_session AND m."providerRepoId" IS NULL;
+        WHERE
+            m."sessionId" = v_session AND m."providerRepoId" IS NULL
+            AND NOT EXISTS (
+                SELECT 1 FROM public."GitHubRepoMapping" AS o
+                WHERE
+                    o."providerRepoId" = p_provider_repo_id
+                    AND o."sessionId" <> v_session AND o."sessionActive"
+            );
     END IF;
 
     v_job := enqueue_verification_job(v_head);
@@ -1833,40 +2037,48 @@ BEGIN
 END;
 $function$;
 
--- defined in sql/migrations/V0028__session_binding_api.sql
+-- defined in sql/migrations/V0053__repo_binding_conflicts.sql
 CREATE FUNCTION resolve_lab_session(p_provider_repo_id bigint, p_repo_url text)
  RETURNS uuid
  LANGUAGE sql
  STABLE
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
-    SELECT coalesce(
+    SELECT CASE
+        WHEN by_id.s IS NOT NULL AND by_url.s IS NOT NULL AND by_id.s <> by_url.s
+            THEN NULL
+        ELSE coalesce(by_id.s, by_url.s)
+    END
+    FROM
         (
-            SELECT m."sessionId"
-            FROM public."GitHubRepoMapping" AS m
-            INNER JOIN public."LabSession" AS s ON m."sessionId" = s."id"
-            WHERE
-                m."providerRepoId" = p_provider_repo_id
-                AND m."sessionActive"
-                AND lab_status_is_active(s."status"::text)
-            LIMIT 1
-        ),
+            SELECT (
+                SELECT m."sessionId"
+                FROM public."GitHubRepoMapping" AS m
+                INNER JOIN public."LabSession" AS s ON m."sessionId" = s."id"
+                WHERE
+                    m."providerRepoId" = p_provider_repo_id
+                    AND m."sessionActive"
+                    AND lab_status_is_active(s."status"::text)
+                LIMIT 1
+            ) AS s
+        ) AS by_id,
         (
-            SELECT m."sessionId"
-            FROM public."GitHubRepoMapping" AS m
-            INNER JOIN public."LabSession" AS s ON m."sessionId" = s."id"
-            WHERE
-                m."repoUrl" = canonical_repo_url(p_repo_url)
-                AND m."sessionActive"
-                AND lab_status_is_active(s."status"::text)
-                AND (
-                    m."providerRepoId" IS NULL
-                    OR p_provider_repo_id IS NULL
-                    OR m."providerRepoId" = p_provider_repo_id
-                )
-            LIMIT 1
-        )
-    )
+            SELECT (
+                SELECT m."sessionId"
+                FROM public."GitHubRepoMapping" AS m
+                INNER JOIN public."LabSession" AS s ON m."sessionId" = s."id"
+                WHERE
+                    m."repoUrl" = canonical_repo_url(p_repo_url)
+                    AND m."sessionActive"
+                    AND lab_status_is_active(s."status"::text)
+                    AND (
+                        m."providerRepoId" IS NULL
+                        OR p_provider_repo_id IS NULL
+                        OR m."providerRepoId" = p_provider_repo_id
+                    )
+                LIMIT 1
+            ) AS s
+        ) AS by_url
 $function$;
 
 -- defined in sql/triggers/V0022__github_repo_mapping_guards.sql
@@ -2138,6 +2350,9 @@ ALTER TABLE "LabAttempt" ENABLE ALWAYS TRIGGER labattempt_chain_hash;
 CREATE TRIGGER labattempt_no_truncate BEFORE TRUNCATE ON "LabAttempt" FOR EACH STATEMENT EXECUTE FUNCTION forbid_ledger_mutation();
 ALTER TABLE "LabAttempt" ENABLE ALWAYS TRIGGER labattempt_no_truncate;
 
+CREATE TRIGGER labsession_identity_guard BEFORE UPDATE ON "LabSession" FOR EACH ROW EXECUTE FUNCTION guard_lab_session_identity();
+ALTER TABLE "LabSession" ENABLE ALWAYS TRIGGER labsession_identity_guard;
+
 CREATE TRIGGER labsession_lifecycle_guard BEFORE INSERT OR UPDATE ON "LabSession" FOR EACH ROW EXECUTE FUNCTION enforce_lab_session_status_transition();
 ALTER TABLE "LabSession" ENABLE ALWAYS TRIGGER labsession_lifecycle_guard;
 
@@ -2208,6 +2423,8 @@ GRANT SELECT ("userId") ON "Account" TO forgea_readonly;
 GRANT SELECT ("expires") ON "AuthSession" TO forgea_readonly;
 GRANT SELECT ("id") ON "AuthSession" TO forgea_readonly;
 GRANT SELECT ("userId") ON "AuthSession" TO forgea_readonly;
+GRANT UPDATE ("lastActivityAt") ON "LabSession" TO forgea_app;
+GRANT UPDATE ("status") ON "LabSession" TO forgea_app;
 GRANT SELECT ("expires") ON "Session" TO forgea_readonly;
 GRANT SELECT ("id") ON "Session" TO forgea_readonly;
 GRANT SELECT ("userId") ON "Session" TO forgea_readonly;
@@ -2215,7 +2432,7 @@ GRANT EXECUTE ON FUNCTION canonical_repo_url(url text) TO forgea_app;
 GRANT EXECUTE ON FUNCTION canonical_repo_url(url text) TO forgea_readonly;
 GRANT EXECUTE ON FUNCTION canonical_repo_url(url text) TO forgea_worker;
 GRANT EXECUTE ON FUNCTION claim_verification_job(p_worker_id text, p_lease interval) TO forgea_worker;
-GRANT EXECUTE ON FUNCTION complete_verification_job(p_job_id uuid, p_worker_id text, p_status "VerificationJobStatus", p_exit_code integer, p_logs jsonb) TO forgea_worker;
+GRANT EXECUTE ON FUNCTION complete_verification_job(p_job_id uuid, p_worker_id text, p_status "VerificationJobStatus", p_exit_code integer, p_logs jsonb, p_lease_token uuid) TO forgea_worker;
 GRANT EXECUTE ON FUNCTION create_lab_session(p_user_id uuid, p_lab_id uuid, p_fork_url text, p_provider_repo_id bigint, p_idempotency_key text) TO forgea_app;
 GRANT EXECUTE ON FUNCTION enqueue_verification_job(p_lab_attempt_id uuid) TO forgea_app;
 GRANT EXECUTE ON FUNCTION git_branch_name_valid(p_branch text) TO forgea_app;
@@ -2253,7 +2470,7 @@ GRANT SELECT ON "Lab" TO forgea_worker;
 GRANT SELECT ON "LabAttempt" TO forgea_app;
 GRANT SELECT ON "LabAttempt" TO forgea_readonly;
 GRANT SELECT ON "LabAttempt" TO forgea_worker;
-GRANT INSERT, SELECT, UPDATE ON "LabSession" TO forgea_app;
+GRANT INSERT, SELECT ON "LabSession" TO forgea_app;
 GRANT SELECT ON "LabSession" TO forgea_readonly;
 GRANT SELECT ON "LabSession" TO forgea_worker;
 GRANT SELECT ON "LabVersion" TO forgea_app;
