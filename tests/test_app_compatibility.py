@@ -93,3 +93,19 @@ def test_hand_made_verified_pass_reaches_the_app_as_fl002_with_its_reason(prod_d
                     (sid,))
     assert "PASS" in str(e.value) and str(sid) in str(e.value)
     assert digests(owner, ("LabSession",)) == before
+
+
+def test_app_bumps_last_activity_of_a_verified_pass_session_as_its_transitions_allow(prod_db):
+    """transitionLabSession allows VERIFIED_PASS -> VERIFIED_PASS with data: the
+    activity columns of a terminal session stay writable, nothing else does."""
+    owner, app = prod_db.connect("owner"), prod_db.connect("app")
+    sid, completed = owner.execute(
+        'SELECT "id", "completedAt" FROM "LabSession" WHERE "status" = \'VERIFIED_PASS\' '
+        'ORDER BY "id" LIMIT 1').fetchone()
+    now = dt.datetime(2026, 12, 1, 12, 30, 0)
+    n = app.execute('UPDATE "LabSession" SET "lastActivityAt" = %s WHERE "id" = %s '
+                    'AND "status" = \'VERIFIED_PASS\'', (now, sid)).rowcount
+    assert n == 1
+    assert owner.execute('SELECT "status"::text, "lastActivityAt", "completedAt" FROM '
+                         '"LabSession" WHERE "id" = %s', (sid,)).fetchone() == \
+        ("VERIFIED_PASS", now, completed)

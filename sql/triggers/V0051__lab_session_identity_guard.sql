@@ -8,11 +8,14 @@
 --       still be filled once, as the V0012 backfill does), "userForkUrl" (which
 --       repository) and "startedAt" (when it started)               (FA002)
 --     * a terminal session (VERIFIED_PASS, FAILED) is a closed record: apart
---       from "previewUrl", no column changes any more ("lastActivityAt"
---       included)                                                     (FA002)
+--       from the activity columns "lastActivityAt" and "previewUrl", no column
+--       changes any more, including any column a later migration adds (FA002)
 --       ("status" and "completedAt" stay the lifecycle guard's: FL001 / FA002,
 --       including the one-time completedAt backfill of legacy sessions).
---   Active sessions keep what the app does: status moves (lifecycle guard),
+--       lastActivityAt stays open because the app's transitionLabSession
+--       allows VERIFIED_PASS -> VERIFIED_PASS with data; it is activity, not
+--       evidence (completedAt is when the session ended).
+--   Every session keeps what the app does: status moves (lifecycle guard),
 --   lastActivityAt, previewUrl. The message names the session, the column and
 --   the old and new values.
 --   The trigger's name sorts before labsession_lifecycle_guard, so it fires
@@ -43,7 +46,9 @@ BEGIN
         v_why := format('the session is %s (terminal)', OLD."status");
         v_frozen := v_frozen || ARRAY(
             SELECT k.key FROM jsonb_object_keys(v_old) AS k (key)
-            WHERE k.key NOT IN ('previewUrl', 'status', 'completedAt', 'labVersionId')
+            WHERE k.key NOT IN (
+                'previewUrl', 'lastActivityAt', 'status', 'completedAt', 'labVersionId'
+            )
             ORDER BY k.key
         );
     END IF;

@@ -95,15 +95,19 @@ def test_owner_cannot_move_a_pass_to_another_user(world_db, snapshot):
 
 
 @pytest.mark.parametrize("role", ["owner", "superuser-replica"])
-def test_a_terminal_session_is_a_closed_record(world_db, snapshot, role):
-    """Apart from previewUrl nothing of a VERIFIED_PASS session changes any more,
-    lastActivityAt included (the app has no grant on anything but status and
-    lastActivityAt; this is the owner and a replica-mode superuser)."""
+@pytest.mark.parametrize("column,value", [("completedAt", "2030-01-01"),
+                                          ("startedAt", "2020-01-01"),
+                                          ("labVersionId", None)])
+def test_a_terminal_session_is_a_closed_record(world_db, snapshot, role, column, value):
+    """Apart from the activity columns (lastActivityAt, previewUrl) nothing of a
+    VERIFIED_PASS session changes any more, for the owner and a replica-mode
+    superuser too (the app has no grant on anything but status and
+    lastActivityAt)."""
     conn = _connect(world_db, role)
     with raises_sqlstate("FA002") as e:
-        conn.execute('UPDATE "LabSession" SET "lastActivityAt" = \'2030-01-01\' WHERE id = %s',
-                     (world_db.world["s1"],))
-    assert "terminal" in str(e.value)
+        conn.execute(f'UPDATE "LabSession" SET "{column}" = %s WHERE id = %s',
+                     (value, world_db.world["s1"]))
+    assert column in str(e.value)
 
 
 @pytest.mark.parametrize("column", ["completedAt", "previewUrl", "labVersionId", "id"])

@@ -7,11 +7,13 @@ export async function claim(worker, lease = '5 minutes') {
   return rows[0] ?? null;
 }
 
-export async function complete(worker, jobId, status, exitCode, logs) {
+// The lease token claim handed out must be presented: Prisma's pool may run the
+// completion on another connection than the claim.
+export async function complete(worker, jobId, status, exitCode, logs, leaseToken) {
   const rows = await worker.$queryRaw`
     SELECT * FROM complete_verification_job(
       ${jobId}::uuid, ${WORKER_ID}, ${status}::"VerificationJobStatus", ${exitCode}::integer,
-      ${JSON.stringify(logs)}::jsonb)`;
+      ${JSON.stringify(logs)}::jsonb, ${leaseToken}::uuid)`;
   return rows[0];
 }
 
@@ -23,9 +25,10 @@ export async function verifySession(worker, sessionId, status = 'PASSED', logs =
     const job = await claim(worker);
     if (!job) throw new Error(`no queued job for session ${sessionId}`);
     if (job.sessionId === sessionId) {
-      return complete(worker, job.id, status, status === 'PASSED' ? 0 : 1, logs);
+      return complete(worker, job.id, status, status === 'PASSED' ? 0 : 1, logs, job.leaseToken);
     }
-    await complete(worker, job.id, 'ERROR', null, { reason: 'left over by another test' });
+    await complete(worker, job.id, 'ERROR', null, { reason: 'left over by another test' },
+      job.leaseToken);
   }
   throw new Error('too many foreign jobs in the queue');
 }

@@ -110,6 +110,8 @@ describe('as forgea_worker: claim and complete the job', () => {
     assert.equal(job.status, 'RUNNING');
     assert.equal(job.leaseOwner, WORKER_ID);
     assert.equal(job.runCount, 1);
+    assert.match(job.leaseToken, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+    flow.leaseToken = job.leaseToken;
     assert.equal(await claim(worker), null, 'one RUNNING job per session, nothing else queued');
     const seen = await worker.verificationJob.findUnique({
       where: { id: job.id }, include: { labAttempt: true, labVersion: { include: { lab: true } }, session: true },
@@ -120,7 +122,9 @@ describe('as forgea_worker: claim and complete the job', () => {
 
   test('a PASSED completion appends the PASS attempt and makes the session VERIFIED_PASS', async () => {
     const logs = { runner: 'forgea-verify 1.4', checks: [{ name: 'unit', passed: true }], durationMs: 8123 };
-    const done = await complete(worker, flow.jobId, 'PASSED', 0, logs);
+    await assert.rejects(complete(worker, flow.jobId, 'PASSED', 0, logs, '00000000-0000-4000-8000-000000000000'),
+      (err) => sqlState(err) === 'FQ002', 'a wrong lease token is refused');
+    const done = await complete(worker, flow.jobId, 'PASSED', 0, logs, flow.leaseToken);
     assert.equal(done.status, 'PASSED');
     assert.ok(done.completedAt instanceof Date);
     const session = await worker.labSession.findUnique({
