@@ -18,7 +18,10 @@ Atomicity
 Checksums / drift
     ``_harness_migration`` records the sha256 of each file (and of its rollback)
     at apply time. ``status`` reports applied files whose content changed
-    (``drift``); ``apply`` refuses to run while anything drifted.
+    (``drift``) and rollback files changed since (``rollback_changed``);
+    ``apply`` refuses to run while any applied file drifted, ``rollback`` too
+    and also while the rollback file of any file it would roll back changed
+    (the probe and the run would execute an edited file).
 
 Locking
     yoyo's lock row (``yoyo_lock``) survives a crashed run. The harness instead
@@ -27,12 +30,36 @@ Locking
     process dies (or its backend is terminated). A second run waits up to
     ``lock_wait`` seconds, then stops naming the holder's pid.
 
-Sessions
+Sessions and lock retries
     Every migration session runs with ``application_name = 'harness'``,
-    ``lock_timeout`` (default 5s) and ``statement_timeout`` (default 0). A
-    migration that fails only with ``lock_not_available`` (55P03) is rolled back
-    and retried up to 5 times with exponential backoff. Server NOTICEs are
-    printed to stderr as they arrive.
+    ``lock_timeout`` (default 100ms) and ``statement_timeout`` (default 0). Locks
+    are taken the way GitLab's ``with_lock_retries`` takes them: a statement
+    waits at most ``lock_timeout`` for a lock (so the application queues behind
+    the migration's lock request at most that long), and a step that fails only
+    with ``lock_not_available`` (55P03) is rolled back and retried, up to
+    ``lock_retries`` times (default 40), sleeping an exponentially growing delay
+    (0.1 s doubling, capped at ``retry_max_delay``, default 10 s) with jitter
+    (half of it random) in between. From the first failure on, a second
+    connection watches ``pg_blocking_pids()`` of the migration session, so each
+    retry line and the final report name the sessions in the way (pid,
+    application, state, how long their transaction has been open, the locks they
+    hold). When the window never comes the run stops (exit 3) at a recorded
+    version, saying so. ``CREATE/DROP INDEX CONCURRENTLY`` statements are the
+    exception: they wait for running transactions while holding only SHARE
+    UPDATE EXCLUSIVE, which no application statement queues behind, so they run
+    with ``concurrent_lock_timeout`` (default 5min) instead of being rebuilt
+    (and leaving an INVALID index) every time a report is open. Server NOTICEs
+    are printed to stderr as they arrive.
+
+A run of several files
+    Each file commits on its own, so a run that stops half-way (a refusal, a
+    lock window that never came, an error) leaves the files before it applied
+    (or rolled back). The error then says which files this run committed and
+    re-reads the bookkeeping to name the version the database is at now (and
+    any incomplete file); a file's own HINT saying "Nothing was changed" is
+    narrowed to that file. A refusal by a file (FM001 pre-flight, FM002
+    rollback) exits 3 wherever it is raised, in the rollback probe or in the
+    real run (rows the application wrote after the probe).
 
 ``-- harness: no-transaction`` files and their recovery story
     Such files (``CREATE INDEX CONCURRENTLY`` ...) cannot run in a transaction.
@@ -99,12 +126,14 @@ checked, drift has been ruled out and adoption has been decided.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import random
 import re
 import socket
 import string
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -122,9 +151,9 @@ from yoyo.migrations import Migration, MigrationStep, get_migration_hash
 
 from . import catalog
 from .chain import MigrationFile, find, load_chain
-from .errors import (AdoptionMismatch, ChainError, DriftError, LockHeld, MigrationFailed,
-                     RefusedError, RollbackRefused, ServerUnavailable, UsageError,
-                     describe_pg_error)
+from .errors import (AdoptionMismatch, ChainError, DriftError, HarnessError, LockHeld,
+                     LockNotGranted, MigrationFailed, PreflightRefused, RefusedError,
+                     RollbackRefused, ServerUnavailable, UsageError, describe_pg_error)
 
 #: advisory lock key of the harness (per database): 'FRG1'
 LOCK_KEY = 0x46524731
@@ -137,8 +166,19 @@ HARNESS_TABLE = "_harness_migration"
 #: every bookkeeping table; yoyo's probe tables ``yoyo_tmp_*`` are bookkeeping too
 BOOKKEEPING_TABLES = (MIGRATION_TABLE, "_yoyo_log", "_yoyo_version", "yoyo_lock",
                       HARNESS_TABLE)
-MAX_LOCK_RETRIES = 5
-RETRY_BASE_DELAY = 0.5
+#: lock_timeout of each attempt: the longest the application queues behind a
+#: lock request of the migration (see "Sessions and lock retries")
+DEFAULT_LOCK_TIMEOUT = "100ms"
+#: lock_timeout of CREATE/DROP INDEX CONCURRENTLY and REINDEX CONCURRENTLY: they wait
+#: for running transactions, but hold only SHARE UPDATE EXCLUSIVE, which no
+#: application statement queues behind, so a short timeout would only throw away
+#: a build (and leave an INVALID index) each time a report is open
+DEFAULT_CONCURRENT_LOCK_TIMEOUT = "5min"
+#: retries of a step that failed on lock_not_available (read at call time)
+MAX_LOCK_RETRIES = 40
+#: first backoff delay (doubling per retry, half of it random) and its cap, seconds
+RETRY_BASE_DELAY = 0.1
+RETRY_MAX_DELAY = 10.0
 
 
 def bk(table: str) -> str:
@@ -251,7 +291,8 @@ def _session_options(lock_timeout: str, statement_timeout: str) -> str:
             f"-c statement_timeout={str(statement_timeout).replace(' ', '')}")
 
 
-def connect(dsn: str, *, lock_timeout="5s", statement_timeout="0", autocommit=True):
+def connect(dsn: str, *, lock_timeout=DEFAULT_LOCK_TIMEOUT, statement_timeout="0",
+            autocommit=True):
     """A plain psycopg connection with the harness session settings."""
     try:
         conn = psycopg.connect(dsn, autocommit=autocommit, application_name="harness",
@@ -370,6 +411,16 @@ _CIC = re.compile(
     r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?"
     r"((?:\"(?:[^\"]|\"\")+\"|[A-Za-z_][A-Za-z0-9_$]*)(?:\.(?:\"(?:[^\"]|\"\")+\"|[A-Za-z_][A-Za-z0-9_$]*))?)",
     re.I)
+
+
+_CONCURRENT = re.compile(
+    r"^\s*(?:CREATE\s+(?:UNIQUE\s+)?INDEX|DROP\s+INDEX|REINDEX)\b[^;]*\bCONCURRENTLY\b",
+    re.I | re.S)
+
+
+def is_concurrent(stmt: str) -> bool:
+    """CREATE/DROP INDEX CONCURRENTLY or REINDEX ... CONCURRENTLY (comments ignored)."""
+    return bool(_CONCURRENT.match(sqlparse.format(stmt, strip_comments=True)))
 
 
 def created_indexes(text: str) -> list[str]:
@@ -582,12 +633,130 @@ def progress_bar(message: str, width: int = 30) -> str | None:
 
 
 # ---------------------------------------------------------------------------
+# lock retries
+
+@dataclass(frozen=True)
+class LockRetry:
+    """How a step that hits ``lock_timeout`` is retried (see the module docstring).
+
+    ``retries`` and ``base_delay`` default to :data:`MAX_LOCK_RETRIES` and
+    :data:`RETRY_BASE_DELAY` as they are when the policy is built."""
+
+    lock_timeout: str = DEFAULT_LOCK_TIMEOUT
+    retries: int | None = None
+    max_delay: float = RETRY_MAX_DELAY
+    base_delay: float | None = None
+    concurrent_lock_timeout: str = DEFAULT_CONCURRENT_LOCK_TIMEOUT
+
+    def __post_init__(self):
+        if self.retries is None:
+            object.__setattr__(self, "retries", MAX_LOCK_RETRIES)
+        if self.base_delay is None:
+            object.__setattr__(self, "base_delay", RETRY_BASE_DELAY)
+        if self.retries < 0:
+            raise UsageError(f"--lock-retries must be 0 or more, got {self.retries}")
+        if not self.max_delay > 0:
+            raise UsageError(f"--lock-retry-max-delay must be positive, got {self.max_delay}")
+
+    def delay(self, retry: int) -> float:
+        """Seconds to sleep before retry number ``retry`` (1-based): exponential,
+        capped, half of it random ("equal jitter"), so that several waiters
+        (or a waiter and a periodic blocker) do not stay in step."""
+        d = min(self.max_delay, self.base_delay * 2 ** (retry - 1))
+        return d / 2 + random.uniform(0, d / 2)
+
+
+
+class _BlockerWatch:
+    """Who keeps the migration session waiting for a lock.
+
+    A second connection (``application_name = 'harness-lock-watch'``) polls
+    ``pg_blocking_pids()`` of the migration backend every 10 ms while an attempt
+    runs, and keeps what it saw of each blocker: the sessions holding (or queued
+    ahead for) a conflicting lock. Opened at the first lock timeout of a run."""
+
+    QUERY = """
+        SELECT a.pid, a.application_name, a.usename, a.state,
+               extract(epoch FROM clock_timestamp() - a.xact_start)::float8,
+               left(regexp_replace(a.query, '[[:space:]]+', ' ', 'g'), 160),
+               (SELECT string_agg(DISTINCT l.mode || ' on ' || l.relation::regclass::text, ', ')
+                FROM pg_catalog.pg_locks AS l
+                WHERE l.pid = a.pid AND l.granted AND l.relation IS NOT NULL
+                  AND l.database = (SELECT oid FROM pg_catalog.pg_database
+                                    WHERE datname = current_database()))
+        FROM pg_catalog.pg_stat_activity AS a
+        WHERE a.pid = ANY (pg_catalog.pg_blocking_pids(%s))"""
+
+    def __init__(self, dsn: str, pid: int):
+        self.pid = pid
+        self.seen: dict[int, dict] = {}      # every blocker of this run, last sighting
+        self.attempt: dict[int, dict] = {}   # blockers of the current attempt
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.conn = psycopg.connect(dsn, autocommit=True,
+                                    application_name="harness-lock-watch",
+                                    options="-c lock_timeout=1s -c statement_timeout=5s")
+
+    @contextlib.contextmanager
+    def watching(self):
+        self.attempt = {}
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="harness-lock-watch",
+                                        daemon=True)
+        self._thread.start()
+        try:
+            yield
+        finally:
+            self._stop.set()
+            self._thread.join(timeout=5)
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                for pid, app, user, state, age, query, locks in self.conn.execute(
+                        self.QUERY, (self.pid,)).fetchall():
+                    info = {"pid": pid, "application_name": app, "user": user,
+                            "state": state, "xact_age_s": age, "query": query,
+                            "locks": locks}
+                    self.attempt[pid] = info
+                    self.seen[pid] = info
+            except psycopg.Error:
+                return
+            self._stop.wait(0.01)
+
+    @staticmethod
+    def describe(info: dict) -> str:
+        """One line per blocker. A migration role without ``pg_read_all_stats``
+        sees no state, transaction start or query of other roles' sessions (the
+        locks it does see)."""
+        state = info.get("state") or "state hidden (grant pg_read_all_stats to see it)"
+        age = (f", transaction open {info['xact_age_s']:.1f}s"
+               if info.get("xact_age_s") is not None else "")
+        locks = f", holds {info['locks']}" if info.get("locks") else ""
+        q = info.get("query")
+        query = f"; last query: {q}" if q and q != "<insufficient privilege>" else ""
+        return (f"pid {info['pid']} (application_name {info['application_name']!r}, "
+                f"user {info['user']!r}, {state}{age}{locks}){query}")
+
+    def close(self):
+        self._stop.set()
+        try:
+            self.conn.close()
+        except Exception:
+            pass
+
+
+# ---------------------------------------------------------------------------
 # the migration session
 
 class _Session:
-    def __init__(self, dsn, *, lock_timeout="5s", statement_timeout="0", progress=None,
-                 err=None):
+    def __init__(self, dsn, *, lock_timeout=DEFAULT_LOCK_TIMEOUT, statement_timeout="0",
+                 progress=None, err=None, retry: LockRetry | None = None):
         self.dsn = dsn
+        self.retry = retry or LockRetry(lock_timeout=str(lock_timeout))
+        self.watch: _BlockerWatch | None = None
+        self.watch_failed = False
+        self.stmts_done = 0   # statements of the current no-transaction file committed
         self.err = err or sys.stderr
         self.progress = progress
         d = conninfo_to_dict(dsn)
@@ -678,6 +847,9 @@ class _Session:
         return dict(zip(("pid", "application_name", "usename", "state", "backend_start"), row))
 
     def close(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
+            self.watch = None
         try:
             if self.locked and not self.conn.closed:
                 self.conn.execute("SELECT pg_advisory_unlock(%s::bigint)", (LOCK_KEY,))
@@ -825,46 +997,111 @@ class _Session:
                 pass
             b._in_transaction = False
 
-    def _with_retries(self, f: MigrationFile, what: str, fn, path_for_error: str, text: str,
-                      *, state_after: str | None = None):
-        """Run ``fn``, retrying it on lock_not_available. ``state_after``: what a
-        failure leaves committed (added to the error). A failure while writing the
-        bookkeeping names the bookkeeping table, not a line of the file."""
+    def _start_watch(self) -> None:
+        if self.watch is None and not self.watch_failed:
+            try:
+                self.watch = _BlockerWatch(self.dsn, self.conn.info.backend_pid)
+            except psycopg.Error:
+                self.watch_failed = True    # no second connection: retry without names
+
+    def _attempt(self, fn):
+        if self.watch is None:
+            return fn()
+        with self.watch.watching():
+            return fn()
+
+    def blockers(self, *, current: bool) -> list[str]:
+        if self.watch is None:
+            return []
+        seen = self.watch.attempt if current else self.watch.seen
+        return [_BlockerWatch.describe(i) for i in seen.values()]
+
+    def retry_on_lock(self, label: str, fn, on_error):
+        """Run ``fn``; on lock_not_available (55P03) roll back and retry it with
+        the backoff of :class:`LockRetry`, naming the blockers; when the retries
+        run out raise what ``on_error(exc, exhausted=True)`` returns. Any other
+        psycopg error goes to ``on_error(exc, exhausted=False)``."""
+        retry = self.retry
         attempt = 0
+        t0 = time.monotonic()
         while True:
+            attempt += 1
             self.bk_step = None
             try:
-                return fn()
+                return self._attempt(fn)
             except psycopg.Error as e:
                 self._reset_tx()
                 lost = self.conn.closed or self.conn.broken
-                after = [state_after] if state_after else []
-                if lost:    # a COMMIT may or may not have reached the server
-                    after = ["the connection was lost, so whether the last step committed "
-                             "is unknown; `harness status` shows what is recorded"]
-                if not lost and e.sqlstate == "55P03" and attempt < MAX_LOCK_RETRIES:
-                    attempt += 1
-                    delay = RETRY_BASE_DELAY * (2 ** (attempt - 1))
-                    self.say(f"{f.id}: lock not available (55P03: "
-                             f"{(e.diag.message_primary or '').strip()}); "
-                             f"retry {attempt}/{MAX_LOCK_RETRIES} in {delay:g}s")
-                    self.event("retry", f.id)
-                    time.sleep(delay)
-                    continue
-                if self.bk_step:
-                    line, extra = describe_pg_error(e)
-                    raise MigrationFailed(
-                        f"{what} {f.id}: writing the bookkeeping ({self.bk_step}) failed"
-                        + (" (connection lost)" if lost else "") + f": {line}",
-                        sqlstate=e.sqlstate, file=self.bk_step, details=extra + after)
-                if lost:
-                    line, extra = describe_pg_error(e, file=path_for_error)
-                    raise MigrationFailed(f"{what} {f.id}: connection lost: {line}",
-                                          sqlstate=e.sqlstate, file=path_for_error,
-                                          details=extra + after)
-                line, extra = describe_pg_error(e, file=path_for_error, sql=text)
-                raise MigrationFailed(line, sqlstate=e.sqlstate, file=path_for_error,
-                                      details=extra + after)
+                if lost or e.sqlstate != "55P03":
+                    raise on_error(e, exhausted=False) from e
+                self._start_watch()
+                if attempt > retry.retries:
+                    raise on_error(e, exhausted=True, attempts=attempt,
+                                   waited=time.monotonic() - t0) from e
+                delay = retry.delay(attempt)
+                who = self.blockers(current=True)
+                self.say(f"{label}: lock not available within lock_timeout "
+                         f"{retry.lock_timeout} (55P03: "
+                         f"{(e.diag.message_primary or '').strip()})"
+                         + (f"; blocked by {'; '.join(who)}" if who else "")
+                         + f"; retry {attempt}/{retry.retries} in {delay:.2f}s")
+                self.event("retry", label)
+                time.sleep(delay)
+
+    def lock_not_granted(self, head: str, e: psycopg.Error, attempts: int, waited: float,
+                         *, file: str | None, after: list[str]) -> LockNotGranted:
+        who = self.blockers(current=False)
+        r = self.retry
+        return LockNotGranted(
+            f"{head}: the locks it needs were not granted in {attempts} attempt(s) over "
+            f"{waited:.1f}s (lock_timeout {r.lock_timeout} each; every attempt was "
+            f"rolled back, so the application waited at most that long per attempt)",
+            sqlstate=e.sqlstate, file=file,
+            details=(["sessions in the way: " + w for w in who] if who else
+                     ["no blocker was caught in the act (it released its lock between "
+                      "attempts, or the lock watch could not connect)"])
+            + after
+            + ["when they are gone, run the same command again; or end them: "
+               "SELECT pg_terminate_backend(PID);  --lock-retries and "
+               "--lock-retry-max-delay wait longer, --lock-timeout makes each attempt "
+               "(and the application's wait behind it) longer"])
+
+    def _with_retries(self, f: MigrationFile, what: str, fn, path_for_error: str, text: str,
+                      *, state_after=None):
+        """Run ``fn`` under :meth:`retry_on_lock`. ``state_after``: what a failure
+        leaves committed (a string, or a function returning one), added to the
+        error. A failure while writing the bookkeeping names the bookkeeping
+        table, not a line of the file."""
+
+        def on_error(e, *, exhausted, attempts=0, waited=0.0):
+            lost = self.conn.closed or self.conn.broken
+            st = state_after() if callable(state_after) else state_after
+            after = [st] if st else []
+            if lost:    # a COMMIT may or may not have reached the server
+                after = ["the connection was lost, so whether the last step committed "
+                         "is unknown; `harness status` shows what is recorded"]
+            if exhausted:
+                head = (f"{what} {f.id}: writing the bookkeeping ({self.bk_step}) failed"
+                        if self.bk_step else f"{what} {f.id}")
+                return self.lock_not_granted(
+                    head, e, attempts, waited, after=after,
+                    file=self.bk_step or path_for_error)
+            if self.bk_step:
+                line, extra = describe_pg_error(e)
+                return MigrationFailed(
+                    f"{what} {f.id}: writing the bookkeeping ({self.bk_step}) failed"
+                    + (" (connection lost)" if lost else "") + f": {line}",
+                    sqlstate=e.sqlstate, file=self.bk_step, details=extra + after)
+            if lost:
+                line, extra = describe_pg_error(e, file=path_for_error)
+                return MigrationFailed(f"{what} {f.id}: connection lost: {line}",
+                                       sqlstate=e.sqlstate, file=path_for_error,
+                                       details=extra + after)
+            line, extra = describe_pg_error(e, file=path_for_error, sql=text)
+            cls = PreflightRefused if e.sqlstate == "FM001" else MigrationFailed
+            return cls(line, sqlstate=e.sqlstate, file=path_for_error, details=extra + after)
+
+        return self.retry_on_lock(f.id, fn, on_error)
 
     def _set_timeout(self, *, local: bool) -> None:
         scope = "LOCAL " if local else ""
@@ -897,16 +1134,20 @@ class _Session:
                 self.mark_in_progress(f, state)
 
         def statements():
+            self.stmts_done = 0
             self.drop_invalid_indexes(text)
             if preserve:
                 self.conn.execute("SET forgea.rollback_preserve = 'on'")
             self._set_timeout(local=False)
             try:
                 for step in m.steps:          # file order, as psql would
-                    if direction == "apply":
-                        step.apply(self.backend)
-                    else:
-                        step.rollback(self.backend)
+                    stmt = step._apply if direction == "apply" else step._rollback
+                    with self.concurrent_timeout(isinstance(stmt, str) and is_concurrent(stmt)):
+                        if direction == "apply":
+                            step.apply(self.backend)
+                        else:
+                            step.rollback(self.backend)
+                    self.stmts_done += 1
             finally:
                 if not self.conn.broken:
                     self.conn.execute("SET statement_timeout = 0")
@@ -920,11 +1161,15 @@ class _Session:
                 else:
                     self.unrecord(f, m)
 
+        def partly():
+            k, n = self.stmts_done, len(m.steps)
+            return (f"{k} of the {n} statements of {rel} completed before statement "
+                    f"{k + 1} failed (each commits on its own; a batched procedure keeps "
+                    f"the batches it finished); {incomplete}")
+
         self._with_retries(f, what, start, path, text,
-                           state_after=f"nothing of {rel} ran; the database is unchanged")
-        self._with_retries(f, what, statements, path, text,
-                           state_after=f"the statements of {rel} before the failing one "
-                                       f"committed; {incomplete}")
+                           state_after=f"nothing of {rel} ran")
+        self._with_retries(f, what, statements, path, text, state_after=partly)
         self._with_retries(f, what, finish, path, text,
                            state_after=f"every statement of {rel} committed; {incomplete}")
 
@@ -993,34 +1238,46 @@ class _Session:
         CONCURRENTLY) run in the probe without CONCURRENTLY, so that later files
         see the schema they will really see; a statement that still cannot run
         inside a transaction is skipped (savepoint). The probe holds the locks of
-        the whole rollback until it ends: run rollbacks in a maintenance window."""
-        current = None
-        self.quiet = True   # the probe's NOTICEs (e.g. "archived N rows") are not real
-        try:
-            self.conn.execute("BEGIN")
-            if preserve:
-                self.conn.execute("SET LOCAL forgea.rollback_preserve = 'on'")
-            for f in victims:
-                current = f
-                if f.rollback_no_transaction:
-                    self._probe_no_transaction(f)
-                    continue
-                self.conn.execute(f.rollback_sql or "SELECT 1")
-        except psycopg.Error as e:
-            path = current.rollback_relpath() if current else "(probe)"
+        the whole rollback until it ends (run rollbacks in a maintenance window);
+        a lock timeout restarts it under the lock retry policy. What the
+        application writes after the probe can still make a file refuse in the
+        real run: the run then stops at a recorded version and says so."""
+        current: list[MigrationFile | None] = [None]
+
+        def probe():
+            self.quiet = True   # the probe's NOTICEs (e.g. "archived N rows") are not real
+            try:
+                self.conn.execute("BEGIN")
+                if preserve:
+                    self.conn.execute("SET LOCAL forgea.rollback_preserve = 'on'")
+                for f in victims:
+                    current[0] = f
+                    if f.rollback_no_transaction:
+                        self._probe_no_transaction(f)
+                        continue
+                    self.conn.execute(f.rollback_sql or "SELECT 1")
+            finally:
+                self.quiet = False
+                if not self.conn.closed and (self.conn.info.transaction_status
+                                             != psycopg.pq.TransactionStatus.IDLE):
+                    with contextlib.suppress(psycopg.Error):
+                        self.conn.execute("ROLLBACK")
+
+        def on_error(e, *, exhausted, attempts=0, waited=0.0):
+            path = current[0].rollback_relpath() if current[0] else "(probe)"
+            if exhausted:
+                return self.lock_not_granted(
+                    f"rollback probe ({path})", e, attempts, waited, file=path,
+                    after=["the probe changes nothing: nothing was rolled back"])
             line, extra = describe_pg_error(e, file=path)
-            self._reset_tx()
             if e.sqlstate == "FM002":
-                raise RollbackRefused(
+                return RollbackRefused(
                     f"rollback refused before anything was changed: {line}", details=extra,
                     sqlstate=e.sqlstate)
-            raise MigrationFailed(f"rollback probe failed, nothing was changed: {line}",
-                                  sqlstate=e.sqlstate, file=path, details=extra)
-        finally:
-            self.quiet = False
-            if not self.conn.closed and (self.conn.info.transaction_status
-                                         != psycopg.pq.TransactionStatus.IDLE):
-                self.conn.execute("ROLLBACK")
+            return MigrationFailed(f"rollback probe failed, nothing was changed: {line}",
+                                   sqlstate=e.sqlstate, file=path, details=extra)
+
+        self.retry_on_lock("rollback probe", probe, on_error)
 
     def _probe_no_transaction(self, f: MigrationFile) -> None:
         for stmt in sqlparse.split(f.rollback_sql or ""):
@@ -1034,6 +1291,22 @@ class _Session:
                 self.conn.execute("ROLLBACK TO SAVEPOINT harness_probe")
             self.conn.execute("RELEASE SAVEPOINT harness_probe")
 
+    @contextlib.contextmanager
+    def concurrent_timeout(self, on: bool = True):
+        """Run a CONCURRENTLY statement under the concurrent lock_timeout (see
+        :data:`DEFAULT_CONCURRENT_LOCK_TIMEOUT`); the session's afterwards."""
+        if not on:
+            yield
+            return
+        self.conn.execute(pgsql.SQL("SET lock_timeout = {}").format(
+            pgsql.Literal(self.retry.concurrent_lock_timeout)))
+        try:
+            yield
+        finally:
+            if not (self.conn.closed or self.conn.broken):
+                self.conn.execute(pgsql.SQL("SET lock_timeout = {}").format(
+                    pgsql.Literal(self.retry.lock_timeout)))
+
     def drop_invalid_indexes(self, text: str) -> None:
         for name in created_indexes(text):
             row = self.conn.execute(
@@ -1042,7 +1315,8 @@ class _Session:
                 "WHERE c.oid = to_regclass(%s) AND NOT i.indisvalid", (name,)).fetchone()
             if row:
                 self.say(f"dropping INVALID index {row[0]} left by an interrupted run")
-                self.conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+                with self.concurrent_timeout():
+                    self.conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
 
 
 # ---------------------------------------------------------------------------
@@ -1056,13 +1330,93 @@ def _select_pending(files, st, to):
     return target, pending
 
 
+def _retry_policy(lock_timeout, lock_retries, retry_max_delay,
+                  concurrent_lock_timeout) -> LockRetry:
+    _session_options(concurrent_lock_timeout, "0")      # validates the value
+    return LockRetry(lock_timeout=str(lock_timeout).replace(" ", ""), retries=lock_retries,
+                     max_delay=RETRY_MAX_DELAY if retry_max_delay is None
+                     else float(retry_max_delay),
+                     concurrent_lock_timeout=str(concurrent_lock_timeout).replace(" ", ""))
+
+
+def _recorded_position(sess: _Session, files) -> tuple[str | None, list[dict], str | None]:
+    """(last applied version, incomplete files, error) read from the bookkeeping
+    after a run stopped; through a new connection when the session's is lost."""
+    try:
+        if sess.conn.closed or sess.conn.broken:
+            with connect(sess.dsn) as conn:
+                st = _compute_status(files, _read_state(conn), None)
+        else:
+            st = _compute_status(files, _read_state(sess.conn), None)
+    except (psycopg.Error, HarnessError) as e:
+        return None, [], str(e).strip().splitlines()[0]
+    return st["current"], st["incomplete"], None
+
+
+_NOTHING_CHANGED = re.compile(r"\b[Nn]othing (?:was )?changed\b\.?")
+
+
+def _stopped(sess: _Session, files, e: HarnessError, direction: str, done: list[str],
+             failing: str | None, probe_passed: bool = False) -> HarnessError:
+    """The error of a run that stopped at ``failing``, told truthfully: what this
+    run committed before it, the version the bookkeeping records now (re-read),
+    any incomplete file, and the next step. A file's own "Nothing was changed"
+    is narrowed to that file when earlier files of the run committed. A refusal
+    by a file (FM001, FM002) becomes an exit-3 error wherever it was raised."""
+    verb = "applied" if direction == "apply" else "rolled back"
+    current, incomplete, unreadable = _recorded_position(sess, files)
+    where = (f"the database is now at {current} (its last applied version)" if current
+             else "the database now has no applied version" if not unreadable
+             else f"the bookkeeping could not be read again ({unreadable}); "
+                  "`harness status` shows where the database is")
+    summary = [f"this run {verb} and committed {len(done)} file(s) before "
+               f"{failing or 'it'}: {', '.join(done)}" if done
+               else f"this run committed no file before {failing or 'it'}", where]
+    summary += [f"{i['id']} is incomplete (interrupted {i['operation']}): `harness apply` "
+                "redoes it, `harness rollback` undoes it" for i in incomplete]
+
+    def narrow(text: str) -> str:
+        if not done or not failing:
+            return text
+        return _NOTHING_CHANGED.sub(
+            f"Nothing of {failing} was changed (the {len(done)} file(s) this run {verb} "
+            f"before it stay {verb}).", text)
+
+    details = [narrow(d) for d in e.details]
+    message = narrow(e.message)
+    sqlstate = getattr(e, "sqlstate", None)
+    stop = f"{direction} stopped at {current or 'no applied version'}"
+    if direction == "rollback" and sqlstate == "FM002":
+        why = (["the rollback probe found nothing to refuse before the first file ran, so "
+                "these rows were written while the rollback ran (by the application, "
+                "between two files)"] if probe_passed else [])
+        return RollbackRefused(
+            f"{stop}: {message}", sqlstate=sqlstate,
+            details=details + why + summary
+            + ["`harness apply` returns to the newest version; or end or move those rows "
+               "(or archive them: --preserve) and run the rollback again"])
+    if sqlstate == "FM001" and not isinstance(e, RefusedError):
+        return PreflightRefused(f"{stop}: {message}", sqlstate=sqlstate,
+                                file=getattr(e, "file", None), details=details + summary)
+    if isinstance(e, LockNotGranted):
+        e.message = f"{stop}: {message}"
+    else:
+        e.message = message
+    e.details = details + summary
+    return e
+
+
 def apply(target_dsn: str, to: str | None = None, *, dry_run: bool = False,
-          preserve: bool = False, sql_root: Path | None = None, lock_timeout: str = "5s",
-          statement_timeout: str = "0", progress: Progress | None = None,
-          lock_wait: float = 30.0, err=None) -> ApplyResult:
+          preserve: bool = False, sql_root: Path | None = None,
+          lock_timeout: str = DEFAULT_LOCK_TIMEOUT, statement_timeout: str = "0",
+          progress: Progress | None = None, lock_wait: float = 30.0, err=None,
+          lock_retries: int | None = None, retry_max_delay: float | None = None,
+          concurrent_lock_timeout: str = DEFAULT_CONCURRENT_LOCK_TIMEOUT) -> ApplyResult:
     """Apply pending migrations (through ``to`` when given). See the module docstring."""
     files = load_chain(sql_root)
     result = ApplyResult(target=redact(target_dsn), dry_run=dry_run)
+    retry = _retry_policy(lock_timeout, lock_retries, retry_max_delay,
+                          concurrent_lock_timeout)
     if dry_run:
         with connect(target_dsn, lock_timeout=lock_timeout,
                      statement_timeout=statement_timeout) as conn:
@@ -1083,7 +1437,8 @@ def apply(target_dsn: str, to: str | None = None, *, dry_run: bool = False,
         return result
 
     sess = _Session(target_dsn, lock_timeout=lock_timeout,
-                    statement_timeout=statement_timeout, progress=progress, err=err)
+                    statement_timeout=statement_timeout, progress=progress, err=err,
+                    retry=retry)
     try:
         sess.lock(lock_wait)
         st = _compute_status(files, _read_state(sess.conn), None)
@@ -1105,32 +1460,61 @@ def apply(target_dsn: str, to: str | None = None, *, dry_run: bool = False,
                      f"newer than --to: `harness apply` redoes it, `harness rollback "
                      f"--to {target.id if target else '...'}` undoes it")
         sess.ensure_bookkeeping()    # creates it, or moves an earlier harness's out of public
-        for f in pending:
-            if f.baseline and adopt_baseline:
-                sess.adopt(f)
-                result.adopted.append(f.id)
-                continue
-            if incomplete.get(f.id) == "rollback":
-                # its rollback committed some statements: finish it (the rollback of a
-                # no-transaction file is rerunnable), then apply the file afresh
-                sess.say(f"{f.id}: its rollback was interrupted; finishing it, then "
-                         "applying the file again")
-                sess.rollback_one(f, preserve=preserve)
-            elif incomplete.get(f.id) == "apply":
-                sess.say(f"{f.id}: its apply was interrupted; running the file again "
-                         "from the top")
-            sess.apply_one(f, preserve=preserve)
-            result.applied.append(f.id)
+        f = None
+        try:
+            for f in pending:
+                if f.baseline and adopt_baseline:
+                    sess.adopt(f)
+                    result.adopted.append(f.id)
+                    continue
+                if incomplete.get(f.id) == "rollback":
+                    # its rollback committed some statements: finish it (the rollback of
+                    # a no-transaction file is rerunnable), then apply the file afresh
+                    sess.say(f"{f.id}: its rollback was interrupted; finishing it, then "
+                             "applying the file again")
+                    sess.rollback_one(f, preserve=preserve)
+                elif incomplete.get(f.id) == "apply":
+                    sess.say(f"{f.id}: its apply was interrupted; running the file again "
+                             "from the top")
+                sess.apply_one(f, preserve=preserve)
+                result.applied.append(f.id)
+        except HarnessError as e:
+            raise _stopped(sess, files, e, "apply", result.adopted + result.applied,
+                           f.id if f else None) from e
     finally:
         sess.close()
     return result
 
 
+def _refuse_rollback_drift(st: dict, victims: list[str]) -> None:
+    """Rollback's drift rule: apply's (no applied file edited since it was
+    applied), plus the rollback file of every file it would roll back (the probe
+    and the run would execute an edited file)."""
+    rb = [c for c in st["rollback_changed"] if c["id"] in victims]
+    if not (st["drift"] or rb):
+        return
+    raise DriftError(
+        "refusing to roll back: files were edited since they were applied (drift); "
+        "nothing was rolled back",
+        details=[f"{d['file']} (migration file): recorded sha256 "
+                 f"{d['recorded_checksum'][:12]}..., file now {d['checksum'][:12]}..."
+                 for d in st["drift"]]
+        + [f"{c['file']} (rollback file of {c['id']}, which this rollback would run): "
+           f"recorded sha256 {c['recorded_checksum'][:12]}..., file now "
+           + (f"{c['checksum'][:12]}..." if c["checksum"] else "missing")
+           for c in rb]
+        + ["restore the files as they were applied (the recorded sha256 is in "
+           f"{bk(HARNESS_TABLE)}); changes go into a new versioned file"])
+
+
 def rollback(target_dsn: str, *, to: str | None = None, steps: int | None = None,
              preserve: bool = False, sql_root: Path | None = None,
-             lock_timeout: str = "5s", statement_timeout: str = "0",
+             lock_timeout: str = DEFAULT_LOCK_TIMEOUT, statement_timeout: str = "0",
              progress: Progress | None = None, lock_wait: float = 30.0,
-             dry_run: bool = False, err=None) -> RollbackResult:
+             dry_run: bool = False, err=None, lock_retries: int | None = None,
+             retry_max_delay: float | None = None,
+             concurrent_lock_timeout: str = DEFAULT_CONCURRENT_LOCK_TIMEOUT
+             ) -> RollbackResult:
     """Roll back to ``to`` (it stays applied) or the ``steps`` newest migrations."""
     if (to is None) == (steps is None):
         raise UsageError("rollback needs exactly one of --to VERSION or --steps N")
@@ -1139,8 +1523,11 @@ def rollback(target_dsn: str, *, to: str | None = None, steps: int | None = None
     files = load_chain(sql_root)
     by_id = {f.id: f for f in files}
     result = RollbackResult(target=redact(target_dsn), dry_run=dry_run)
+    retry = _retry_policy(lock_timeout, lock_retries, retry_max_delay,
+                          concurrent_lock_timeout)
     sess = _Session(target_dsn, lock_timeout=lock_timeout,
-                    statement_timeout=statement_timeout, progress=progress, err=err)
+                    statement_timeout=statement_timeout, progress=progress, err=err,
+                    retry=retry)
     try:
         if not dry_run:
             sess.lock(lock_wait)
@@ -1176,22 +1563,25 @@ def rollback(target_dsn: str, *, to: str | None = None, steps: int | None = None
                     f"refusing to roll back {mid}: this database's baseline was adopted "
                     "(it is the production schema the pack started from, never dropped); "
                     "nothing was rolled back")
-        for c in st["rollback_changed"]:
-            if c["id"] in victims:
-                sess.say(f"warning: {c['file']} changed since {c['id']} was applied")
+        _refuse_rollback_drift(st, victims)
         if dry_run:
             result.planned = victims
             return result
         sess.probe_rollback([by_id[m] for m in victims], preserve=preserve)
         if victims:
             sess.ensure_bookkeeping()   # moves an earlier harness's out of public
-        for mid in victims:
-            if mid in incomplete:
-                sess.say(f"{mid}: its {incomplete[mid]} was interrupted; "
-                         + ("finishing the rollback" if incomplete[mid] == "rollback"
-                            else "undoing what it committed with its rollback file"))
-            sess.rollback_one(by_id[mid], preserve=preserve)
-            result.rolled_back.append(mid)
+        mid = None
+        try:
+            for mid in victims:
+                if mid in incomplete:
+                    sess.say(f"{mid}: its {incomplete[mid]} was interrupted; "
+                             + ("finishing the rollback" if incomplete[mid] == "rollback"
+                                else "undoing what it committed with its rollback file"))
+                sess.rollback_one(by_id[mid], preserve=preserve)
+                result.rolled_back.append(mid)
+        except HarnessError as e:
+            raise _stopped(sess, files, e, "rollback", result.rolled_back, mid,
+                           probe_passed=True) from e
     finally:
         sess.close()
     return result

@@ -18,7 +18,13 @@ One run, one server, in this order:
    as a LOGIN member of ``forgea_app`` when the bench may create one, else as the
    owner; ``lock_timeout`` 0) inserts sessions with the app's columns, updates
    ``lastActivityAt``, reads VerificationLog by id and inserts AuditLog rows,
-   timing every statement; a monitor samples ``pg_stat_activity`` /
+   timing every statement, while a fourth app connection plays a long-running
+   report: it reads LabSession in a transaction and stays idle in it (holding
+   ACCESS SHARE on LabSession) for ``READER_HOLD_S`` seconds, then commits and
+   pauses ``READER_GAP_S``, over and over (the migration's ACCESS EXCLUSIVE
+   requests queue behind it, and every app statement on LabSession behind
+   those: what the short, retried lock_timeout of the harness bounds); a
+   monitor samples ``pg_stat_activity`` /
    ``pg_locks`` / ``pg_blocking_pids`` every ~20 ms and records, for each app
    statement waiting on a lock held or queued by the migration session
    (``application_name = 'harness'``, directly or through a chain of waiters),
@@ -76,6 +82,10 @@ APP_NAME = "bench-app"
 MIGRATION_APP = "harness"
 SAMPLE_INTERVAL = 0.02
 APP_THREADS = 3
+#: the long-running reader of the simulated app: seconds idle in a transaction
+#: holding ACCESS SHARE on LabSession, then seconds between two such transactions
+READER_HOLD_S = (2.0, 4.0)
+READER_GAP_S = (0.5, 1.0)
 PUSH_CONNECTIONS = 4
 PUSH_SESSIONS_PER_CONN = 50
 COMMITS_PER_PUSH = 5
@@ -125,10 +135,13 @@ class AppStats:
     latencies: list = field(default_factory=list)   # (latency_s, op, started_monotonic)
     errors: list = field(default_factory=list)
     ops: int = 0
+    reader_transactions: int = 0
+    reader_held_s: float = 0.0
 
 
 class App:
-    """APP_THREADS threads of short app statements on their own connections."""
+    """APP_THREADS threads of short app statements on their own connections, and
+    one long-running reader (see the module docstring)."""
 
     def __init__(self, dsn: str, scale: int, threads: int = APP_THREADS):
         self.dsn = dsn
@@ -151,6 +164,36 @@ class App:
             t = threading.Thread(target=self._run, args=(n,), name=f"bench-app-{n}", daemon=True)
             t.start()
             self.threads.append(t)
+        t = threading.Thread(target=self._reader, name="bench-app-reader", daemon=True)
+        t.start()
+        self.threads.append(t)
+
+    def _reader(self):
+        """A report that keeps a transaction open on LabSession, idle, for seconds."""
+        rnd = random.Random(99)
+        try:
+            conn = psycopg.connect(self.dsn, autocommit=False, application_name=APP_NAME,
+                                   options="-c lock_timeout=0 -c statement_timeout=0")
+        except psycopg.Error as e:
+            self.stats.errors.append(f"connect reader: {e}")
+            return
+        with conn:
+            while not self.stop.is_set():
+                t0 = time.monotonic()
+                try:
+                    conn.execute('SELECT count(*) FROM "LabSession" WHERE "id" = %s',
+                                 (datagen.session_id(rnd.randrange(self.scale)),)).fetchall()
+                except psycopg.Error as e:
+                    conn.rollback()
+                    self.stats.errors.append(f"reader: {e.sqlstate}: {str(e).strip()[:200]}")
+                    continue
+                self.stats.latencies.append((time.monotonic() - t0, "report reads LabSession",
+                                             t0))
+                self.stop.wait(rnd.uniform(*READER_HOLD_S))   # idle in transaction
+                conn.commit()
+                self.stats.reader_transactions += 1
+                self.stats.reader_held_s += time.monotonic() - t0
+                self.stop.wait(rnd.uniform(*READER_GAP_S))
 
     def finish(self):
         self.stop.set()
@@ -434,6 +477,9 @@ def run_migration(dsn: str, app_dsn: str, scale: int, echo: bool,
         "app_worst_op": worst[1],
         "app_p99_latency_s": p99,
         "app_worst_by_op": by_op,
+        "reader_transactions": app.stats.reader_transactions,
+        "reader_held_s": round(app.stats.reader_held_s, 1),
+        "lock_retries": sum(1 for l in out.lines if "lock not available" in l),
         "max_blocking_lock_s": worst_ep["blocked_s"] if worst_ep else 0.0,
         "worst_blocking": worst_ep,
         "blocking_episodes": sorted(mon.episodes.values(), key=lambda e: -e["blocked_s"])[:15],

@@ -16,8 +16,11 @@ Exit codes:
   0  success
   1  a database error, or a check / lint failure
   2  usage error (bad option, unknown version)
-  3  refused to proceed: drift, adoption mismatch, another apply holds
-     the migration lock, rollback refused (nothing was changed)
+  3  refused, or stopped cleanly at a recorded version: drift (apply and
+     rollback), adoption mismatch, another run holds the migration lock,
+     a pre-flight (FM001) or rollback (FM002) refusal in the probe or the
+     real run, locks not granted within the retry budget; the message
+     names the version the database is at and what this run committed
   4  the PostgreSQL server could not be started or reached
 
 \b
@@ -81,27 +84,61 @@ def cli():
     """Forgea schema pack: apply, roll back, inspect and lint the migrations."""
 
 
+def lock_options(fn):
+    """The session and lock-retry options shared by apply and rollback."""
+    from .apply import (DEFAULT_CONCURRENT_LOCK_TIMEOUT, DEFAULT_LOCK_TIMEOUT,
+                        MAX_LOCK_RETRIES, RETRY_MAX_DELAY)
+    for opt in reversed([
+        click.option("--lock-timeout", default=DEFAULT_LOCK_TIMEOUT, show_default=True,
+                     help="lock_timeout of each attempt: the longest a statement waits "
+                          "for a lock, and so the longest the application queues behind "
+                          "the migration's lock request"),
+        click.option("--lock-retries", default=MAX_LOCK_RETRIES, show_default=True,
+                     type=click.IntRange(min=0),
+                     help="retries of a step that hit lock_timeout (rolled back, then "
+                          "retried after an exponential, jittered backoff); then stop "
+                          "(exit 3) naming the sessions in the way"),
+        click.option("--lock-retry-max-delay", default=RETRY_MAX_DELAY, show_default=True,
+                     type=click.FloatRange(min=0.001),
+                     help="cap in seconds of the backoff between retries (it starts at "
+                          "0.1s and doubles; half of each delay is random)"),
+        click.option("--concurrent-lock-timeout", default=DEFAULT_CONCURRENT_LOCK_TIMEOUT,
+                     show_default=True,
+                     help="lock_timeout of CREATE/DROP INDEX CONCURRENTLY, which wait for "
+                          "running transactions but block no application statement"),
+        click.option("--statement-timeout", default="0", show_default=True,
+                     help="statement_timeout of the migration statements (0 = none)"),
+        click.option("--lock-wait", default=30.0, show_default=True, type=float,
+                     help="seconds to wait for another run's migration lock"),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
 @cli.command(epilog=EPILOG)
 @click.option("--target", metavar="DSN", help=TARGET_HELP)
 @click.option("--to", "to", metavar="VERSION", help="apply up to and including VERSION")
 @click.option("--dry-run", is_flag=True, help="show what would run; change nothing")
 @click.option("--preserve", is_flag=True,
               help="run with forgea.rollback_preserve = on")
-@click.option("--lock-timeout", default="5s", show_default=True,
-              help="lock_timeout of the migration session")
-@click.option("--statement-timeout", default="0", show_default=True,
-              help="statement_timeout of the migration session (0 = none)")
-@click.option("--lock-wait", default=30.0, show_default=True, type=float,
-              help="seconds to wait for another run's migration lock")
-def apply(target, to, dry_run, preserve, lock_timeout, statement_timeout, lock_wait):
-    """Apply pending migrations (adopting a matching production baseline)."""
+@lock_options
+def apply(target, to, dry_run, preserve, lock_timeout, lock_retries, lock_retry_max_delay,
+          concurrent_lock_timeout, statement_timeout, lock_wait):
+    """Apply pending migrations (adopting a matching production baseline).
+
+    Each file commits with its bookkeeping; locks are taken with a short
+    lock_timeout and retried (see the lock options), so a long-running reader
+    stalls the application for at most --lock-timeout per attempt.
+    """
     from . import apply as A
 
     def go():
         dsn = resolve_target(target)
         r = A.apply(dsn, to, dry_run=dry_run, preserve=preserve,
                     lock_timeout=lock_timeout, statement_timeout=statement_timeout,
-                    lock_wait=lock_wait, sql_root=_sql_root())
+                    lock_wait=lock_wait, sql_root=_sql_root(), lock_retries=lock_retries,
+                    retry_max_delay=lock_retry_max_delay,
+                    concurrent_lock_timeout=concurrent_lock_timeout)
         if dry_run:
             click.echo(f"dry run against {r.target}; nothing was changed")
             for mid in r.adopted:
@@ -125,11 +162,16 @@ def apply(target, to, dry_run, preserve, lock_timeout, statement_timeout, lock_w
 @click.option("--preserve", is_flag=True,
               help="archive rows the old schema cannot hold (forgea.rollback_preserve = on)")
 @click.option("--dry-run", is_flag=True, help="show what would be rolled back")
-@click.option("--lock-timeout", default="5s", show_default=True)
-@click.option("--statement-timeout", default="0", show_default=True)
-@click.option("--lock-wait", default=30.0, show_default=True, type=float)
-def rollback(target, to, steps, preserve, dry_run, lock_timeout, statement_timeout, lock_wait):
-    """Roll back migrations: --to VERSION or --steps N."""
+@lock_options
+def rollback(target, to, steps, preserve, dry_run, lock_timeout, lock_retries,
+             lock_retry_max_delay, concurrent_lock_timeout, statement_timeout, lock_wait):
+    """Roll back migrations: --to VERSION or --steps N.
+
+    Refuses (exit 3) while any applied file or the rollback file of any file it
+    would roll back was edited since apply. Probes the whole rollback in one
+    transaction first; if the application then writes rows an older schema
+    cannot hold, the run stops at a recorded version (exit 3) and names it.
+    """
     from . import apply as A
     if (to is None) == (steps is None):
         click.echo("harness: rollback needs exactly one of --to VERSION or --steps N",
@@ -140,7 +182,9 @@ def rollback(target, to, steps, preserve, dry_run, lock_timeout, statement_timeo
         dsn = resolve_target(target)
         r = A.rollback(dsn, to=to, steps=steps, preserve=preserve, dry_run=dry_run,
                        lock_timeout=lock_timeout, statement_timeout=statement_timeout,
-                       lock_wait=lock_wait, sql_root=_sql_root())
+                       lock_wait=lock_wait, sql_root=_sql_root(), lock_retries=lock_retries,
+                       retry_max_delay=lock_retry_max_delay,
+                       concurrent_lock_timeout=concurrent_lock_timeout)
         if dry_run:
             click.echo(f"dry run against {r.target}; would roll back: "
                        + (", ".join(r.planned) or "nothing"))
@@ -149,12 +193,79 @@ def rollback(target, to, steps, preserve, dry_run, lock_timeout, statement_timeo
     run(go)
 
 
-@cli.command(epilog=EPILOG)
+STATUS_EPILOG = """\b
+What status reports (text and --json alike):
+  applied           files recorded as applied, oldest first (adopted: the
+                    baseline recorded without running it)
+  pending           files not applied yet, in the order apply runs them
+  incomplete        no-transaction files interrupted half-way (part of their
+                    statements committed): `harness apply` redoes them,
+                    `harness rollback` undoes them
+  drift             applied files edited since they were applied: apply and
+                    rollback refuse (exit 3) until they are restored
+  rollback_changed  rollback files edited since their file was applied:
+                    rollback refuses to run them (exit 3)
+  unknown           versions recorded in the database that this tree does
+                    not have (a checkout older than the database): apply and
+                    rollback refuse
+  out_of_order      pending files older than the newest applied one (they
+                    would run out of order): apply refuses
+\b
+Exit codes of status:
+  0  nothing above needs attention (pending files are normal)
+  1  drift, rollback_changed, unknown, out_of_order or incomplete found
+  4  the PostgreSQL server could not be started or reached
+"""
+
+
+def _print_status(st: dict) -> None:
+    click.echo(f"target: {st['target']}")
+    click.echo(f"  (psql \"{st['target']}\")")
+    click.echo(f"server_version_num: {st['server_version']}")
+    click.echo(f"applied ({len(st['applied'])}), oldest first:")
+    for a in st["applied"]:
+        flag = "  [adopted: recorded, not run]" if a["adopted"] else ""
+        click.echo(f"  {a['id']}  {a['applied_at']}{flag}")
+    click.echo(f"pending ({len(st['pending'])}), in the order apply runs them:")
+    for p in st["pending"]:
+        click.echo(f"  {p['id']}" + ("  [no-transaction]" if p["no_transaction"] else "")
+                   + (f"  [INCOMPLETE: interrupted {p['incomplete']}]"
+                      if p.get("incomplete") else ""))
+    if st["incomplete"]:
+        click.echo(f"INCOMPLETE ({len(st['incomplete'])}): no-transaction files "
+                   "interrupted half-way (part of their statements committed); "
+                   "`harness apply` redoes them, `harness rollback` undoes them:")
+        for i in st["incomplete"]:
+            click.echo(f"  {i['id']}  interrupted {i['operation']} since {i['since']}")
+    if st["drift"]:
+        click.echo(f"DRIFT ({len(st['drift'])}): applied files edited since apply; apply "
+                   "and rollback refuse until they are restored:")
+        for d in st["drift"]:
+            click.echo(f"  {d['file']}")
+    if st["rollback_changed"]:
+        click.echo(f"ROLLBACK FILES CHANGED ({len(st['rollback_changed'])}) since their "
+                   "file was applied; rollback refuses to run them:")
+        for r in st["rollback_changed"]:
+            click.echo(f"  {r['file']}")
+    if st["unknown"]:
+        click.echo(f"UNKNOWN ({len(st['unknown'])}): applied in the database but not in "
+                   "this tree (is the checkout older than the database?); apply and "
+                   "rollback refuse:")
+        for u in st["unknown"]:
+            click.echo(f"  {u['id']}  applied {u['applied_at']}")
+    if st["out_of_order"]:
+        click.echo(f"OUT OF ORDER ({len(st['out_of_order'])}): pending files older than "
+                   "the newest applied one; apply refuses to run them out of order:")
+        for mid in st["out_of_order"]:
+            click.echo(f"  {mid}")
+    click.echo(f"bookkeeping schema: {st.get('bookkeeping_schema') or 'none yet'}")
+
+
+@cli.command(epilog=STATUS_EPILOG)
 @click.option("--target", metavar="DSN", help=TARGET_HELP)
 @click.option("--json", "as_json", is_flag=True, help="print the status as JSON")
 def status(target, as_json):
-    """Applied, pending, drifted and incomplete migrations (exit 1 on drift, unknown
-    applied versions or an incomplete no-transaction file)."""
+    """Applied, pending, incomplete, drifted, unknown and out-of-order migrations."""
     from . import apply as A
 
     def go():
@@ -163,35 +274,9 @@ def status(target, as_json):
         if as_json:
             click.echo(json.dumps(st, indent=2, default=str))
         else:
-            click.echo(f"target: {st['target']}")
-            click.echo(f"  (psql \"{st['target']}\")")
-            click.echo(f"server_version_num: {st['server_version']}")
-            click.echo(f"applied ({len(st['applied'])}):")
-            for a in st["applied"]:
-                flag = "  [adopted]" if a["adopted"] else ""
-                click.echo(f"  {a['id']}  {a['applied_at']}{flag}")
-            click.echo(f"pending ({len(st['pending'])}):")
-            for p in st["pending"]:
-                click.echo(f"  {p['id']}" + ("  [no-transaction]" if p["no_transaction"] else "")
-                           + (f"  [INCOMPLETE: interrupted {p['incomplete']}]"
-                              if p.get("incomplete") else ""))
-            if st["incomplete"]:
-                click.echo(f"INCOMPLETE ({len(st['incomplete'])}): no-transaction files "
-                           "interrupted half-way (part of their statements committed); "
-                           "`harness apply` redoes them, `harness rollback` undoes them:")
-                for i in st["incomplete"]:
-                    click.echo(f"  {i['id']}  interrupted {i['operation']} since {i['since']}")
-            if st["drift"]:
-                click.echo(f"DRIFT ({len(st['drift'])}): applied files edited since apply:")
-                for d in st["drift"]:
-                    click.echo(f"  {d['file']}")
-            if st["unknown"]:
-                click.echo("applied but unknown to this tree: "
-                           + ", ".join(u["id"] for u in st["unknown"]))
-            if st["rollback_changed"]:
-                click.echo("rollback files changed since apply: "
-                           + ", ".join(r["file"] for r in st["rollback_changed"]))
-        if st["drift"] or st["unknown"] or st["incomplete"]:
+            _print_status(st)
+        if (st["drift"] or st["unknown"] or st["incomplete"] or st["out_of_order"]
+                or st["rollback_changed"]):
             sys.exit(EXIT_FAILED)
     run(go)
 

@@ -5,8 +5,11 @@ Exit codes (also in ``harness --help``):
 * 0 -- success
 * 1 -- a database error, or a check / lint failure
 * 2 -- usage error (bad option, unknown version, ...)
-* 3 -- refused to proceed: drift, adoption mismatch, another apply holds the
-  lock, rollback refused
+* 3 -- refused, or stopped cleanly at a recorded version: drift, adoption
+  mismatch, another run holds the migration lock, a file refused (pre-flight
+  FM001, rollback FM002, in the probe or the real run), the locks a file needs
+  were not granted within the retry budget; the message names the version the
+  database is at and what, if anything, this run committed
 * 4 -- the server could not be started or reached
 """
 
@@ -90,6 +93,20 @@ class MigrationFailed(HarnessError):
         self.file = file
 
 
+class PreflightRefused(MigrationFailed):
+    """A migration's pre-flight check refused (FM001): the run stopped at a
+    recorded version before that file changed anything."""
+
+    exit_code = EXIT_REFUSED
+
+
+class LockNotGranted(MigrationFailed):
+    """The locks a step needs were not granted within the retry budget (every
+    attempt hit lock_timeout): the run stopped at a recorded version."""
+
+    exit_code = EXIT_REFUSED
+
+
 def describe_pg_error(exc: BaseException, *, file: str | None = None,
                       sql: str | None = None) -> tuple[str, list[str]]:
     """One clear line for a psycopg error, plus DETAIL/HINT/CONTEXT lines.
@@ -109,7 +126,7 @@ def describe_pg_error(exc: BaseException, *, file: str | None = None,
         except (TypeError, ValueError):
             pass
     head = f"{where}: " if where else ""
-    line = f"{head}ERROR {sqlstate or '?????'}: {primary}"
+    line = f"{head}ERROR {sqlstate}: {primary}" if sqlstate else f"{head}ERROR: {primary}"
     extra = []
     if diag is not None:
         if diag.message_detail:

@@ -1360,7 +1360,9 @@ BEGIN
         v_why := format('the session is %s (terminal)', OLD."status");
         v_frozen := v_frozen || ARRAY(
             SELECT k.key FROM jsonb_object_keys(v_old) AS k (key)
-            WHERE k.key NOT IN ('previewUrl', 'status', 'completedAt', 'labVersionId')
+            WHERE k.key NOT IN (
+                'previewUrl', 'lastActivityAt', 'status', 'completedAt', 'labVersionId'
+            )
             ORDER BY k.key
         );
     END IF;

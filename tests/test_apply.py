@@ -141,7 +141,7 @@ def test_lock_timeout_failures_are_retried_with_backoff(db, sql_root, tmp_path, 
     r = A.apply(db.dsn(), sql_root=root, lock_timeout="200ms")
     assert r.applied == ["V9990__needs_lock"]
     err = capsys.readouterr().err
-    assert "55P03" in err and "retry 1/5" in err
+    assert "55P03" in err and f"retry 1/{A.MAX_LOCK_RETRIES}" in err
 
 
 def test_second_apply_waits_then_refuses_naming_the_holder(db, sql_root, tmp_path):

@@ -107,3 +107,38 @@ def test_verify_and_bench_are_delegated():
         p = harness(cmd, "--help")
         if "not built yet" in p.stderr:
             assert p.returncode == 2
+
+
+def test_status_text_explains_what_json_reports_and_help_lists_its_exit_codes(
+        db, sql_root, tmp_path):
+    out = harness("status", "--help").stdout
+    for part in ("applied", "pending", "incomplete", "drift", "rollback_changed", "unknown",
+                 "out_of_order", "Exit codes of status:", "0  nothing above needs",
+                 "1  drift, rollback_changed, unknown, out_of_order or incomplete",
+                 "4  the PostgreSQL server"):
+        assert part in out, part
+    # a pending file older than the newest applied one, and a version this tree lacks
+    root = tmp_path / "sql"
+    shutil.copytree(sql_root, root)
+    (root / "migrations" / "V0018__late_file.sql").write_text("-- late\nSELECT 1;\n")
+    (root / "rollback" / "V0018__late_file.sql").write_text("-- undo\nSELECT 1;\n")
+    conn = db.connect()
+    conn.execute(f"INSERT INTO {A.bk(A.MIGRATION_TABLE)} (migration_hash, migration_id, "
+                 "applied_at_utc) VALUES ('f' || md5('x'), 'V9999__from_the_future', now())")
+    p = harness("status", "--target", db.dsn(), "--json", sql_root=root)
+    assert p.returncode == 1
+    st = json.loads(p.stdout)
+    assert st["out_of_order"] == ["V0018__late_file"]
+    assert [u["id"] for u in st["unknown"]] == ["V9999__from_the_future"]
+    p = harness("status", "--target", db.dsn(), sql_root=root)
+    assert p.returncode == 1
+    assert "OUT OF ORDER (1): pending files older than the newest applied one" in p.stdout
+    assert "  V0018__late_file" in p.stdout
+    assert "UNKNOWN (1): applied in the database but not in this tree" in p.stdout
+    assert "  V9999__from_the_future" in p.stdout
+    conn.execute(f"DELETE FROM {A.bk(A.MIGRATION_TABLE)} "
+                 "WHERE migration_id = 'V9999__from_the_future'")
+    p = harness("status", "--target", db.dsn(), sql_root=root)
+    assert p.returncode == 1 and "UNKNOWN" not in p.stdout   # out of order alone: exit 1
+    p = harness("apply", "--target", db.dsn(), sql_root=root)
+    assert p.returncode == 3 and "out of order" in p.stderr

@@ -463,3 +463,49 @@ def test_fails_on_a_timestamp_no_restore_could_read(db, world):
                   "verificationlog_frozen"):
             su.execute(f'ALTER TABLE "VerificationLog" ENABLE ALWAYS TRIGGER {t}')
     assert_fails(report(db), "restorable_values", '"VerificationLog"', str(lid))
+
+
+def test_one_active_session_index_missing_or_invalid_is_reported_with_or_without_duplicates(
+        db, reference_snapshot):
+    """V0017's unique index is what keeps two active sessions of one user and lab
+    apart: verify reports it missing (definitions) or INVALID (indexes_valid),
+    whether duplicate rows are present or not."""
+    index = "LabSession_userId_labId_active_key"
+    owner, app = db.connect("owner"), db.connect("app")
+    from tests.attacks import add_lab, add_user
+    user, lab = add_user(owner, 1), add_lab(owner, 1)
+
+    def check(*expect):
+        rep = report(db, reference_snapshot=reference_snapshot)
+        for name, part in expect:
+            assert_fails(rep, name, index if name != "one_active_session_per_user_lab"
+                         else '"LabSession"', part)
+        return rep
+
+    def new_active_session():
+        sid = uuid.uuid4()
+        app.execute('INSERT INTO "LabSession" ("id", "userId", "labId", "userForkUrl") '
+                    "VALUES (%s, %s, %s, %s)", (sid, user, lab, f"https://github.com/u/{sid}"))
+        return sid
+
+    first = new_active_session()
+    assert_ok(report(db, reference_snapshot=reference_snapshot))
+    # missing, no duplicates
+    owner.execute(f'DROP INDEX "{index}"')
+    check(("definitions", ""))
+    # missing, with duplicates (nothing stops the app any more)
+    second = new_active_session()
+    rep = check(("definitions", ""), ("one_active_session_per_user_lab", str(second)))
+    # INVALID, with duplicates: what a failed CREATE INDEX CONCURRENTLY leaves
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        owner.execute(f'CREATE UNIQUE INDEX CONCURRENTLY "{index}" ON "LabSession" '
+                      "(\"userId\", \"labId\") WHERE status IN "
+                      "('IN_PROGRESS', 'STUCK', 'DEFERRED')")
+    assert owner.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)",
+                         (f'"{index}"',)).fetchone() == (False,)
+    check(("indexes_valid", "INVALID"), ("one_active_session_per_user_lab", str(first)))
+    # INVALID, without duplicates (the duplicate ended, the index was never rebuilt)
+    app.execute('UPDATE "LabSession" SET status = \'FAILED\' WHERE id = %s', (second,))
+    rep = check(("indexes_valid", "INVALID"))
+    assert rep.by_name("one_active_session_per_user_lab").status == "pass", \
+        V.render_table(rep)
