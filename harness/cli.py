@@ -1,4 +1,4 @@
-"""``harness``: the thin command-line layer over harness.apply / lint / servers."""
+"""``harness``: the thin command-line layer over harness.apply / plan_sql / lint / servers."""
 
 from __future__ import annotations
 
@@ -86,8 +86,8 @@ def cli():
 
 def lock_options(fn):
     """The session and lock-retry options shared by apply and rollback."""
-    from .apply import (DEFAULT_CONCURRENT_LOCK_TIMEOUT, DEFAULT_LOCK_TIMEOUT,
-                        MAX_LOCK_RETRIES, RETRY_MAX_DELAY)
+    from .dsn import DEFAULT_LOCK_TIMEOUT
+    from .lock_retry import DEFAULT_CONCURRENT_LOCK_TIMEOUT, MAX_LOCK_RETRIES, RETRY_MAX_DELAY
     for opt in reversed([
         click.option("--lock-timeout", default=DEFAULT_LOCK_TIMEOUT, show_default=True,
                      help="lock_timeout of each attempt: the longest a statement waits "

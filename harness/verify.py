@@ -75,7 +75,7 @@ import psycopg
 
 from . import chain as chain_mod
 from . import ledger, reference
-from .apply import BOOKKEEPING_SCHEMA, HARNESS_TABLE, bookkeeping_schema
+from .bookkeeping import BOOKKEEPING_SCHEMA, HARNESS_TABLE, bookkeeping_schema
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_SERVER, EXIT_USAGE, HarnessError
 
 MAX_ROWS = 20

@@ -361,4 +361,3 @@ def test_two_harness_apply_processes_at_once_apply_each_file_once(
     assert st["pending"] == [] and st["incomplete"] == [] and st["drift"] == []
     rep = V.verify(baseline_db.dsn(), sql_root=sql_root, reference_snapshot=reference_snapshot)
     assert rep.ok, V.render_table(rep)
-

@@ -62,8 +62,9 @@ def hold_bookkeeping(db):
 
 @pytest.fixture
 def few_retries(monkeypatch):
-    monkeypatch.setattr(A, "MAX_LOCK_RETRIES", 1)
-    monkeypatch.setattr(A, "RETRY_BASE_DELAY", 0.05)
+    from harness import lock_retry
+    monkeypatch.setattr(lock_retry, "MAX_LOCK_RETRIES", 1)
+    monkeypatch.setattr(lock_retry, "RETRY_BASE_DELAY", 0.05)
 
 
 def cli(*args, sql_root=None):

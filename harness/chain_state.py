@@ -1,0 +1,142 @@
+"""The state of the chain: the files on disk against what the bookkeeping records,
+and the refusals that follow from it.
+
+Checksums / drift
+    ``_harness_migration`` records the sha256 of each file (and of its rollback)
+    at apply time. ``status`` reports applied files whose content changed
+    (``drift``) and rollback files changed since (``rollback_changed``);
+    ``apply`` refuses to run while any applied file drifted, ``rollback`` too
+    and also while the rollback file of any file it would roll back changed
+    (the probe and the run would execute an edited file). Versions recorded but
+    missing from the tree (``unknown``) and pending files older than the newest
+    applied one (``out_of_order``) make apply refuse as well.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .bookkeeping import HARNESS_TABLE, bk, bookkeeping_schema, read_state
+from .chain import MigrationFile, find, load_chain
+from .dsn import connect, redact
+from .errors import DriftError, RefusedError
+
+
+def compute_status(files: list[MigrationFile], state: dict[str, dict], root: Path | None):
+    """Applied, pending (with incomplete files), drift, rollback_changed, unknown
+    and out-of-order files: the chain on disk against the recorded ``state``."""
+    by_id = {f.id: f for f in files}
+    applied, pending, drift, unknown, rb_changed = [], [], [], [], []
+    incomplete = []
+    for f in files:
+        rec = state.get(f.id)
+        done = rec is not None and rec["state"] == "applied"
+        if not done:
+            op = None
+            if rec is not None:
+                # a no-transaction file interrupted half-way: neither applied nor
+                # clean; apply redoes it (after finishing an interrupted rollback),
+                # rollback undoes it
+                op = "apply" if rec["state"] == "applying" else "rollback"
+                incomplete.append({"id": f.id, "version": f.version, "file": f.relpath(root),
+                                   "operation": op, "since": rec["applied_at"]})
+            pending.append({"id": f.id, "version": f.version, "file": f.relpath(root),
+                            "checksum": f.checksum, "no_transaction": f.no_transaction,
+                            "baseline": f.baseline, "incomplete": op})
+        else:
+            applied.append({"id": f.id, "version": f.version, "file": f.relpath(root),
+                            "checksum": rec["checksum"], "applied_at": rec["applied_at"],
+                            "adopted": rec["adopted"]})
+        if rec is None:
+            continue
+        if rec["checksum"] and rec["checksum"] != f.checksum:
+            drift.append({"id": f.id, "file": f.relpath(root), "recorded_checksum":
+                          rec["checksum"], "checksum": f.checksum})
+        if rec["rollback_checksum"] and rec["rollback_checksum"] != f.rollback_checksum:
+            rb_changed.append({"id": f.id, "file": f.rollback_relpath(root),
+                               "recorded_checksum": rec["rollback_checksum"],
+                               "checksum": f.rollback_checksum})
+    for mid, rec in state.items():
+        if mid not in by_id:
+            unknown.append({"id": mid, "applied_at": rec["applied_at"],
+                            "checksum": rec["checksum"]})
+    # out of order: a pending file older than an applied one
+    out_of_order = []
+    if applied:
+        newest = max(a["version"] for a in applied)
+        out_of_order = [p["id"] for p in pending if p["version"] < newest]
+    return {"applied": applied, "pending": pending, "drift": drift, "unknown": unknown,
+            "rollback_changed": rb_changed, "out_of_order": out_of_order,
+            "incomplete": incomplete,
+            "current": applied[-1]["id"] if applied else None}
+
+
+def status(target_dsn: str, sql_root: Path | None = None) -> dict:
+    """CONTRACT 8: ``applied`` / ``pending`` / ``drift`` lists (oldest first).
+
+    Read-only: works (everything pending) on a database without bookkeeping.
+    """
+    files = load_chain(sql_root)
+    root = Path(sql_root).parent if sql_root else None
+    with connect(target_dsn) as conn:
+        state = read_state(conn)
+        schema = bookkeeping_schema(conn)
+        server_version = conn.info.server_version
+    out = compute_status(files, state, root)
+    out["target"] = redact(target_dsn)
+    out["server_version"] = server_version
+    # where the bookkeeping was read: the bookkeeping schema; "public" for a database
+    # an earlier harness migrated (the next apply or rollback moves it); None: none yet
+    out["bookkeeping_schema"] = schema
+    return out
+
+
+def refuse_if_unsafe(st: dict) -> None:
+    """Apply's refusals (exit 3): drift, unknown versions, out-of-order files."""
+    if st["drift"]:
+        raise DriftError(
+            "refusing to proceed: applied migration files were edited since they were "
+            "applied (drift)",
+            details=[f"{d['file']}: recorded sha256 {d['recorded_checksum'][:12]}..., "
+                     f"file now {d['checksum'][:12]}..." for d in st["drift"]]
+            + ["restore the applied files; put changes in a new migration"])
+    if st["unknown"]:
+        raise RefusedError(
+            "refusing to proceed: the database has migrations this tree does not know "
+            "(is the checkout older than the database?)",
+            details=[u["id"] for u in st["unknown"]])
+    if st["out_of_order"]:
+        raise RefusedError(
+            "refusing to proceed: pending migrations are older than the newest applied "
+            "one (they would run out of order)",
+            details=st["out_of_order"])
+
+
+def refuse_rollback_drift(st: dict, victims: list[str]) -> None:
+    """Rollback's drift rule: apply's (no applied file edited since it was
+    applied), plus the rollback file of every file it would roll back (the probe
+    and the run would execute an edited file)."""
+    rb = [c for c in st["rollback_changed"] if c["id"] in victims]
+    if not (st["drift"] or rb):
+        return
+    raise DriftError(
+        "refusing to roll back: files were edited since they were applied (drift); "
+        "nothing was rolled back",
+        details=[f"{d['file']} (migration file): recorded sha256 "
+                 f"{d['recorded_checksum'][:12]}..., file now {d['checksum'][:12]}..."
+                 for d in st["drift"]]
+        + [f"{c['file']} (rollback file of {c['id']}, which this rollback would run): "
+           f"recorded sha256 {c['recorded_checksum'][:12]}..., file now "
+           + (f"{c['checksum'][:12]}..." if c["checksum"] else "missing")
+           for c in rb]
+        + ["restore the files as they were applied (the recorded sha256 is in "
+           f"{bk(HARNESS_TABLE)}); changes go into a new versioned file"])
+
+
+def select_pending(files, st, to):
+    """(the target file or None, the files apply would run through it)."""
+    applied_ids = {a["id"] for a in st["applied"]}
+    target = find(files, to) if to else None
+    pending = [f for f in files if f.id not in applied_ids
+               and (target is None or f.version <= target.version)]
+    return target, pending
