@@ -1,27 +1,37 @@
-"""``harness``: the thin command-line layer over harness.apply / plan_sql / lint / servers."""
+"""``harness``: the one command-line layer over the harness modules.
+
+Every command is a click command here; each runs its work through :func:`run`,
+the one place where an error becomes one message and an exit code (the
+mapping itself is harness.errors.translate; the table is errors.EXIT_CODES).
+Library modules never import this one.
+"""
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 from pathlib import Path
 
 import click
 
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_SERVER, EXIT_USAGE, HarnessError
+from .errors import (EXIT_CODES, EXIT_FAILED, EXIT_OK, EXIT_USAGE, ServerUnavailable,
+                     translate)
+from .target import repo_root, resolve_target
+from .target import sql_root as _sql_root
 
-EPILOG = """\b
+
+def _exit_code_lines(width: int = 72) -> str:
+    import textwrap
+    out = []
+    for code, text in EXIT_CODES.items():
+        out += textwrap.wrap(text, width, initial_indent=f"  {code}  ",
+                             subsequent_indent="     ")
+    return "\n".join(out)
+
+
+EPILOG = f"""\b
 Exit codes:
-  0  success
-  1  a database error, or a check / lint failure
-  2  usage error (bad option, unknown version)
-  3  refused, or stopped cleanly at a recorded version: drift (apply and
-     rollback), adoption mismatch, another run holds the migration lock,
-     a pre-flight (FM001) or rollback (FM002) refusal in the probe or the
-     real run, locks not granted within the retry budget; the message
-     names the version the database is at and what this run committed
-  4  the PostgreSQL server could not be started or reached
+{_exit_code_lines()}
 
 \b
 Without --target, commands use the embedded PostgreSQL 18 kept under
@@ -31,52 +41,17 @@ Without --target, commands use the embedded PostgreSQL 18 kept under
 TARGET_HELP = "libpq DSN/URI of the target database (default: the embedded server)"
 
 
-def repo_root() -> Path:
-    from .chain import find_repo_root
-    return find_repo_root()
-
-
-def resolve_target(target: str | None) -> str:
-    if target:
-        return target
-    try:
-        from . import servers
-        cluster = servers.embedded_default(repo_root())
-        return cluster.dsn(dbname=servers.EMBEDDED_DBNAME)
-    except HarnessError:
-        raise
-    except Exception as e:  # any failure to start the embedded server
-        from .errors import ServerUnavailable
-        raise ServerUnavailable(f"could not start the embedded PostgreSQL server: {e}")
-
-
-def _sql_root() -> Path:
-    """The sql/ tree: $HARNESS_SQL_ROOT when set (tests, reviews of a branch), else the repo's."""
-    import os
-    env = os.environ.get("HARNESS_SQL_ROOT")
-    return Path(env) if env else repo_root() / "sql"
-
-
-def _fail(exc: HarnessError) -> None:
-    click.echo(f"harness: {exc.render()}", err=True)
-    sys.exit(exc.exit_code)
-
-
 def run(fn):
-    """Run ``fn`` turning every known error into one clear message + exit code."""
-    import psycopg
+    """Run ``fn``; every known error becomes one clear message and its exit code."""
     try:
         return fn()
-    except HarnessError as e:
-        _fail(e)
-    except psycopg.OperationalError as e:
-        click.echo(f"harness: cannot reach the database: {str(e).strip()}", err=True)
-        sys.exit(EXIT_SERVER)
-    except psycopg.Error as e:
-        from .errors import describe_pg_error
-        line, extra = describe_pg_error(e)
-        click.echo("harness: " + "\n  ".join([line, *extra]), err=True)
-        sys.exit(EXIT_FAILED)
+    except Exception as e:
+        known = translate(e)
+        if known is None:
+            raise
+        message, code = known
+        click.echo(f"harness: {message}", err=True)
+        sys.exit(code)
 
 
 @click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
@@ -348,25 +323,21 @@ def checkpoint(target, out, previous, no_record, compare):
     from . import ledger
 
     def go():
-        try:
-            if compare:
-                earlier, later = (ledger.load(f) for f in compare)
-                problems = ledger.compare(earlier, later)
-                for line in problems:
-                    click.echo(f"  {line}")
-                click.echo(f"{later['root']} extends {earlier['root']}" if not problems
-                           else f"{later['root']} does NOT extend {earlier['root']}")
-                sys.exit(EXIT_FAILED if problems else EXIT_OK)
-            prev = ledger.load(previous) if previous else None
-            import psycopg
-            with psycopg.connect(resolve_target(target), autocommit=True,
-                                 application_name="harness-checkpoint") as conn:
-                doc = ledger.take_checkpoint(conn, prev)
-                if not no_record:
-                    ledger.record(conn, doc)
-        except ledger.CheckpointError as e:
-            click.echo("harness checkpoint: " + "\n  ".join([str(e), *e.details]), err=True)
-            sys.exit(EXIT_FAILED)
+        if compare:
+            earlier, later = (ledger.load(f) for f in compare)
+            problems = ledger.compare(earlier, later)
+            for line in problems:
+                click.echo(f"  {line}")
+            click.echo(f"{later['root']} extends {earlier['root']}" if not problems
+                       else f"{later['root']} does NOT extend {earlier['root']}")
+            sys.exit(EXIT_FAILED if problems else EXIT_OK)
+        prev = ledger.load(previous) if previous else None
+        import psycopg
+        with psycopg.connect(resolve_target(target), autocommit=True,
+                             application_name="harness-checkpoint") as conn:
+            doc = ledger.take_checkpoint(conn, prev)
+            if not no_record:
+                ledger.record(conn, doc)
         text = json.dumps(doc, indent=1) + "\n"
         if out:
             Path(out).write_text(text, encoding="utf-8")
@@ -394,7 +365,6 @@ def schema(out, check, pg_version):
         try:
             cluster = servers.start_throwaway(pg_version)
         except Exception as e:
-            from .errors import ServerUnavailable
             raise ServerUnavailable(f"could not start PostgreSQL {pg_version}: {e}")
         try:
             text = schema_file.generate(cluster.dsn(), _sql_root())
@@ -418,43 +388,93 @@ def stop():
         try:
             was = servers.stop_embedded(repo_root())
         except Exception as e:
-            click.echo(f"harness: could not stop the embedded server: {e}", err=True)
-            sys.exit(EXIT_SERVER)
+            raise ServerUnavailable(f"could not stop the embedded server: {e}")
         click.echo("embedded server stopped" if was else "embedded server was not running")
     run(go)
 
 
-def _delegate(module: str, ctx: click.Context) -> None:
-    try:
-        mod = importlib.import_module(f"harness.{module}")
-    except ModuleNotFoundError as e:
-        if e.name == f"harness.{module}":
-            click.echo(f"harness {module}: not built yet", err=True)
-            sys.exit(EXIT_USAGE)
-        raise
-    entry = getattr(mod, "main", None) or getattr(mod, "cli", None)
-    if entry is None:
-        click.echo(f"harness {module}: not built yet", err=True)
-        sys.exit(EXIT_USAGE)
-    sys.exit(entry(list(ctx.args)) or 0)
+VERIFY_EPILOG = """\b
+Exit codes of verify:
+  0  no check failed (info findings are allowed)
+  1  a check failed, or the checkpoint file cannot be used
+  2  usage error
+  4  the PostgreSQL server could not be started or reached
+"""
 
 
-@cli.command(epilog=EPILOG, context_settings={"ignore_unknown_options": True,
-                                              "allow_extra_args": True,
-                                              "help_option_names": []})
-@click.pass_context
-def verify(ctx):
-    """Read-only checks of a live database (`harness verify --help`)."""
-    _delegate("verify", ctx)
+@cli.command(epilog=VERIFY_EPILOG)
+@click.option("--target", metavar="DSN", help=TARGET_HELP)
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@click.option("--sql-root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="sql/ tree to compare with (default: $HARNESS_SQL_ROOT or the repo's)")
+@click.option("--checkpoint", metavar="FILE", type=click.Path(path_type=Path), default=None,
+              help="also check that the live ledger still extends this checkpoint "
+                   "(written earlier by `harness checkpoint`)")
+@click.option("--no-reference", is_flag=True,
+              help="skip comparing every definition with what the applied files create "
+                   "(built on a throwaway server of the same major)")
+@click.option("--require-complete/--no-require-complete", default=True, show_default=True,
+              help="pending migrations are a failure, or only reported")
+def verify(target, as_json, sql_root, checkpoint, no_reference, require_complete):
+    """Read-only checks of a live database, each named in the output.
+
+    \b
+    One READ ONLY transaction, never committed; each check in its own
+    savepoint, so one that errors fails alone. The checks and what each
+    proves: docs/dba.md, "What verify checks".
+    """
+    from . import ledger
+    from . import verify as V
+    from .errors import HarnessError
+
+    def go():
+        try:
+            doc = ledger.load(checkpoint) if checkpoint else None
+        except (OSError, ValueError, ledger.CheckpointError) as e:
+            raise HarnessError(f"cannot use the checkpoint: {e}")
+        sys.exit(V.run(resolve_target(target), as_json, sql_root=sql_root or _sql_root(),
+                       require_complete=require_complete, checkpoint=doc,
+                       reference_snapshot=None if no_reference else "build"))
+    run(go)
 
 
-@cli.command(epilog=EPILOG, context_settings={"ignore_unknown_options": True,
-                                              "allow_extra_args": True,
-                                              "help_option_names": []})
-@click.pass_context
-def bench(ctx):
-    """Benchmarks against a copy floor, plain INSERTs and procrastinate (`harness bench --help`)."""
-    _delegate("bench", ctx)
+BENCH_EPILOG = """\b
+Exit codes of bench:
+  0  every phase ran and every figure was measured
+  1  a phase failed or a figure is missing
+  2  usage error
+  4  the PostgreSQL server could not be started or reached
+"""
+
+
+def _bench_versions() -> list[str]:
+    from .servers import SUPPORTED_VERSIONS
+    return [str(v) for v in SUPPORTED_VERSIONS]
+
+
+@cli.command(epilog=BENCH_EPILOG)
+@click.option("--target", metavar="DSN",
+              help="server to use (two new databases are created there; needs CREATEDB); "
+                   "default: a throwaway cluster of --pg-version")
+@click.option("--pg-version", type=click.Choice(_bench_versions()), metavar="N",
+              help="major of the throwaway cluster: 18 (default), 17, 16 or 15; "
+                   "not with --target")
+@click.option("--scale", type=click.IntRange(min=100), default=1_000_000, show_default=True,
+              help="LabSession and VerificationLog rows (AuditLog: 10x); at least 100")
+@click.option("--json", "as_json", is_flag=True, help="print one flat JSON object of numbers")
+@click.option("--report", metavar="FILE", help="also write full details as JSON to FILE")
+@click.option("--keep", is_flag=True, help="keep the bench databases (--target)")
+def bench(target, pg_version, scale, as_json, report, keep):
+    """Benchmarks at production scale: against a copy floor, plain INSERTs and procrastinate."""
+    if target and pg_version is not None:
+        raise click.UsageError("--pg-version picks the throwaway server; it cannot be "
+                               "combined with --target")
+    from . import bench as B
+
+    def go():
+        sys.exit(B.run(target, scale, as_json, report=report, keep=keep,
+                       version=int(pg_version or 18)))
+    run(go)
 
 
 def main(argv=None) -> int:

@@ -1,16 +1,8 @@
-"""Harness exceptions and their CLI exit codes.
+"""Harness exceptions, the CLI's exit codes, and the one translation between them.
 
-Exit codes (also in ``harness --help``):
-
-* 0 -- success
-* 1 -- a database error, or a check / lint failure
-* 2 -- usage error (bad option, unknown version, ...)
-* 3 -- refused, or stopped cleanly at a recorded version: drift, adoption
-  mismatch, another run holds the migration lock, a file refused (pre-flight
-  FM001, rollback FM002, in the probe or the real run), the locks a file needs
-  were not granted within the retry budget; the message names the version the
-  database is at and what, if anything, this run committed
-* 4 -- the server could not be started or reached
+:data:`EXIT_CODES` is the exit-code table (``harness --help`` prints it);
+:func:`translate` turns any error a command raises into the lines the CLI
+prints and the exit code it returns. Nothing else maps errors to exit codes.
 """
 
 from __future__ import annotations
@@ -20,6 +12,19 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
 EXIT_SERVER = 4
+
+#: code -> what it means, as ``harness --help`` prints it
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "success",
+    EXIT_FAILED: "a database error, or a check / lint failure",
+    EXIT_USAGE: "usage error (bad option, unknown version)",
+    EXIT_REFUSED: "refused, or stopped cleanly at a recorded version: drift (apply and "
+                  "rollback), adoption mismatch, another run holds the migration lock, "
+                  "a pre-flight (FM001) or rollback (FM002) refusal in the probe or the "
+                  "real run, locks not granted within the retry budget; the message "
+                  "names the version the database is at and what this run committed",
+    EXIT_SERVER: "the PostgreSQL server could not be started or reached",
+}
 
 
 class HarnessError(Exception):
@@ -138,3 +143,32 @@ def describe_pg_error(exc: BaseException, *, file: str | None = None,
             if ctx:
                 extra.append("CONTEXT: " + " | ".join(c.strip() for c in ctx[:3]))
     return line, extra
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """A psycopg error that means the server was not reached (or the link to it broke)."""
+    import psycopg
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = getattr(exc, "sqlstate", None)
+    return state is None or state.startswith(("08", "57P"))
+
+
+def translate(exc: BaseException) -> tuple[str, int] | None:
+    """The message (one line, then indented detail lines) and exit code for ``exc``,
+    or None when it is not an error the harness knows (a bug: let it raise).
+
+    HarnessError: its own message and code. A psycopg error that never reached
+    the server or lost it (no SQLSTATE, class 08, or a shutdown 57P0x): exit 4;
+    a statement error (a lock_timeout, a cancel, a constraint) is not. Any other: one
+    line ``ERROR <SQLSTATE>: message`` with its DETAIL/HINT/CONTEXT, exit 1.
+    """
+    import psycopg
+    if isinstance(exc, HarnessError):
+        return exc.render(), exc.exit_code
+    if _unreachable(exc):
+        return f"cannot reach the database: {str(exc).strip()}", EXIT_SERVER
+    if isinstance(exc, psycopg.Error):
+        line, extra = describe_pg_error(exc)
+        return "\n  ".join([line, *extra]), EXIT_FAILED
+    return None

@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from .errors import HarnessError
+
 LAYOUT = "forgea.LabAttempt.v1"
 CHECKPOINT_FORMAT = "forgea.ledger-checkpoint.v1"
 ZERO_HASH = bytes(32)
@@ -301,12 +303,11 @@ def root_of(entries: list[dict]) -> str:
                                   bytes.fromhex(e["rowHash"])) for e in entries]).hex()
 
 
-class CheckpointError(Exception):
-    """A checkpoint cannot be taken or does not hold."""
+class CheckpointError(HarnessError):
+    """A checkpoint cannot be taken or does not hold (exit 1)."""
 
     def __init__(self, message: str, details: list[str] | None = None):
-        super().__init__(message)
-        self.details = details or []
+        super().__init__(message, details=details)
 
 
 def take_checkpoint(conn, previous: dict | None = None) -> dict:

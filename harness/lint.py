@@ -36,6 +36,7 @@ from pathlib import Path
 import sqlparse
 
 from .chain import FILE_RE, has_header_comment, parse_directives, scan
+from .sqlnames import QUALIFIED, unquote
 
 #: squawk judges online safety against the oldest server the pack supports.
 SQUAWK_PG_VERSION = "15.0"
@@ -124,19 +125,8 @@ def _rel(p: Path, repo: Path) -> str:
 
 _DOLLAR = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$.*?\$\1\$", re.S)
 _CREATE_FUNC = re.compile(
-    r"^\s*CREATE\s+(OR\s+REPLACE\s+)?(FUNCTION|PROCEDURE)\s+"
-    r"((?:\"(?:[^\"]|\"\")+\"|[A-Za-z_][\w$]*)(?:\s*\.\s*(?:\"(?:[^\"]|\"\")+\"|[A-Za-z_][\w$]*))?)",
-    re.I)
+    r"^\s*CREATE\s+(OR\s+REPLACE\s+)?(FUNCTION|PROCEDURE)\s+(" + QUALIFIED + ")", re.I)
 _TX = re.compile(r"^(BEGIN|COMMIT|ROLLBACK|END|START\s+TRANSACTION|ABORT)\b", re.I)
-
-
-def _unquote_name(name: str) -> str:
-    """Bare function name (schema dropped, quotes removed) for matching."""
-    parts = re.findall(r"\"(?:[^\"]|\"\")+\"|[A-Za-z_][\w$]*", name)
-    last = parts[-1] if parts else name
-    if last.startswith('"'):
-        return last[1:-1].replace('""', '"')
-    return last.lower()
 
 
 def _statements_with_lines(text: str):
@@ -179,7 +169,7 @@ def own_rules(repo: Path) -> list[Finding]:
         baseline = "baseline" in names
         no_tx = "no-transaction" in names
         public_ok = {d.args.split()[0].lower() if d.args.split() and not d.args.split()[0].startswith('"')
-                     else _unquote_name(d.args.split()[0]) if d.args.split() else ""
+                     else unquote(d.args.split()[0]) if d.args.split() else ""
                      for d in directives if d.name == "public-function"}
         for d in directives:
             if d.name == "public-function" and len(d.args.split()) < 2:
@@ -210,8 +200,8 @@ def own_rules(repo: Path) -> list[Finding]:
                         r"((?:\"(?:[^\"]|\"\")+\"|[A-Za-z_][\w$]*)"
                         r"(?:\s*\.\s*(?:\"(?:[^\"]|\"\")+\"|[A-Za-z_][\w$]*))?)\s*\(",
                         m.group(1)):
-                    revoked.add(_unquote_name(sig.group(1)))
-        dropped = {_unquote_name(m.group(1)) for m in re.finditer(
+                    revoked.add(unquote(sig.group(1)))
+        dropped = {unquote(m.group(1)) for m in re.finditer(
             r"DROP\s+(?:FUNCTION|PROCEDURE|ROUTINE)\s+(?:IF\s+EXISTS\s+)?"
             r"((?:\"(?:[^\"]|\"\")+\"|[A-Za-z_][\w$]*)(?:\s*\.\s*(?:\"(?:[^\"]|\"\")+\"|[A-Za-z_][\w$]*))?)",
             stripped, re.I)}
@@ -233,7 +223,7 @@ def own_rules(repo: Path) -> list[Finding]:
             m = _CREATE_FUNC.match(body)
             if not m:
                 continue
-            fname = _unquote_name(m.group(3))
+            fname = unquote(m.group(3))
             outside = _DOLLAR.sub("$$ $$", body)
             if re.search(r"\bSECURITY\s+DEFINER\b", outside, re.I) and not re.search(
                     r"\bSET\s+search_path\b", outside, re.I):
@@ -347,9 +337,3 @@ def run_lint(repo: Path | None = None, *, tools: bool = True) -> list[Finding]:
     findings.sort(key=lambda f: (f.file, f.line, f.rule))
     return findings
 
-
-def main(argv=None) -> int:
-    findings = run_lint()
-    for f in findings:
-        print(f)
-    return 1 if findings else 0

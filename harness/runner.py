@@ -52,6 +52,7 @@ from yoyo.migrations import Migration, MigrationStep
 
 from .chain import MigrationFile
 from .errors import ChainError, MigrationFailed, PreflightRefused, describe_pg_error
+from .sqlnames import QUALIFIED
 
 
 class _FileStep(MigrationStep):
@@ -106,8 +107,7 @@ def transaction_control_statements(text: str) -> list[str]:
 
 _CIC = re.compile(
     r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?"
-    r"((?:\"(?:[^\"]|\"\")+\"|[A-Za-z_][A-Za-z0-9_$]*)(?:\.(?:\"(?:[^\"]|\"\")+\"|[A-Za-z_][A-Za-z0-9_$]*))?)",
-    re.I)
+    r"(" + QUALIFIED + ")", re.I)
 
 
 _CONCURRENT = re.compile(

@@ -102,11 +102,14 @@ def test_plan_sql_is_a_psql_script_with_bookkeeping(baseline_db, sql_root):
         assert st["pending"] == [] and st["drift"] == []
 
 
-def test_verify_and_bench_are_delegated():
-    for cmd in ("verify", "bench"):
+def test_verify_and_bench_are_click_commands_with_usage_exit_2():
+    for cmd, option in (("verify", "--require-complete"), ("bench", "--pg-version")):
         p = harness(cmd, "--help")
-        if "not built yet" in p.stderr:
-            assert p.returncode == 2
+        assert p.returncode == 0 and option in p.stdout and "Exit codes of" in p.stdout
+    for args in (("verify", "--bogus"), ("bench", "--scale", "10"), ("bench", "--pg-version", "14"),
+                 ("bench", "--pg-version", "17", "--target", "postgresql://u@127.0.0.1:1/x")):
+        p = harness(*args)
+        assert p.returncode == 2 and "Traceback" not in p.stderr, args
 
 
 def test_status_text_explains_what_json_reports_and_help_lists_its_exit_codes(

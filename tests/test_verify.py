@@ -12,6 +12,7 @@ import pytest
 
 from harness import apply as A
 from harness import verify as V
+from harness.cli import main as cli_main
 from tests.attacks import seed_world
 
 
@@ -67,12 +68,12 @@ def test_passes_with_data_and_json_shape(db, world):
     assert all({"name", "status", "findings"} <= set(c) for c in doc["checks"])
 
 
-def test_cli_main_exit_codes(db, world, capsys):
-    assert V.main(["--target", db.dsn()]) == 0
+def test_cli_exit_codes(db, world, capsys):
+    assert cli_main(["verify", "--target", db.dsn()]) == 0
     assert "verify: OK" in capsys.readouterr().out
     owner = db.connect("owner")
     owner.execute('GRANT UPDATE ON "LabAttempt" TO forgea_app')
-    assert V.main(["--target", db.dsn(), "--json"]) == 1
+    assert cli_main(["verify", "--target", db.dsn(), "--json"]) == 1
     doc = json.loads(capsys.readouterr().out)
     assert doc["ok"] is False
 

@@ -1,0 +1,138 @@
+"""``harness verify``: read-only checks of a live database.
+
+Every check only reads. All of them run in ONE transaction opened ``READ
+ONLY`` (``REPEATABLE READ``, so every check sees the same snapshot); it is
+never committed, so even a bug here cannot write, and the command works on a
+hot standby. Each check runs in its own savepoint: one check that errors (an
+object missing on a partly migrated database) is reported as a failure of
+that check, under its own name, and the others still run.
+
+:data:`CHECKS` lists every check in the order it runs, one function each;
+what each proves is in docs/dba.md (section "What verify checks"). The
+modules: :mod:`.report` (Check, Report, the table), :mod:`.queries`,
+:mod:`.context` (what the checks share), :mod:`.chain_checks`,
+:mod:`.rows`, :mod:`.ledger_checks`, :mod:`.privileges`.
+
+Output: a table (check, status, detail) or, with ``--json``,
+``{"ok": bool, "checks": [{"name", "status": "pass|fail|info", "findings": [...]}]}``.
+:func:`run` returns 0 when no check failed, 1 otherwise; the CLI maps errors
+(server unreachable: 4) through harness.errors.translate.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import psycopg
+
+from .. import chain as chain_mod
+from ..errors import EXIT_FAILED, EXIT_OK
+from . import chain_checks, ledger_checks, privileges, rows
+from .chain_checks import build_reference, expected_triggers
+from .context import Context, applied_files
+from .privileges import (EXPECTED_COLUMN_PRIVILEGES, EXPECTED_FUNCTION_EXECUTE,
+                         EXPECTED_TABLE_PRIVILEGES)
+from .report import Check, Report, render_table
+
+__all__ = ["CHECKS", "Check", "Report", "render_table", "run_checks", "verify", "run",
+           "build_reference", "expected_triggers", "EXPECTED_TABLE_PRIVILEGES",
+           "EXPECTED_COLUMN_PRIVILEGES", "EXPECTED_FUNCTION_EXECUTE"]
+
+#: (name as printed, function, when it runs: None = always, else the Context
+#: attribute that must be set), in the order they run and print
+CHECKS: tuple[tuple[str, object, str | None], ...] = (
+    ("migration_chain", chain_checks.migration_chain, None),
+    ("guard_triggers", chain_checks.guard_triggers, None),
+    ("constraints_validated", chain_checks.constraints_validated, None),
+    ("indexes_valid", chain_checks.indexes_valid, None),
+    ("lifecycle_completed_at", rows.lifecycle_completed_at, None),
+    ("lab_version_agreement", rows.lab_version_agreement, None),
+    ("one_active_session_per_user_lab", rows.one_active_session_per_user_lab, None),
+    ("one_active_session_per_repo", rows.one_active_session_per_repo, None),
+    ("job_status_consistency", rows.job_status_consistency, None),
+    ("one_running_job_per_session", rows.one_running_job_per_session, None),
+    ("job_commit_matches_attempt", rows.job_commit_matches_attempt, None),
+    ("job_attempt_results", rows.job_attempt_results, None),
+    ("session_identity", rows.session_identity, None),
+    ("repo_binding_agreement", rows.repo_binding_agreement, None),
+    ("restorable_values", rows.restorable_values, None),
+    ("verified_pass_has_pass_attempt", rows.verified_pass_has_pass_attempt, None),
+    ("sha_format", rows.sha_format, None),
+    ("lab_attempt_chain", ledger_checks.lab_attempt_chain, None),
+    ("lab_attempt_chain_recomputed", ledger_checks.lab_attempt_chain_recomputed, None),
+    ("checkpoint", ledger_checks.checkpoint, "checkpoint"),
+    ("definitions", chain_checks.definitions, "reference"),
+    ("role_attributes", privileges.role_attributes, None),
+    ("ownership", privileges.ownership, None),
+    ("table_privileges", privileges.table_privileges, None),
+    ("column_privileges", privileges.column_privileges, None),
+    ("function_privileges", privileges.function_privileges, None),
+    ("schema_privileges", privileges.schema_privileges, None),
+    ("security_definer", privileges.security_definer, None),
+)
+
+
+def _run_one(conn, name: str, fn, ctx: Context) -> Check:
+    """One check in a savepoint; an SQL error fails it (alone) naming the SQLSTATE."""
+    c = Check(name)
+    try:
+        with conn.transaction():  # savepoint: one broken check does not stop the rest
+            fn(c, ctx)
+    except psycopg.Error as e:
+        c = Check(name)
+        c.fail(name, f"check errored: SQLSTATE {e.sqlstate}: "
+                     f"{(e.diag.message_primary or str(e)).strip()}")
+    return c
+
+
+def run_checks(conn: psycopg.Connection, sql_root: Path | None = None,
+               require_complete: bool = True, checkpoint: dict | None = None,
+               reference_snapshot: dict | None = None) -> Report:
+    """All checks through ``conn`` (not in a transaction yet), in one READ ONLY one."""
+    root = Path(sql_root) if sql_root else chain_mod.default_sql_root()
+    files, problems = chain_mod.scan(root)
+    was_autocommit = conn.autocommit
+    conn.autocommit = False
+    try:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        conn.execute("SET LOCAL search_path = pg_catalog, public")
+        conn.execute("SET LOCAL statement_timeout = '10min'")
+        state, applied = applied_files(conn, files)
+        ctx = Context(conn=conn, files=files, chain_problems=problems, state=state,
+                      applied=applied, require_complete=require_complete,
+                      checkpoint=checkpoint, reference=reference_snapshot)
+        checks = [_run_one(conn, name, fn, ctx) for name, fn, needs in CHECKS
+                  if needs is None or getattr(ctx, needs) is not None]
+    finally:
+        conn.rollback()   # never commit: nothing here writes, and nothing could
+        conn.autocommit = was_autocommit
+    return Report(checks)
+
+
+def verify(dsn: str, *, sql_root: Path | None = None, require_complete: bool = True,
+           checkpoint: dict | None = None, reference_snapshot: dict | str | None = None
+           ) -> Report:
+    """``reference_snapshot``: a snapshot (harness.reference), "build" to build one
+    for the applied files, or None to skip the definitions check."""
+    with psycopg.connect(dsn, autocommit=True, application_name="harness-verify") as conn:
+        if reference_snapshot == "build":
+            reference_snapshot = build_reference(conn, sql_root)
+        return run_checks(conn, sql_root=sql_root, require_complete=require_complete,
+                          checkpoint=checkpoint, reference_snapshot=reference_snapshot)
+
+
+def run(dsn: str, json_output: bool = False, *, sql_root: Path | None = None,
+        require_complete: bool = True, checkpoint: dict | None = None,
+        reference_snapshot: dict | str | None = "build", out=None) -> int:
+    """Run every check against ``dsn``, print the result; return the exit code
+    (0: no check failed, 1: one did). Connection errors propagate to the caller."""
+    out = out or sys.stdout
+    report = verify(dsn, sql_root=sql_root, require_complete=require_complete,
+                    checkpoint=checkpoint, reference_snapshot=reference_snapshot)
+    if json_output:
+        out.write(json.dumps(report.as_dict(), indent=2, default=str) + "\n")
+    else:
+        out.write(render_table(report) + "\n")
+    return EXIT_OK if report.ok else EXIT_FAILED

@@ -1,0 +1,334 @@
+"""The privilege model of CONTRACT section 6, compared with the explicit
+EXPECTED_* tables: no extra grant to anyone, no missing grant, the forbidden
+privileges absent even through role membership, nothing executable by PUBLIC,
+every SECURITY DEFINER function with a pinned search_path and owned by the
+owner of the tables."""
+
+from __future__ import annotations
+
+from ..bookkeeping import BOOKKEEPING_SCHEMA
+from .queries import exists as _exists
+from .queries import rows as _rows
+
+GROUP_ROLES = ("forgea_app", "forgea_worker", "forgea_readonly")
+
+# --------------------------------------------------------------------------
+# the expected privilege model (CONTRACT section 6). Any grant on an object of
+# schema public or forgea_archive to anyone but the object's owner that is not
+# listed here is a failure, and so is a listed grant that is missing (for the
+# objects that exist).
+
+_APP_AUTH = ("SELECT", "INSERT", "UPDATE", "DELETE")
+_LEDGER_READS = ("LabVersion", "VerificationAttempt", "GitHubRepoMapping", "LabAttempt",
+                 "GitHubPushDelivery", "VerificationJob")
+_WORKER_READS = ("Lab", "LabSession") + _LEDGER_READS
+#: everything but the secrets (Account/Session/AuthSession columns are granted
+#: column by column; VerificationToken not at all)
+_READONLY_READS = ("User", "AuthIdentity", "Lab", "LabSession", "VerificationLog",
+                   "ResumeBullet", "AuditLog", "LedgerCheckpoint") + _LEDGER_READS
+
+EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, frozenset[str]]] = {
+    "forgea_app": {
+        "User": frozenset(_APP_AUTH),
+        "Account": frozenset(_APP_AUTH),
+        "Session": frozenset(_APP_AUTH),
+        "VerificationToken": frozenset(_APP_AUTH),
+        "AuthIdentity": frozenset(_APP_AUTH),
+        "AuthSession": frozenset(_APP_AUTH),
+        "Lab": frozenset({"SELECT", "INSERT", "UPDATE"}),
+        # UPDATE only on the columns the app writes: EXPECTED_COLUMN_PRIVILEGES
+        "LabSession": frozenset({"SELECT", "INSERT"}),
+        # INSERT stays so that the freeze trigger answers FA001 with its reason
+        "VerificationLog": frozenset({"SELECT", "INSERT"}),
+        "ResumeBullet": frozenset({"SELECT", "INSERT"}),
+        "AuditLog": frozenset({"SELECT", "INSERT"}),
+        "LabVersion": frozenset({"SELECT"}),
+        "VerificationAttempt": frozenset({"SELECT"}),
+        "GitHubRepoMapping": frozenset({"SELECT"}),
+        "LabAttempt": frozenset({"SELECT"}),
+        "GitHubPushDelivery": frozenset({"SELECT"}),
+        "VerificationJob": frozenset({"SELECT"}),
+    },
+    "forgea_worker": dict.fromkeys(_WORKER_READS, frozenset({"SELECT"})),
+    "forgea_readonly": dict.fromkeys(_READONLY_READS, frozenset({"SELECT"})),
+    "PUBLIC": {},
+}
+
+EXPECTED_COLUMN_PRIVILEGES: dict[str, dict[str, dict[str, frozenset[str]]]] = {
+    "forgea_app": {
+        # what transitionLabSession() writes (Prisma updateMany sends only these)
+        "LabSession": {c: frozenset({"UPDATE"}) for c in ("status", "lastActivityAt")},
+    },
+    "forgea_readonly": {
+        "Account": {c: frozenset({"SELECT"}) for c in (
+            "id", "userId", "type", "provider", "providerAccountId", "expires_at",
+            "token_type", "scope", "session_state")},
+        "Session": {c: frozenset({"SELECT"}) for c in ("id", "userId", "expires")},
+        "AuthSession": {c: frozenset({"SELECT"}) for c in ("id", "userId", "expires")},
+    },
+}
+
+#: function name -> roles with EXECUTE (PUBLIC never; every other function of
+#: the pack -- trigger functions, internal helpers, procedures -- owner only)
+EXPECTED_FUNCTION_EXECUTE: dict[str, frozenset[str]] = {
+    "canonical_repo_url": frozenset(GROUP_ROLES),
+    "lab_status_is_active": frozenset(GROUP_ROLES),
+    "git_branch_name_valid": frozenset(GROUP_ROLES),
+    "lab_attempt_row_hash": frozenset({"forgea_readonly", "forgea_worker"}),
+    "verify_lab_attempt_chain": frozenset({"forgea_readonly", "forgea_worker"}),
+    "list_unmapped_lab_sessions": frozenset({"forgea_app", "forgea_readonly"}),
+    "create_lab_session": frozenset({"forgea_app"}),
+    "resolve_lab_session": frozenset({"forgea_app", "forgea_worker"}),
+    "record_push": frozenset({"forgea_app"}),
+    "enqueue_verification_job": frozenset({"forgea_app"}),
+    "claim_verification_job": frozenset({"forgea_worker"}),
+    "complete_verification_job": frozenset({"forgea_worker"}),
+    "requeue_expired_verification_jobs": frozenset({"forgea_worker"}),
+}
+
+#: tables no role but the owner may UPDATE, DELETE or TRUNCATE (CONTRACT 6)
+APPEND_ONLY_TABLES = ("LabVersion", "VerificationAttempt", "VerificationLog",
+                      "LabAttempt", "AuditLog", "ResumeBullet", "GitHubPushDelivery",
+                      "LedgerCheckpoint")
+#: tables no role but the owner may write at all (API functions only)
+API_ONLY_TABLES = ("VerificationJob", "GitHubRepoMapping")
+#: secret columns forgea_readonly must not read
+SECRET_COLUMNS = {
+    "Account": ("refresh_token", "access_token", "id_token"),
+    "Session": ("sessionToken",),
+    "AuthSession": ("sessionToken",),
+    "VerificationToken": ("identifier", "token", "expires"),
+}
+
+
+def role_attributes(c, ctx) -> None:
+    """The group roles are plain NOLOGIN roles that inherit no other role."""
+    conn = ctx.conn
+    rows = {r[0]: r[1:] for r in _rows(conn, """
+        SELECT rolname, rolsuper, rolcreaterole, rolcreatedb, rolbypassrls, rolcanlogin
+        FROM pg_catalog.pg_roles WHERE rolname = ANY(%s)""", (list(GROUP_ROLES),))}
+    for r in GROUP_ROLES:
+        if r not in rows:
+            c.fail(r, "role missing")
+            continue
+        sup, crole, cdb, bypass, login = rows[r]
+        bad = [n for n, v in (("SUPERUSER", sup), ("CREATEROLE", crole), ("CREATEDB", cdb),
+                              ("BYPASSRLS", bypass), ("LOGIN", login)) if v]
+        if bad:
+            c.fail(r, "has " + ", ".join(bad) + " (group roles are plain NOLOGIN)")
+    for member, group in _rows(conn, """
+        SELECT pg_catalog.pg_get_userbyid(m.member), pg_catalog.pg_get_userbyid(m.roleid)
+        FROM pg_catalog.pg_auth_members m
+        WHERE pg_catalog.pg_get_userbyid(m.member) = ANY(%s)""", (list(GROUP_ROLES),)):
+        c.fail(member, f"is a member of {group}: group roles must not inherit other roles")
+
+
+def ownership(c, ctx) -> None:
+    """Every table, view, sequence and function of public is owned by the table owner."""
+    conn, owner = ctx.conn, ctx.owner
+    if owner is None:
+        c.info("public", "no LabSession table: nothing to compare")
+        return
+    others = [f"{k} {n} (owner {o})" for k, n, o in _rows(conn, """
+        SELECT CASE c.relkind WHEN 'r' THEN 'table' WHEN 'v' THEN 'view' WHEN 'S' THEN 'sequence'
+                              WHEN 'm' THEN 'matview' ELSE c.relkind::text END,
+               c.relname, pg_catalog.pg_get_userbyid(c.relowner)
+        FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+          AND pg_catalog.pg_get_userbyid(c.relowner) <> %s ORDER BY 2""", (owner,))]
+    others += [f"function {n} (owner {o})" for n, o in _rows(conn, """
+        SELECT p.oid::regprocedure::text, pg_catalog.pg_get_userbyid(p.proowner)
+        FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = 'public' AND pg_catalog.pg_get_userbyid(p.proowner) <> %s
+          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.objid = p.oid
+                          AND d.classid = 'pg_proc'::regclass AND d.deptype = 'e')
+        ORDER BY 1""", (owner,))]
+    if others:
+        c.fail("public", f"objects not owned by the table owner {owner}", others, len(others))
+
+
+def _grantee_sql(col: str) -> str:
+    return f"CASE WHEN {col} = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid({col}) END"
+
+
+def table_privileges(c, ctx) -> None:
+    """Table grants are exactly EXPECTED_TABLE_PRIVILEGES; no group role can change
+    an append-only or API-only table, even through PUBLIC or membership."""
+    conn = ctx.conn
+    rows = _rows(conn, f"""
+        SELECT n.nspname, c.relname, {_grantee_sql('a.grantee')}, a.privilege_type
+        FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) a
+        WHERE n.nspname IN ('public', 'forgea_archive', %s)
+          AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+          AND a.grantee <> c.relowner""", (BOOKKEEPING_SCHEMA,))
+    actual: dict[tuple[str, str], set[str]] = {}
+    for nsp, rel, grantee, priv in rows:
+        name = rel if nsp == "public" else f"{nsp}.{rel}"
+        actual.setdefault((grantee, name), set()).add(priv)
+    present = {r[0] for r in _rows(conn, """
+        SELECT c.relname FROM pg_catalog.pg_class c
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')""")}
+    for (grantee, rel), privs in sorted(actual.items()):
+        allowed = EXPECTED_TABLE_PRIVILEGES.get(grantee, {}).get(rel, frozenset())
+        extra = sorted(privs - allowed)
+        if extra:
+            c.fail(f'"{rel}" to {grantee}', "extra grant: " + ", ".join(extra))
+    for grantee, tables in EXPECTED_TABLE_PRIVILEGES.items():
+        for rel, privs in tables.items():
+            if rel not in present:
+                continue
+            missing = sorted(privs - actual.get((grantee, rel), set()))
+            if missing:
+                c.fail(f'"{rel}" to {grantee}', "missing grant: " + ", ".join(missing))
+    # effective privileges (through PUBLIC and role membership as well)
+    for role in GROUP_ROLES:
+        for rel in APPEND_ONLY_TABLES + API_ONLY_TABLES:
+            if rel not in present:
+                continue
+            ops = ("UPDATE", "DELETE", "TRUNCATE") + (("INSERT",) if rel in API_ONLY_TABLES
+                                                      else ())
+            for op in ops:
+                if conn.execute("SELECT pg_catalog.has_table_privilege(%s, %s, %s)",
+                                (role, f'public."{rel}"', op)).fetchone()[0]:
+                    c.fail(f'"{rel}"', f"{role} can {op} it (effective privilege)")
+
+
+def column_privileges(c, ctx) -> None:
+    """Column grants are exactly EXPECTED_COLUMN_PRIVILEGES; forgea_readonly reads no secret."""
+    conn = ctx.conn
+    rows = _rows(conn, f"""
+        SELECT c.relname, a.attname, {_grantee_sql('x.grantee')}, x.privilege_type
+        FROM pg_catalog.pg_attribute a
+        JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        CROSS JOIN LATERAL pg_catalog.aclexplode(a.attacl) x
+        WHERE n.nspname IN ('public', 'forgea_archive', %s) AND a.attnum > 0
+          AND NOT a.attisdropped AND x.grantee <> c.relowner""", (BOOKKEEPING_SCHEMA,))
+    actual: dict[tuple[str, str, str], set[str]] = {}
+    for rel, col, grantee, priv in rows:
+        actual.setdefault((grantee, rel, col), set()).add(priv)
+    for (grantee, rel, col), privs in sorted(actual.items()):
+        allowed = EXPECTED_COLUMN_PRIVILEGES.get(grantee, {}).get(rel, {}).get(col, frozenset())
+        extra = sorted(privs - allowed)
+        if extra:
+            c.fail(f'"{rel}"."{col}" to {grantee}', "extra column grant: " + ", ".join(extra))
+    for grantee, tables in EXPECTED_COLUMN_PRIVILEGES.items():
+        for rel, cols in tables.items():
+            if not _exists(conn, rel):
+                continue
+            for col, privs in cols.items():
+                missing = sorted(privs - actual.get((grantee, rel, col), set()))
+                if missing:
+                    c.fail(f'"{rel}"."{col}" to {grantee}',
+                           "missing column grant: " + ", ".join(missing))
+    for rel, secret in SECRET_COLUMNS.items():
+        if not _exists(conn, rel):
+            continue
+        for col in secret:
+            if conn.execute("SELECT pg_catalog.has_column_privilege('forgea_readonly', %s, %s, "
+                            "'SELECT')", (f'public."{rel}"', col)).fetchone()[0]:
+                c.fail(f'"{rel}"."{col}"', "forgea_readonly can read this secret")
+
+
+def function_privileges(c, ctx) -> None:
+    """EXECUTE is granted exactly as EXPECTED_FUNCTION_EXECUTE; never to PUBLIC."""
+    conn = ctx.conn
+    rows = _rows(conn, f"""
+        SELECT p.proname, p.oid::regprocedure::text, {_grantee_sql('a.grantee')}
+        FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+        CROSS JOIN LATERAL pg_catalog.aclexplode(
+            coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) a
+        WHERE n.nspname IN ('public', 'forgea_archive') AND a.privilege_type = 'EXECUTE'
+          AND a.grantee <> p.proowner
+          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.objid = p.oid
+                          AND d.classid = 'pg_proc'::regclass AND d.deptype = 'e')""")
+    actual: dict[tuple[str, str], set[str]] = {}
+    for name, sig, grantee in rows:
+        actual.setdefault((name, sig), set()).add(grantee)
+        if grantee not in EXPECTED_FUNCTION_EXECUTE.get(name, frozenset()):
+            c.fail(f"function {sig}", f"EXECUTE granted to {grantee}"
+                   + (" (executable by everyone)" if grantee == "PUBLIC" else ""))
+    sigs = {r[0]: r[1] for r in _rows(conn, """
+        SELECT p.proname, p.oid::regprocedure::text FROM pg_catalog.pg_proc p
+        JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = 'public' AND p.proname = ANY(%s)""",
+                                      (list(EXPECTED_FUNCTION_EXECUTE),))}
+    for name, roles in EXPECTED_FUNCTION_EXECUTE.items():
+        if name not in sigs:
+            continue
+        got = actual.get((name, sigs[name]), set())
+        missing = sorted(roles - got)
+        if missing:
+            c.fail(f"function {sigs[name]}", "missing EXECUTE for " + ", ".join(missing))
+
+
+def schema_privileges(c, ctx) -> None:
+    """No one but the owner creates in public, the archive or the bookkeeping schema,
+    nor creates schemas; no group role uses the bookkeeping schema."""
+    conn = ctx.conn
+    for nsp, grantee, priv in _rows(conn, f"""
+        SELECT n.nspname, {_grantee_sql('a.grantee')}, a.privilege_type
+        FROM pg_catalog.pg_namespace n
+        CROSS JOIN LATERAL pg_catalog.aclexplode(
+            coalesce(n.nspacl, pg_catalog.acldefault('n', n.nspowner))) a
+        WHERE n.nspname IN ('public', 'forgea_archive', %s) AND a.grantee <> n.nspowner
+        ORDER BY 1, 2, 3""", (BOOKKEEPING_SCHEMA,)):
+        # the rollback archive and the harness's bookkeeping are the owner's alone
+        if priv == "CREATE" or nsp in ("forgea_archive", BOOKKEEPING_SCHEMA):
+            c.fail(f"schema {nsp}", f"{priv} granted to {grantee}")
+    for role in ("public",) + GROUP_ROLES:
+        who = "PUBLIC" if role == "public" else role
+        if role == "public":
+            q = ("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_database d CROSS JOIN LATERAL "
+                 "pg_catalog.aclexplode(coalesce(d.datacl, pg_catalog.acldefault('d', "
+                 "d.datdba))) a WHERE d.datname = current_database() AND a.grantee = 0 "
+                 "AND a.privilege_type = 'CREATE')")
+            has = conn.execute(q).fetchone()[0]
+        else:
+            has = conn.execute("SELECT pg_catalog.has_database_privilege(%s, "
+                               "current_database(), 'CREATE')", (role,)).fetchone()[0]
+        if has:
+            c.fail(f"database {conn.info.dbname}", f"{who} can CREATE schemas")
+    for role in GROUP_ROLES:
+        if conn.execute("SELECT pg_catalog.has_schema_privilege(%s, 'public', 'CREATE')",
+                        (role,)).fetchone()[0]:
+            c.fail("schema public", f"{role} can CREATE objects (effective privilege)")
+        if conn.execute("SELECT to_regnamespace(%s) IS NOT NULL AND "
+                        "pg_catalog.has_schema_privilege(%s, %s, 'USAGE')",
+                        (BOOKKEEPING_SCHEMA, role, BOOKKEEPING_SCHEMA)).fetchone()[0]:
+            c.fail(f"schema {BOOKKEEPING_SCHEMA}",
+                   f"{role} can use the harness's bookkeeping schema (effective privilege)")
+
+
+def security_definer(c, ctx) -> None:
+    """Every SECURITY DEFINER function pins search_path (pg_catalog first, pg_temp
+    last, nothing else but public) and is owned by the table owner."""
+    conn, owner = ctx.conn, ctx.owner
+    for sig, fowner, config in _rows(conn, """
+        SELECT p.oid::regprocedure::text, pg_catalog.pg_get_userbyid(p.proowner), p.proconfig
+        FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname IN ('public', 'forgea_archive') AND p.prosecdef ORDER BY 1"""):
+        path = None
+        for item in config or []:
+            if item.startswith("search_path="):
+                path = [s.strip().strip('"') for s in item.split("=", 1)[1].split(",")]
+        obj = f"function {sig}"
+        if path is None:
+            c.fail(obj, "SECURITY DEFINER without a pinned search_path (proconfig)")
+        else:
+            if path[0] != "pg_catalog":
+                c.fail(obj, f"search_path {', '.join(path)} does not start with pg_catalog")
+            if path[-1] != "pg_temp":
+                c.fail(obj, f"search_path {', '.join(path)} does not end with pg_temp "
+                            "(pg_temp is otherwise searched first for relations)")
+            bad = [s for s in path if s not in ("pg_catalog", "public", "pg_temp")]
+            if bad:
+                c.fail(obj, "search_path names other schemas: " + ", ".join(bad))
+        if owner and fowner != owner:
+            c.fail(obj, f"owned by {fowner}, not by the table owner {owner}")
+
+
+# --------------------------------------------------------------------------
+# driver
