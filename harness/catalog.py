@@ -55,6 +55,13 @@ def snapshot(conn, schema: str = "public") -> dict:
 
 
 def _snapshot(cur, schema: str) -> dict:
+    """Tables (columns, constraints, indexes, triggers, RLS, policies), views, enums
+    and functions of ``schema``, as comparable plain data.
+
+    One function of about 120 lines on purpose: it is one pass of catalog queries
+    in a fixed order that all fill the same ``snap`` and share the table-oid map;
+    each block is one query and reads top to bottom like the snapshot it builds.
+    """
     snap: dict = {"tables": {}, "enums": {}, "functions": {}, "views": {}}
     ext_dep = """NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
                             WHERE d.classid = {cat}::regclass AND d.objid = {oid}

@@ -149,7 +149,73 @@ def _statements_with_lines(text: str):
             yield line, stmt, body
 
 
+def _revocations(text: str) -> tuple[set[str], set[str], bool]:
+    """Functions a file revokes from PUBLIC, functions it drops, and whether it
+    revokes EXECUTE on ALL FUNCTIONS from PUBLIC (comments stripped, bodies kept out)."""
+    stripped = _DOLLAR.sub("$$ $$", sqlparse.format(text, strip_comments=True))
+    revoked = set()
+    for m in re.finditer(
+            r"REVOKE\s+(?:ALL(?:\s+PRIVILEGES)?|EXECUTE)\s+ON\s+(?:FUNCTION|PROCEDURE|ROUTINE)\s+"
+            r"(.*?)\s+FROM\s+([^;]*)", stripped, re.I | re.S):
+        if re.search(r"\bPUBLIC\b", m.group(2), re.I):
+            for sig in re.finditer(rf"({QUALIFIED})\s*\(", m.group(1)):
+                revoked.add(unquote(sig.group(1)))
+    dropped = {unquote(m.group(1)) for m in re.finditer(
+        r"DROP\s+(?:FUNCTION|PROCEDURE|ROUTINE)\s+(?:IF\s+EXISTS\s+)?"
+        rf"({QUALIFIED})", stripped, re.I)}
+    all_revoked = re.search(r"REVOKE\s+\w+(?:\s+PRIVILEGES)?\s+ON\s+ALL\s+(FUNCTIONS|ROUTINES)"
+                            r"\s+IN\s+SCHEMA\s+.*?FROM\s+[^;]*\bPUBLIC\b", stripped,
+                            re.I | re.S)
+    return revoked, dropped, bool(all_revoked)
+
+
+def _statement_rules(rel: str, text: str, *, no_tx: bool, baseline: bool, is_rollback: bool,
+                     public_ok: set, revoked: set, dropped: set, all_revoked: bool,
+                     revoked_in_chain: set) -> list[Finding]:
+    """The per-statement rules of one file: no transaction control, idempotent
+    CREATE INDEX CONCURRENTLY in no-transaction files, SECURITY DEFINER with a
+    pinned search_path, every created function's EXECUTE revoked from PUBLIC."""
+    findings: list[Finding] = []
+    for line, stmt, body in _statements_with_lines(text):
+        if _TX.match(body):
+            findings.append(Finding(rel, line, "transaction-control",
+                                    f"'{body.splitlines()[0][:40]}': the harness runs each "
+                                    "file in its own transaction"))
+        if no_tx:
+            for m in re.finditer(r"CREATE\s+(UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?!IF\s+NOT\s+EXISTS)",
+                                 body, re.I):
+                findings.append(Finding(rel, line, "no-transaction-idempotent",
+                                        "CREATE INDEX CONCURRENTLY without IF NOT EXISTS in a "
+                                        "no-transaction file (it must be re-runnable)"))
+        m = _CREATE_FUNC.match(body)
+        if not m:
+            continue
+        fname = unquote(m.group(3))
+        outside = _DOLLAR.sub("$$ $$", body)
+        if re.search(r"\bSECURITY\s+DEFINER\b", outside, re.I) and not re.search(
+                r"\bSET\s+search_path\b", outside, re.I):
+            findings.append(Finding(rel, line, "definer-search-path",
+                                    f"SECURITY DEFINER function {fname} does not pin "
+                                    "search_path (SET search_path = pg_catalog, public)"))
+        if baseline:
+            continue   # production's own functions, as they are; V0002 revokes them
+        if is_rollback and m.group(1):
+            continue   # CREATE OR REPLACE in a rollback restores a function (ACL kept)
+        if m.group(1) and fname in revoked_in_chain:
+            continue   # replaces a function an earlier file revoked (ACL is kept)
+        if fname in dropped:
+            continue   # temporary helper: created and dropped in the same file
+        if fname in revoked or fname.lower() in public_ok or fname in public_ok or all_revoked:
+            continue
+        findings.append(Finding(rel, line, "function-execute-public",
+                                f"function {fname} is created without 'REVOKE ALL ON "
+                                f"FUNCTION {fname}(...) FROM PUBLIC' (or a '-- harness: "
+                                f"public-function {fname} reason' header line)"))
+    return findings
+
+
 def own_rules(repo: Path) -> list[Finding]:
+    """The pack's own rules over every SQL file (the chain's problems included)."""
     findings: list[Finding] = []
     _files, problems = scan(repo / "sql")
     for p in problems:
@@ -189,61 +255,12 @@ def own_rules(repo: Path) -> list[Finding]:
                                         "psql meta-commands are not allowed (the harness "
                                         "runs files without psql)"))
 
-        # REVOKEs present in the file (comments stripped, bodies kept out)
-        stripped = _DOLLAR.sub("$$ $$", sqlparse.format(text, strip_comments=True))
-        revoked = set()
-        for m in re.finditer(
-                r"REVOKE\s+(?:ALL(?:\s+PRIVILEGES)?|EXECUTE)\s+ON\s+(?:FUNCTION|PROCEDURE|ROUTINE)\s+"
-                r"(.*?)\s+FROM\s+([^;]*)", stripped, re.I | re.S):
-            if re.search(r"\bPUBLIC\b", m.group(2), re.I):
-                for sig in re.finditer(
-                        r"((?:\"(?:[^\"]|\"\")+\"|[A-Za-z_][\w$]*)"
-                        r"(?:\s*\.\s*(?:\"(?:[^\"]|\"\")+\"|[A-Za-z_][\w$]*))?)\s*\(",
-                        m.group(1)):
-                    revoked.add(unquote(sig.group(1)))
-        dropped = {unquote(m.group(1)) for m in re.finditer(
-            r"DROP\s+(?:FUNCTION|PROCEDURE|ROUTINE)\s+(?:IF\s+EXISTS\s+)?"
-            r"((?:\"(?:[^\"]|\"\")+\"|[A-Za-z_][\w$]*)(?:\s*\.\s*(?:\"(?:[^\"]|\"\")+\"|[A-Za-z_][\w$]*))?)",
-            stripped, re.I)}
-        all_revoked = re.search(r"REVOKE\s+\w+(?:\s+PRIVILEGES)?\s+ON\s+ALL\s+(FUNCTIONS|ROUTINES)"
-                                r"\s+IN\s+SCHEMA\s+.*?FROM\s+[^;]*\bPUBLIC\b", stripped,
-                                re.I | re.S)
+        revoked, dropped, all_revoked = _revocations(text)
 
-        for line, stmt, body in _statements_with_lines(text):
-            if _TX.match(body):
-                findings.append(Finding(rel, line, "transaction-control",
-                                        f"'{body.splitlines()[0][:40]}': the harness runs each "
-                                        "file in its own transaction"))
-            if no_tx:
-                for m in re.finditer(r"CREATE\s+(UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?!IF\s+NOT\s+EXISTS)",
-                                     body, re.I):
-                    findings.append(Finding(rel, line, "no-transaction-idempotent",
-                                            "CREATE INDEX CONCURRENTLY without IF NOT EXISTS in a "
-                                            "no-transaction file (it must be re-runnable)"))
-            m = _CREATE_FUNC.match(body)
-            if not m:
-                continue
-            fname = unquote(m.group(3))
-            outside = _DOLLAR.sub("$$ $$", body)
-            if re.search(r"\bSECURITY\s+DEFINER\b", outside, re.I) and not re.search(
-                    r"\bSET\s+search_path\b", outside, re.I):
-                findings.append(Finding(rel, line, "definer-search-path",
-                                        f"SECURITY DEFINER function {fname} does not pin "
-                                        "search_path (SET search_path = pg_catalog, public)"))
-            if baseline:
-                continue   # production's own functions, as they are; V0002 revokes them
-            if is_rollback and m.group(1):
-                continue   # CREATE OR REPLACE in a rollback restores a function (ACL kept)
-            if m.group(1) and fname in revoked_in_chain:
-                continue   # replaces a function an earlier file revoked (ACL is kept)
-            if fname in dropped:
-                continue   # temporary helper: created and dropped in the same file
-            if fname in revoked or fname.lower() in public_ok or fname in public_ok or all_revoked:
-                continue
-            findings.append(Finding(rel, line, "function-execute-public",
-                                    f"function {fname} is created without 'REVOKE ALL ON "
-                                    f"FUNCTION {fname}(...) FROM PUBLIC' (or a '-- harness: "
-                                    f"public-function {fname} reason' header line)"))
+        findings += _statement_rules(rel, text, no_tx=no_tx, baseline=baseline,
+                                     is_rollback=is_rollback, public_ok=public_ok,
+                                     revoked=revoked, dropped=dropped, all_revoked=all_revoked,
+                                     revoked_in_chain=revoked_in_chain)
         if not is_rollback:
             revoked_in_chain |= revoked
     return findings
