@@ -154,6 +154,27 @@ def test_read_only_connection_still_passes(db, world):
         su.execute(f'ALTER ROLE readonly_login IN DATABASE "{db.name}" RESET ALL')
 
 
+def test_a_check_that_errors_fails_alone_under_its_own_name(db, world):
+    """As forgea_readonly, the query of restorable_values hits a table it may not read
+    (VerificationToken, 42501): that check alone fails, naming the SQLSTATE; every row
+    invariant still runs in its own savepoint and passes under its own name."""
+    su = db.connect("superuser")
+    su.execute("GRANT USAGE ON SCHEMA harness TO readonly_login")   # to read what is applied
+    su.execute('GRANT SELECT ON harness."_harness_migration" TO readonly_login')
+    rep = V.verify(db.dsn("readonly"), reference_snapshot=None)
+    errored = rep.by_name("restorable_values")
+    assert errored.status == "fail"
+    assert [f["message"] for f in errored.findings] == [
+        "check errored: SQLSTATE 42501: permission denied for table VerificationToken"]
+    assert "restorable_values" in rep.failed()
+    for name in ("lifecycle_completed_at", "lab_version_agreement",
+                 "one_active_session_per_user_lab", "one_active_session_per_repo",
+                 "job_status_consistency", "one_running_job_per_session",
+                 "job_commit_matches_attempt", "job_attempt_results",
+                 "verified_pass_has_pass_attempt", "sha_format"):
+        assert rep.by_name(name).status in ("pass", "info"), V.render_table(rep)
+
+
 def test_verify_writes_nothing(db, world):
     """With the whole database forced read-only (as on a hot standby), verify still
     passes through its own connection, and no table changed."""
