@@ -171,8 +171,8 @@
 --     defined in sql/triggers/V0007__lab_version_guards.sql
 
 -- SECURITY DEFINER record_push(p_delivery_id text, p_provider_repo_id bigint, p_repo_url text, p_ref text, p_head_sha text, p_pushed_at timestamp with time zone, p_commits jsonb)
---     every value the API accepts survives a backup and hashes once
---     defined in sql/migrations/V0056__api_value_bounds.sql
+--     record_push writes a push's commits with one INSERT
+--     defined in sql/migrations/V0060__record_push_set_based.sql
 
 -- SECURITY DEFINER requeue_expired_verification_jobs()
 --     enqueue, claim, complete, requeue
@@ -1623,7 +1623,7 @@ BEGIN
 END;
 $function$;
 
--- defined in sql/migrations/V0056__api_value_bounds.sql
+-- defined in sql/migrations/V0060__record_push_set_based.sql
 CREATE FUNCTION record_push(p_delivery_id text, p_provider_repo_id bigint, p_repo_url text, p_ref text, p_head_sha text, p_pushed_at timestamp with time zone, p_commits jsonb)
  RETURNS TABLE(commit_sha text, lab_attempt_id uuid, created boolean, verification_job_id uuid, outcome text)
  LANGUAGE plpgsql
@@ -1652,7 +1652,6 @@ DECLARE
     v_by_url uuid;
     v_path text;
     v_del record;
-    v_att record;
     v_job uuid;
     v_head uuid;
     v_anchors jsonb := '[]';
@@ -1920,39 +1919,61 @@ BEGIN
         r_new := ARRAY[false];
         r_out := ARRAY['existing'];
     END IF;
-    FOR i IN 0 .. v_n - 1 LOOP
-        c := p_commits -> i;
-        SELECT a."id", false AS is_new INTO v_att
-        FROM public."LabAttempt" AS a
-        WHERE a."sessionId" = v_session AND a."commitSha" = c ->> 'id';
-        IF NOT FOUND THEN
+    IF v_n > 0 THEN
+        -- one INSERT of every commit the session does not hold yet, in push
+        -- order: the chain trigger links them in that order under the one
+        -- session lock taken above (its re-entrant lock costs no wait); the
+        -- commits already recorded keep their rows
+        WITH inp AS (
+            SELECT e.c, e.n, e.c ->> 'id' AS sha
+            FROM jsonb_array_elements(p_commits) WITH ORDINALITY AS e (c, n)
+        ),
+
+        old AS (
+            SELECT
+                i.n,
+                a."id"
+            FROM inp AS i
+            INNER JOIN public."LabAttempt" AS a
+                ON a."sessionId" = v_session AND a."commitSha" = i.sha
+        ),
+
+        ins AS (
             INSERT INTO public."LabAttempt" (
                 "sessionId", "commitSha", "deliveryId", "branch", "authorName",
                 "authorEmail", "authorLogin", "changedFiles", "pushedAt",
                 "chainSeq", "prevHash", "rowHash"
             )
-            VALUES (
-                v_session, c ->> 'id', p_delivery_id, v_branch,
-                c -> 'author' ->> 'name', c -> 'author' ->> 'email',
-                c -> 'author' ->> 'username',
-                jsonb_build_object('added', c -> 'added',
-                    'modified', c -> 'modified', 'removed', c -> 'removed'),
+            SELECT
+                v_session, i.sha, p_delivery_id, v_branch,
+                i.c -> 'author' ->> 'name', i.c -> 'author' ->> 'email',
+                i.c -> 'author' ->> 'username',
+                jsonb_build_object('added', i.c -> 'added',
+                    'modified', i.c -> 'modified', 'removed', i.c -> 'removed'),
                 p_pushed_at AT TIME ZONE 'UTC',
-                0, '\x', '\x'
-            )
-            RETURNING "id", true AS is_new, "chainSeq", "rowHash" INTO v_att;
-            v_anchors := v_anchors || jsonb_build_object('id', v_att."id",
-                'commitSha', c ->> 'id', 'chainSeq', v_att."chainSeq",
-                'rowHash', encode(v_att."rowHash", 'hex'));
-        END IF;
-        IF c ->> 'id' = p_head_sha THEN
-            v_head := v_att."id";
-        END IF;
-        r_sha := r_sha || (c ->> 'id');
-        r_id := r_id || v_att."id";
-        r_new := r_new || v_att.is_new;
-        r_out := r_out || CASE WHEN v_att.is_new THEN 'recorded' ELSE 'existing' END;
-    END LOOP;
+                0, '\x'::bytea, '\x'::bytea
+            FROM inp AS i
+            WHERE NOT EXISTS (SELECT 1 FROM old AS o WHERE o.n = i.n)
+            ORDER BY i.n
+            RETURNING "id", "commitSha", "chainSeq", "rowHash"
+        )
+
+        SELECT
+            array_agg(i.sha ORDER BY i.n),
+            array_agg(coalesce(x."id", o."id") ORDER BY i.n),
+            array_agg(x."id" IS NOT NULL ORDER BY i.n),
+            array_agg(CASE WHEN x."id" IS NOT NULL THEN 'recorded' ELSE 'existing' END
+                ORDER BY i.n),
+            coalesce(jsonb_agg(jsonb_build_object('id', x."id",
+                'commitSha', i.sha, 'chainSeq', x."chainSeq",
+                'rowHash', encode(x."rowHash", 'hex')) ORDER BY i.n)
+                FILTER (WHERE x."id" IS NOT NULL), '[]'),
+            (array_agg(coalesce(x."id", o."id")) FILTER (WHERE i.sha = p_head_sha))[1]
+        INTO r_sha, r_id, r_new, r_out, v_anchors, v_head
+        FROM inp AS i
+        LEFT JOIN ins AS x ON i.sha = x."commitSha"
+        LEFT JOIN old AS o ON i.n = o.n;
+    END IF;
 
     IF p_provider_repo_id IS NOT NULL THEN
         UPDATE public."GitHubRepoMapping" AS m

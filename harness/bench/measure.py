@@ -13,7 +13,7 @@ from .common import SAMPLE_INTERVAL, WORKER_COUNTS, _connect, _say, _with_db, ma
 from .floors import copy_floor, jsonb_floor
 from .recompute import bench_ledger_recompute
 from .migration import _app_dsn, _apply_naive, _Progress, run_migration
-from .push import bench_record_push
+from .push import bench_push_sizes, bench_record_push
 from .queue import bench_queue
 
 
@@ -95,6 +95,11 @@ def _apis(dsn: str, pdsn: str, scale: int, results: dict, details: dict) -> None
     results.update(rp)
     _say(f"record_push {rp['record_push_commits_per_s']:.0f} commits/s vs insert ceiling "
          f"{rp['insert_ceiling_commits_per_s']:.0f}/s")
+    sizes = bench_push_sizes(dsn, 3 if small else 15)
+    details["record_push_sizes"] = sizes.pop("breakdown")
+    results.update(sizes)
+    _say("record_push of 1/20/100 commits: " + ", ".join(
+        f"{results[f'record_push_ms_{n}']:.1f} ms" for n in (1, 20, 100)))
     lr = bench_ledger_recompute(dsn, min(scale, 1_000_000))
     results.update(lr)
     _say(f"ledger: {lr['ledger_rows']} rows recomputed in Python in "
