@@ -118,6 +118,9 @@ def _push_parts(conn, s: dict, commits: list[dict]) -> dict:
         except psycopg.errors.InvalidParameterValue:
             pass
         validation = (time.perf_counter() - t) * 1000
+    t = time.perf_counter()
+    conn.execute("SELECT 1").fetchall()
+    round_trip = (time.perf_counter() - t) * 1000
     with conn.transaction(force_rollback=True):
         ins, trig = _explain_ms(conn, _INSERT_ATTEMPTS, p)
         chain = trig.get("labattempt_chain_hash", 0.0)
@@ -128,15 +131,16 @@ def _push_parts(conn, s: dict, commits: list[dict]) -> dict:
                                            "chainSeq": k + 1, "rowHash": "0" * 64}
                                           for k, c in enumerate(commits)]})
         audit, _ = _explain_ms(conn, _AUDIT, p)
-    return {"validation": validation, "chain": chain, "indexes_and_constraints": ins - chain,
+    return {"round_trip": round_trip, "validation": validation - round_trip, "chain": chain, "indexes_and_constraints": ins - chain,
             "delivery_row": delivery, "job": job, "audit": audit}
 
 
 def bench_push_sizes(dsn: str, reps: int) -> dict:
     """The cost of one push of 1, 20 and 100 commits (median of ``reps`` pushes, each to a
     fresh session, one connection, nothing else running) and its parts, each the median of
-    the same number of rolled-back replays: validation (a call refused by its last check,
-    client-timed), chain (the chain trigger's time in one INSERT of the push's rows),
+    the same number of rolled-back replays: round trip (a client-timed ``SELECT 1``: on a
+    loaded machine most of a small push), validation (a call refused by its last check,
+    client-timed, less the round trip), chain (the chain trigger's time in one INSERT of the push's rows),
     indexes and constraints (the rest of that INSERT), delivery row, job and audit (each
     statement's server time); ``other`` is what the sum leaves of the push (resolution,
     the session lock, the function's own work)."""
