@@ -8,19 +8,26 @@ from __future__ import annotations
 import json
 import math
 
+import psycopg
+import pytest
+
 from harness import bench, datagen
+from harness.errors import ServerUnavailable
 
 REQUIRED = (
     "max_blocking_lock_s", "app_worst_latency_s", "chain_vs_copy_ratio",
     "record_push_vs_insert_ratio", "queue_vs_procrastinate_ratio_w4",
     "queue_vs_procrastinate_ratio_w16", "chain_vs_jsonb_floor_ratio",
-    "naive_max_blocking_lock_s", "naive_migration_s", "scale", "server_version",
+    "naive_max_blocking_lock_s", "naive_migration_s", "queue_cycles_per_s_w4",
+    "queue_cycles_per_s_w16", "procrastinate_cycles_per_s_w4", "procrastinate_cycles_per_s_w16",
+    "scale", "server_version",
 )
 POSITIVE = (
     "app_worst_latency_s", "chain_vs_copy_ratio", "record_push_vs_insert_ratio",
     "queue_vs_procrastinate_ratio_w1", "queue_vs_procrastinate_ratio_w4",
     "queue_vs_procrastinate_ratio_w16", "migration_s", "copy_floor_s", "datagen_s",
-    "jsonb_floor_s", "chain_vs_jsonb_floor_ratio", "record_push_pushes_per_s", "record_push_commits_per_s", "insert_ceiling_commits_per_s",
+    "jsonb_floor_s", "chain_vs_jsonb_floor_ratio", "record_push_pushes_per_s",
+    "record_push_commits_per_s", "insert_ceiling_commits_per_s",
     "ledger_rows", "ledger_recompute_s", "ledger_recompute_rows_per_s", "ledger_sql_verify_s",
     "ledger_recompute_vs_sql_verify_ratio", "naive_migration_s", "scale", "server_version",
 )
@@ -29,8 +36,7 @@ POSITIVE = (
 def test_bench_json_has_every_figure(tmp_path, capsys, pg_version):
     # on a throwaway server of the major under test
     report = tmp_path / "report.json"
-    rc = bench.main(["--scale", "2000", "--json", "--report", str(report),
-                     "--pg-version", str(pg_version)])
+    rc = bench.run(None, 2000, True, report=str(report), version=pg_version)
     out = capsys.readouterr().out
     assert rc == 0, out
     figures = json.loads(out)
@@ -55,11 +61,20 @@ def test_bench_json_has_every_figure(tmp_path, capsys, pg_version):
     assert list(details["naive"]["file_times"]) == [n for n, _ in naive.NAIVE_FILES]
 
 
-def test_bench_usage_errors():
-    assert bench.main(["--scale", "10"]) == 2
-    assert bench.main(["--no-such-option"]) == 2
-    assert bench.main(["--pg-version", "14"]) == 2
-    assert bench.main(["--pg-version", "17", "--target", "postgresql://u@127.0.0.1:1/x"]) == 2
+def test_required_keys_of_the_bench_are_the_published_figures():
+    assert set(REQUIRED) <= set(bench.REQUIRED_KEYS)
+
+
+def test_bench_without_a_server_raises_server_unavailable(tmp_path, monkeypatch):
+    # a major whose binaries are not in the directory named for it
+    monkeypatch.setenv("HARNESS_PG_BIN_14", str(tmp_path))
+    with pytest.raises(ServerUnavailable, match="PostgreSQL 14"):
+        bench.run(None, 2000, True, version=14)
+
+
+def test_bench_on_an_unreachable_server_lets_the_psycopg_error_propagate():
+    with pytest.raises(psycopg.OperationalError):
+        bench.run("postgresql://nobody@127.0.0.1:1/x?connect_timeout=2", 2000, True)
 
 
 def test_datagen_ids_are_deterministic():
