@@ -11,8 +11,8 @@ import pytest
 
 from harness import apply as A
 from harness.errors import MigrationFailed
-from helpers import digests, raises_sqlstate
-from queue_fixtures import make_lab, make_user
+from tests.helpers import digests, raises_sqlstate
+from tests.builders import add_lab, add_user
 
 CANON = "https://github.com/octo-cat/hello.world_x-1"
 
@@ -146,8 +146,8 @@ def test_canonical_repo_url_agrees_with_the_first_regex_implementation(db):
 @pytest.fixture
 def ctx(db):
     owner = db.connect("owner")
-    return {"owner": owner, "app": db.connect("app"), "user": make_user(owner),
-            "lab": make_lab(owner), "tag": uuid.uuid4().hex[:8]}
+    return {"owner": owner, "app": db.connect("app"), "user": add_user(owner),
+            "lab": add_lab(owner), "tag": uuid.uuid4().hex[:8]}
 
 
 def create(conn, ctx, url=None, repo_id=None, key=None, user=None, lab=None):
@@ -205,7 +205,7 @@ def test_create_lab_session_bad_input(db, ctx, field, kwargs):
 
 def test_one_active_session_per_repository(db, ctx):
     create(ctx["app"], ctx, repo_id=21)
-    other_user = make_user(ctx["owner"])
+    other_user = add_user(ctx["owner"])
     before = digests(ctx["owner"], WATCHED)
     # the same URL in another spelling, another user
     with raises_sqlstate("23505"):
@@ -232,7 +232,7 @@ def test_terminal_session_frees_the_repository(db, ctx):
 def test_concurrent_creates(db, ctx):
     n = 20
     conns = [psycopg.connect(db.dsn("app"), autocommit=True) for _ in range(n)]
-    users = [make_user(ctx["owner"]) for _ in range(n)]
+    users = [add_user(ctx["owner"]) for _ in range(n)]
     barrier = threading.Barrier(n)
     same_key, errors = [None] * n, []
 
@@ -321,7 +321,7 @@ def test_app_insert_of_session_is_bound_at_commit(db, ctx):
     sid2 = uuid.uuid4()
     ctx["app"].execute(
         'INSERT INTO "LabSession" ("id", "userId", "labId", "userForkUrl") VALUES (%s, %s, %s, %s)',
-        (sid2, make_user(ctx["owner"]), ctx["lab"], "not a url"))
+        (sid2, add_user(ctx["owner"]), ctx["lab"], "not a url"))
     assert ctx["owner"].execute(
         "SELECT reason FROM list_unmapped_lab_sessions() WHERE session_id = %s", (sid2,)
     ).fetchone() == ("unparseable fork URL",)
@@ -348,16 +348,16 @@ def test_backfill_maps_parseable_urls_and_reports_the_rest(db, sql_root):
     dsn = db.dsn("owner")
     A.rollback(dsn, to=_below_v0020(dsn), sql_root=sql_root)
     owner = db.connect("owner")
-    lab = make_lab(owner)
+    lab = add_lab(owner)
     good = {}
     for i in range(12):
-        u = make_user(owner)
+        u = add_user(owner)
         good[_legacy_session(owner, u, lab, f"https://github.com/Legacy-{i}/Fork.git/")] = \
             f"https://github.com/legacy-{i}/fork"
-    u = make_user(owner)
+    u = add_user(owner)
     # terminal sessions may share a URL with an active one
     old = _legacy_session(owner, u, lab, "git@github.com:legacy-0/fork.git", "FAILED")
-    bad = [_legacy_session(owner, make_user(owner), lab, url)
+    bad = [_legacy_session(owner, add_user(owner), lab, url)
            for url in ("https://gitlab.com/a/b", "", "https://github.com/a/b?x=1")]
     notices = []
     before = digests(owner, ("LabSession",))
@@ -385,9 +385,9 @@ def test_backfill_preflight_refuses_shared_active_url(db, sql_root):
     dsn = db.dsn("owner")
     A.rollback(dsn, to=_below_v0020(dsn), sql_root=sql_root)
     owner = db.connect("owner")
-    lab = make_lab(owner)
-    a = _legacy_session(owner, make_user(owner), lab, "https://github.com/dup/repo")
-    b = _legacy_session(owner, make_user(owner), lab, "git@github.com:DUP/repo.git")
+    lab = add_lab(owner)
+    a = _legacy_session(owner, add_user(owner), lab, "https://github.com/dup/repo")
+    b = _legacy_session(owner, add_user(owner), lab, "git@github.com:DUP/repo.git")
     with pytest.raises(MigrationFailed) as exc:
         A.apply(dsn, sql_root=sql_root)
     assert exc.value.sqlstate == "FM001"
@@ -404,7 +404,7 @@ def _push_one(app, delivery, repo_id, url, n):
     from psycopg.types.json import Jsonb
 
     from tests.attacks import NOW, commit
-    from tests.helpers import sha
+    from tests.builders import sha
     return app.execute("SELECT * FROM record_push(%s, %s, %s, 'refs/heads/main', %s, %s, %s)",
                        (delivery, repo_id, url, sha(n), NOW, Jsonb([commit(sha(n))]))).fetchall()
 
