@@ -6,6 +6,7 @@ pack's SQL API as the right role, wherever an API exists:
   ids, sha                  deterministic uuids (``ids.user(1)``) and commit SHAs (``sha(7)``)
   add_user / add_users      "User" rows, as the owner (no API)
   add_lab                   a "Lab" row, as the owner; the V0007 trigger makes its LabVersion 1
+  add_user_and_labs         user n and its labs 100*n+k
   new_lab_version           change a lab's repoVersion (a new LabVersion), as any writer
   create_session            create_lab_session(...) as forgea_app: a session bound to a repository
   create_sessions           many sessions of one lab in one transaction
@@ -136,6 +137,11 @@ def add_lab(owner, n: int | None = None) -> uuid.UUID:
          f"https://github.com/forgea/lab-{tag}", Jsonb(LAB_CONSTRAINTS)),
     )
     return lab
+
+
+def add_user_and_labs(owner, n: int, labs: int = 1) -> tuple[uuid.UUID, list[uuid.UUID]]:
+    """add_user(owner, n) and labs 100*n+1 .. 100*n+labs; returns (user, [labs])."""
+    return add_user(owner, n), [add_lab(owner, 100 * n + k) for k in range(1, labs + 1)]
 
 
 def new_lab_version(conn, lab, repo_version: str) -> None:

@@ -14,19 +14,16 @@ import pytest
 from harness import apply as happly
 from harness import catalog
 from harness.errors import HarnessError
-from tests.helpers import ids, raises_sqlstate, sha
+from tests.builders import add_user_and_labs, claim_and_complete, create_session, push_head_job, session_row
+from tests.builders import ids, sha
+from tests.helpers import raises_sqlstate
 from tests.prodlike import (
     HUGE_TEXT,
     LOG_KINDS,
     NONHEX_SHA,
     UPPER_SHA,
-    add_user_and_lab,
-    api_create_session,
-    api_push,
     seed_production_like,
-    session_row,
     snapshot_rows,
-    worker_complete,
 )
 
 BASELINE = "V0002__roles"
@@ -203,7 +200,8 @@ def test_completed_at_of_legacy_sessions(migrated):
     verified = {migrated.seed["log_session"][k]: migrated.seed["log_rows"][k]["verifiedAt"]
                 for k in LOG_KINDS}
     for sid, status in migrated.seed["session_status"].items():
-        got_status, completed, *_ = session_row(o, sid)
+        row = session_row(o, sid)
+        got_status, completed = row["status"], row["completedAt"]
         assert got_status == status
         if status == "VERIFIED_PASS":
             expected = verified.get(sid, migrated.seed["session_last_activity"][sid])
@@ -217,7 +215,7 @@ def test_migrated_sessions_follow_the_new_lifecycle(migrated):
     app = migrated.db.connect("app")
     stuck = migrated.seed["sessions"]["STUCK"][0]
     app.execute('UPDATE "LabSession" SET "status" = \'FAILED\' WHERE "id" = %s', (stuck,))
-    assert session_row(migrated.owner, stuck)[1] is not None
+    assert session_row(migrated.owner, stuck)["completedAt"] is not None
     passed = migrated.seed["sessions"]["VERIFIED_PASS"][0]
     before = session_row(migrated.owner, passed)
     with raises_sqlstate("FL001"):
@@ -383,7 +381,7 @@ def test_rollback_refuses_a_failed_session_and_cannot_preserve_it(migrated):
     assert str(sid) in msg
     stopped_at = _applied(m.dsn, m.sql_root)[-1]
     assert snapshot_rows(m.owner) == rows_with_new
-    assert session_row(m.owner, sid)[0] == "FAILED"
+    assert session_row(m.owner, sid)["status"] == "FAILED"
 
     # preservation cannot help: FAILED has no old-schema status. The harness
     # probes the whole rollback first, so the refusal comes before anything is
@@ -440,10 +438,10 @@ def test_rollback_refuses_a_second_lab_version_and_preserves_it(migrated):
 def test_rollback_refuses_a_non_legacy_attempt_and_preserves_it(migrated):
     m = migrated
     app, worker = m.db.connect("app"), m.db.connect("worker")
-    user, _ = add_user_and_lab(m.owner, 600, labs=0)
-    sid = api_create_session(app, user, ids.lab(3), 4242)
-    job = api_push(app, 4242, sha(4242))
-    worker_complete(worker, job, "PASSED")
+    user, _ = add_user_and_labs(m.owner, 600, labs=0)
+    sid = create_session(app, user, ids.lab(3), 4242)
+    job = push_head_job(app, sha(4242), n=4242)
+    claim_and_complete(worker, job, "PASSED")
     attempt_id = m.owner.execute(
         'SELECT "id" FROM "VerificationAttempt" WHERE "verificationJobId" = %s', (job,)).fetchone()[0]
 
