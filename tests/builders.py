@@ -47,6 +47,8 @@ NOW = datetime(2026, 2, 10, 10, 0, tzinfo=timezone.utc)
 #: what add_lab writes (a test that changes a lab compares with these)
 LAB_REPO_VERSION = "v1"
 LAB_CONSTRAINTS = {"maxMinutes": 60}
+#: the author of every commit() unless a test passes its own (``author={**AUTHOR, ...}``)
+AUTHOR = {"name": "Ada Tester", "email": "ada@example.test", "username": "ada"}
 
 # numbers of the unnumbered builders: far above any n a test passes explicitly
 _fresh = itertools.count(1_000_001)
@@ -223,12 +225,12 @@ def commit(c: int | str, **fields) -> dict:
     """One commit of a GitHub push payload: id sha(c) (or ``c`` itself when a string),
     author Ada Tester, added src/new_{c}.py, modified README.md; ``fields`` replace keys."""
     commit_sha = sha(c) if isinstance(c, int) else c
-    label = c if isinstance(c, int) else commit_sha[:7]
+    label = c if isinstance(c, int) else str(commit_sha)[:7]
     out = {
         "id": commit_sha,
-        "message": f"commit {commit_sha[:7]}",
+        "message": f"commit {label}",
         "timestamp": "2026-02-10T10:00:00Z",
-        "author": {"name": "Ada Tester", "email": "ada@example.test", "username": "ada"},
+        "author": dict(AUTHOR),
         "added": [f"src/new_{label}.py"],
         "modified": ["README.md"],
         "removed": [],

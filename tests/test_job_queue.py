@@ -10,9 +10,8 @@ import pytest
 from harness import apply as A
 from harness import chain
 from harness.errors import RollbackRefused
-from tests.builders import sha
+from tests.builders import claim, commit, complete, enqueue, job_row, push, queue_world, sha
 from tests.helpers import digests
-from tests.builders import claim, commit, complete, enqueue, job_row, push, queue_world
 
 CHANNEL = "verification_job_queued"
 

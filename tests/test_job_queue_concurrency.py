@@ -11,7 +11,9 @@ import psycopg
 import pytest
 
 from tests.helpers import raises_sqlstate
-from tests.builders import add_attempts, claim, complete, create_sessions, enqueue, job_row, queue_world
+from tests.builders import (
+    add_attempts, claim, complete, create_sessions, enqueue, job_row, queue_world,
+)
 
 WORKERS = 8
 SESSIONS = 250

@@ -12,9 +12,8 @@ import uuid
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.builders import sha
+from tests.builders import claim, complete, job_row, queue_world, sha
 from tests.helpers import digests, raises_sqlstate
-from tests.builders import claim, complete, job_row, queue_world
 
 WATCHED = ("VerificationJob", "VerificationAttempt", "LabSession", "LabAttempt")
 

@@ -17,8 +17,8 @@ import psycopg
 import pytest
 
 from tests.builders import (
-    add_user_and_labs, claim_and_complete, create_session, legacy_session, push_head_job,
-    session_row, sha,
+    add_user_and_labs, claim_and_complete, create_session, legacy_session,
+    push_head_job, session_row, sha,
 )
 from tests.helpers import raises_sqlstate
 

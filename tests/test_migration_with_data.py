@@ -14,8 +14,10 @@ import pytest
 from harness import apply as happly
 from harness import catalog
 from harness.errors import HarnessError
-from tests.builders import add_user_and_labs, claim_and_complete, create_session, push_head_job, session_row
-from tests.builders import ids, sha
+from tests.builders import (
+    add_user_and_labs, claim_and_complete, create_session, ids, push_head_job, session_row,
+    sha,
+)
 from tests.helpers import raises_sqlstate
 from tests.prodlike import (
     HUGE_TEXT,

@@ -17,9 +17,8 @@ import pytest
 
 from harness import apply as A
 from harness.errors import RollbackRefused
-from tests.builders import sha
+from tests.builders import add_lab, add_user, commit, create_session, push, sha
 from tests.helpers import digests, raises_sqlstate
-from tests.builders import add_lab, add_user, commit, create_session, push
 
 PUSHED_AT = datetime(2026, 3, 1, 12, 0, 0, 123000, tzinfo=timezone.utc)
 TABLES = ("LabAttempt", "AuditLog", "GitHubRepoMapping", "GitHubPushDelivery", "VerificationJob")

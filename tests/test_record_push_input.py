@@ -10,9 +10,8 @@ from datetime import datetime, timezone
 import psycopg
 import pytest
 
-from tests.builders import sha
+from tests.builders import add_lab, add_user, commit, create_session, push, sha
 from tests.helpers import digests, raises_sqlstate
-from tests.builders import add_lab, add_user, commit, create_session, push
 
 PUSHED_AT = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 WATCHED = ("LabAttempt", "AuditLog", "GitHubRepoMapping", "GitHubPushDelivery",

@@ -11,8 +11,10 @@ import uuid
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.builders import add_user_and_labs, claim_and_complete, create_session, push_head_job, session_row
-from tests.builders import sha
+from tests.builders import (
+    add_user_and_labs, claim_and_complete, create_session, push_head_job, session_row,
+    sha,
+)
 from tests.helpers import digests, raises_sqlstate
 
 WATCHED = ("VerificationAttempt", "VerificationLog", "LabSession", "VerificationJob",
