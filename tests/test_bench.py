@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from harness import bench, datagen
 
 REQUIRED = (
@@ -26,8 +28,14 @@ POSITIVE = (
 )
 
 
-def test_bench_json_has_every_figure(tmp_path, capsys, pg_version):
-    # on a throwaway server of the major under test
+@pytest.mark.slow
+def test_bench_json_has_every_figure(tmp_path, capsys, pg_version, monkeypatch):
+    # on a throwaway server of the major under test, with the timing knobs of the
+    # simulated app and of the queue comparison turned down: every phase still runs
+    # and produces every figure (what this test checks), only sooner
+    monkeypatch.setattr(bench, "QUEUE_REPEATS", 1)
+    monkeypatch.setattr(bench, "READER_HOLD_S", (0.2, 0.4))
+    monkeypatch.setattr(bench, "READER_GAP_S", (0.05, 0.1))
     report = tmp_path / "report.json"
     rc = bench.main(["--scale", "2000", "--json", "--report", str(report),
                      "--pg-version", str(pg_version)])

@@ -1,19 +1,24 @@
 """A production-like database at the baseline migrates, pre-flights, and rolls back with data.
 
 ``baseline_db`` (V0001..V0002) is seeded by tests.prodlike, then the rest of the
-chain is applied as the owner through the harness.
+chain is applied as the owner through the harness (``migrated``: a clone of a
+template built that way once per module).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import os
 import uuid
 
+import psycopg
 import pytest
 
 from harness import apply as happly
 from harness import catalog
 from harness.errors import HarnessError
+from tests.conftest import OWNER, _build_template, _fresh_db
 from tests.builders import (
     add_user_and_labs, claim_and_complete, create_session, ids, push_head_job, session_row,
     sha,
@@ -63,21 +68,52 @@ def _archive_rows(conn, prefix):
 
 
 class Migrated:
-    def __init__(self, db, sql_root):
+    """A fresh clone of the migrated template, with what was seen while building it."""
+
+    def __init__(self, db, sql_root, facts):
         self.db = db
         self.sql_root = sql_root
         self.dsn = db.dsn("owner")
         self.owner = db.connect("owner")
-        self.catalog_base = catalog.snapshot(self.owner)
-        self.seed = seed_production_like(self.owner)
-        self.rows_before = snapshot_rows(self.owner)
-        happly.apply(self.dsn, sql_root=sql_root)
-        self.catalog_after = catalog.snapshot(self.owner)
+        self.catalog_base = facts["catalog_base"]
+        self.seed = facts["seed"]
+        self.rows_before = facts["rows_before"]
+        self.catalog_after = facts["catalog_after"]
+
+
+@pytest.fixture(scope="module")
+def migrated_template(pg_cluster, tmpl_baseline, sql_root):
+    """The baseline seeded by tests.prodlike (deterministic), then the rest of the chain
+    applied as the owner through the harness: built once per module and worker, each
+    test gets its own clone. Returns (template name, facts): the catalog before the
+    seed, the seed, every baseline row before the migration, the catalog after it."""
+    facts = {}
+
+    def prepare(conn):
+        facts["catalog_base"] = catalog.snapshot(conn)
+        facts["seed"] = seed_production_like(conn)
+        facts["rows_before"] = snapshot_rows(conn)
+
+    name = f"tmpl_migrated_{os.getpid()}"
+    janitor = _build_template(pg_cluster, name, None, sql_root, source=tmpl_baseline,
+                              prepare=prepare)
+    try:
+        with psycopg.connect(pg_cluster.dsn(user=OWNER, dbname=name), autocommit=True) as conn:
+            facts["catalog_after"] = catalog.snapshot(conn)
+        yield name, facts
+    finally:
+        janitor.drop()
 
 
 @pytest.fixture
-def migrated(baseline_db, sql_root):
-    return Migrated(baseline_db, sql_root)
+def migrated(pg_cluster, migrated_template, sql_root):
+    name, facts = migrated_template
+    gen = _fresh_db(pg_cluster, name, "t_mig")
+    db = next(gen)
+    try:
+        yield Migrated(db, sql_root, copy.deepcopy(facts))
+    finally:
+        gen.close()
 
 
 # ------------------------------------------------------------------ forward migration
