@@ -93,6 +93,13 @@ def pytest_sessionstart(session):
         pytest.exit(str(e), returncode=pytest.ExitCode.TESTS_FAILED)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``slow`` first, otherwise in collection order: pytest-xdist
+    hands tests out in this order, and a long test handed out last keeps one
+    worker busy while the other has nothing left to do."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_report_header(config):
     version = config.getoption("--pg-version")
     try:

@@ -1,17 +1,16 @@
-"""Small helpers shared by the test modules (import them, do not copy them).
+"""Assertions shared by the test modules (import them, do not copy them); the data
+builders (ids, sha, users, labs, sessions, pushes, jobs) are in tests/builders.py.
 
 - ``raises_sqlstate(code)``: context manager asserting a psycopg error with that
   exact SQLSTATE; the transaction of an autocommit connection is gone with it.
 - ``table_digest(conn, table)``: (row count, md5 of every row in id order), to
   prove that an attack changed nothing.
 - ``digests(conn, tables)``: the same for several tables at once.
-- ``ids``: deterministic uuids for readable fixtures (``ids.user(1)``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import uuid
 
 import psycopg
 import pytest
@@ -57,33 +56,3 @@ def digests(conn: psycopg.Connection, tables=LEDGER_TABLES) -> dict[str, tuple[i
         )
     }
     return {t: table_digest(conn, t) for t in tables if t in present}
-
-
-class _Ids:
-    """Deterministic, readable uuids: ids.user(1) -> 00000000-0000-4000-8000-000000000001."""
-
-    def _make(self, prefix: int, n: int) -> uuid.UUID:
-        return uuid.UUID(f"{prefix:08x}-0000-4000-8000-{n:012x}")
-
-    def user(self, n: int) -> uuid.UUID:
-        return self._make(1, n)
-
-    def lab(self, n: int) -> uuid.UUID:
-        return self._make(2, n)
-
-    def session(self, n: int) -> uuid.UUID:
-        return self._make(3, n)
-
-    def log(self, n: int) -> uuid.UUID:
-        return self._make(4, n)
-
-    def audit(self, n: int) -> uuid.UUID:
-        return self._make(5, n)
-
-
-ids = _Ids()
-
-
-def sha(n: int, length: int = 40) -> str:
-    """A valid lowercase hex commit SHA derived from ``n``."""
-    return format(n, "x").rjust(length, "0")[-length:]

@@ -32,7 +32,7 @@ import hashlib
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from tests.helpers import ids, sha
+from tests.builders import ids, sha
 
 BASE_TIME = dt.datetime(2026, 1, 25, 9, 0, 0)
 
@@ -299,79 +299,3 @@ def snapshot_rows(conn, tables=BASELINE_TABLES) -> dict[str, list[tuple]]:
             col_list, sql.Identifier(table), order)).fetchall()
         out[table] = [tuple(r) for r in rows]
     return out
-
-
-# --------------------------------------------------------------------- full-chain helpers
-#
-# Helpers for databases with the whole chain applied (fixture ``db``): rows are
-# created the way the application and the workers create them, through the SQL
-# API as the right roles.  A PASS VerificationAttempt can only come from the
-# job queue: create_lab_session (app) -> record_push (app) ->
-# claim_verification_job / complete_verification_job (worker).
-
-
-def add_user_and_lab(owner, n: int, *, labs: int = 1):
-    """Insert user ``n`` and ``labs`` labs (ids.lab(100*n + k)) as the owner; return (user, [labs])."""
-    uid = ids.user(n)
-    owner.execute('INSERT INTO "User" ("id", "email") VALUES (%s, %s)', (uid, f"u{n}@example.com"))
-    lab_ids = []
-    for k in range(1, labs + 1):
-        lid = ids.lab(100 * n + k)
-        owner.execute(
-            'INSERT INTO "Lab" ("id", "title", "epic", "failureClass", "sourceGithubIssueUrl",'
-            ' "repoVersion", "baseRepoUrl", "constraints")'
-            " VALUES (%s, %s, 'epic', 'RESOURCE_LEAK', %s, 'v1.0.0', %s, %s)",
-            (lid, f"Lab {n}.{k}", f"https://github.com/forgea/labs/issues/{n}{k}",
-             f"https://github.com/forgea/lab-{n}-{k}", Jsonb({"k": k})))
-        lab_ids.append(lid)
-    return uid, lab_ids
-
-
-def fork_url(repo_id: int) -> str:
-    return f"https://github.com/student{repo_id}/forgea-lab-{repo_id}"
-
-
-def api_create_session(app, user, lab, repo_id: int):
-    """create_lab_session(...) as forgea_app; returns the session id."""
-    return app.execute(
-        "SELECT create_lab_session(%s, %s, %s, %s, %s)",
-        (user, lab, fork_url(repo_id), repo_id, f"idem-{repo_id}")).fetchone()[0]
-
-
-def api_push(app, repo_id: int, head_sha: str, *, delivery: str | None = None):
-    """record_push(...) of one commit as forgea_app; returns the head commit's job id."""
-    commits = [{
-        "id": head_sha,
-        "message": "fix",
-        "timestamp": "2026-02-10T12:00:00Z",
-        "author": {"name": "Student", "email": "s@example.com", "username": "student"},
-        "added": ["src/fix.ts"], "modified": [], "removed": [],
-    }]
-    rows = app.execute(
-        "SELECT commit_sha, lab_attempt_id, created, verification_job_id, outcome"
-        " FROM record_push(%s, %s, %s, %s, %s, %s, %s)",
-        (delivery or f"delivery-{head_sha}", repo_id, fork_url(repo_id), "refs/heads/main",
-         head_sha, dt.datetime(2026, 2, 10, 12, 0, tzinfo=dt.timezone.utc), Jsonb(commits)),
-    ).fetchall()
-    head = [r for r in rows if r[0] == head_sha]
-    assert head and head[0][4] in ("recorded", "existing"), rows
-    assert head[0][3] is not None, f"record_push enqueued no job: {rows}"
-    return head[0][3]
-
-
-def worker_complete(worker, job_id, status: str = "PASSED", *, worker_id: str = "worker-1"):
-    """Claim ``job_id`` and complete it with ``status`` as forgea_worker."""
-    claimed = worker.execute(
-        "SELECT id FROM claim_verification_job(%s, %s)", (worker_id, dt.timedelta(minutes=5))
-    ).fetchall()
-    assert [r[0] for r in claimed] == [job_id], f"claimed {claimed}, expected {job_id}"
-    worker.execute(
-        'SELECT id FROM complete_verification_job(%s, %s, %s::"VerificationJobStatus", %s, %s)',
-        (job_id, worker_id, status, 0 if status == "PASSED" else 1,
-         Jsonb({"stdout": f"{status.lower()} run"}))).fetchall()
-
-
-def session_row(conn, sid):
-    return conn.execute(
-        'SELECT "status"::text, "completedAt", "labId", "labVersionId", "lastActivityAt"'
-        ' FROM "LabSession" WHERE "id" = %s', (sid,)).fetchone()

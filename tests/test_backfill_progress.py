@@ -3,7 +3,7 @@
 import io
 
 from harness.apply import apply, progress_bar
-from tests.helpers import ids
+from tests.builders import ids
 
 
 def test_progress_notice_is_drawn_as_a_bar():

@@ -37,6 +37,10 @@ from harness import verify as V
 from tests.conftest import _build_template, _fresh_db
 from tests.prodlike import seed_production_like
 
+#: long tests, started first; one worker runs them all, so each crash template
+#: (prodlike + bulk at the version before a backfill) is built once per run, not per worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("crash_recovery")]
+
 REPO = Path(__file__).resolve().parent.parent
 BULK = 6000
 #: where each backfill is blocked mid-way: the first session of its second batch

@@ -6,13 +6,12 @@ import time
 import uuid
 
 import pytest
-from psycopg.types.json import Jsonb
 
 from harness import apply as A
 from harness import chain
 from harness.errors import RollbackRefused
-from helpers import digests, sha
-from queue_fixtures import claim, complete, enqueue, job, queue_world
+from tests.builders import claim, commit, complete, enqueue, job_row, push, queue_world, sha
+from tests.helpers import digests
 
 CHANNEL = "verification_job_queued"
 
@@ -35,7 +34,7 @@ def test_enqueue_is_idempotent_and_takes_the_attempts_commit_and_session_version
     attempt = world.new_attempt(sha(0xC0FFEE))
     first = enqueue(world.app, attempt)
     assert enqueue(world.app, attempt) == first
-    j = job(world.owner, first)
+    j = job_row(world.owner, first)
     sess = world.session_row()
     assert j["status"] == "QUEUED" and j["runCount"] == 0
     assert j["labAttemptId"] == attempt and j["sessionId"] == world.session
@@ -48,7 +47,7 @@ def test_enqueue_is_idempotent_and_takes_the_attempts_commit_and_session_version
 
 def test_sha256_commits_are_queued(world):
     jid = world.new_job(sha(0xABC, 64))
-    assert job(world.owner, jid)["commitSha"] == sha(0xABC, 64)
+    assert job_row(world.owner, jid)["commitSha"] == sha(0xABC, 64)
 
 
 # -------------------------------------------------------------------- claim
@@ -77,7 +76,7 @@ def test_a_sessions_jobs_run_one_at_a_time_oldest_first(world):
         # no second job of the session while one runs
         assert claim(world.worker, "w2") is None
         order.append(got["id"])
-        complete(world.worker, got["id"], "w", "FAILED", 1)
+        complete(world.worker, got["id"], "FAILED", worker_id="w", exit_code=1)
     expected = [r[0] for r in world.owner.execute(
         'SELECT "id" FROM "VerificationJob" ORDER BY "createdAt", "id"')]
     assert order == expected
@@ -85,11 +84,11 @@ def test_a_sessions_jobs_run_one_at_a_time_oldest_first(world):
 
 
 def test_other_sessions_are_not_blocked_by_a_running_job(world, db):
-    from queue_fixtures import create_session, make_user
+    from tests.builders import add_user, create_session
     world.new_job()
     world.new_job()
-    other = create_session(world.app, make_user(world.owner), world.lab)
-    from queue_fixtures import add_attempt
+    other = create_session(world.app, add_user(world.owner), world.lab)
+    from tests.builders import add_attempt
     other_job = enqueue(world.app, add_attempt(world.owner, other))
     first = claim(world.worker, "w1")
     assert first["sessionId"] == world.session
@@ -106,7 +105,7 @@ def test_passed_completion_moves_an_active_session_to_verified_pass(world, start
         world.app.execute("""UPDATE "LabSession" SET "status" = 'STUCK' WHERE "id" = %s""",
                           (world.session,))
     j = world.running_job(worker_id="w1")
-    done = complete(world.worker, j["id"], "w1", "PASSED", 0, {"stdout": "all green"})
+    done = complete(world.worker, j["id"], "PASSED", worker_id="w1", exit_code=0, logs={"stdout": "all green"})
     assert done["status"] == "PASSED" and done["completedAt"] is not None
     assert done["exitCode"] == 0 and done["errorMessage"] is None
     rows = attempts_of(world.owner, j["id"])
@@ -122,7 +121,7 @@ def test_passed_completion_leaves_a_deferred_session_deferred_with_its_pass(worl
     j = world.running_job(worker_id="w1")
     world.app.execute("""UPDATE "LabSession" SET "status" = 'DEFERRED' WHERE "id" = %s""",
                       (world.session,))
-    complete(world.worker, j["id"], "w1", "PASSED")
+    complete(world.worker, j["id"], "PASSED", worker_id="w1")
     assert world.session_row()["status"] == "DEFERRED"
     assert [r[0] for r in attempts_of(world.owner, j["id"])] == ["PASS"]
     # the PASS attempt lets the app resume and pass it
@@ -135,21 +134,21 @@ def test_passed_completion_leaves_a_deferred_session_deferred_with_its_pass(worl
 
 def test_failed_completion_appends_a_fail_attempt_and_leaves_the_session_active(world):
     j = world.running_job(worker_id="w1")
-    done = complete(world.worker, j["id"], "w1", "FAILED", 3, {"stderr": "1 test failed"})
+    done = complete(world.worker, j["id"], "FAILED", worker_id="w1", exit_code=3, logs={"stderr": "1 test failed"})
     assert done["status"] == "FAILED" and done["exitCode"] == 3
     assert [r[0] for r in attempts_of(world.owner, j["id"])] == ["FAIL"]
     s = world.session_row()
     assert s["status"] == "IN_PROGRESS" and s["completedAt"] is None
     # the session can still be verified by a later commit
     j2 = world.running_job(worker_id="w1")
-    complete(world.worker, j2["id"], "w1", "PASSED")
+    complete(world.worker, j2["id"], "PASSED", worker_id="w1")
     assert world.session_row()["status"] == "VERIFIED_PASS"
 
 
 def test_error_completion_produces_no_attempt_and_no_pass(world):
     j = world.running_job(worker_id="w1")
     before = digests(world.owner, ("VerificationAttempt", "LabSession"))
-    done = complete(world.worker, j["id"], "w1", "ERROR", None, {"error": "runner crashed"})
+    done = complete(world.worker, j["id"], "ERROR", worker_id="w1", exit_code=None, logs={"error": "runner crashed"})
     assert done["status"] == "ERROR" and done["completedAt"] is not None
     assert done["errorMessage"] == "runner crashed"
     assert digests(world.owner, ("VerificationAttempt", "LabSession")) == before
@@ -159,9 +158,9 @@ def test_completion_is_atomic_with_its_attempt(world, db):
     """A completion rolled back by the worker leaves the job RUNNING and no attempt."""
     j = world.running_job(worker_id="w1")
     tx = db.connect("worker", autocommit=False)
-    complete(tx, j["id"], "w1", "PASSED", lease_token=j["leaseToken"])
+    complete(tx, j["id"], "PASSED", worker_id="w1", lease_token=j["leaseToken"])
     tx.rollback()
-    assert job(world.owner, j["id"])["status"] == "RUNNING"
+    assert job_row(world.owner, j["id"])["status"] == "RUNNING"
     assert attempts_of(world.owner, j["id"]) == []
     assert world.session_row()["status"] == "IN_PROGRESS"
 
@@ -170,14 +169,14 @@ def test_completion_is_atomic_with_its_attempt(world, db):
 
 
 def test_requeue_moves_expired_leases_back_and_leaves_live_ones(world, db):
-    from queue_fixtures import add_attempt, create_session, make_user
+    from tests.builders import add_attempt, add_user, create_session
     short = world.running_job(worker_id="short", lease="1 second")
-    other = create_session(world.app, make_user(world.owner), world.lab)
+    other = create_session(world.app, add_user(world.owner), world.lab)
     enqueue(world.app, add_attempt(world.owner, other))
     long = claim(world.worker, "long", "1 hour")
     time.sleep(1.1)
     assert world.worker.execute("SELECT requeue_expired_verification_jobs()").fetchone()[0] == 1
-    s, l_ = job(world.owner, short["id"]), job(world.owner, long["id"])
+    s, l_ = job_row(world.owner, short["id"]), job_row(world.owner, long["id"])
     assert s["status"] == "QUEUED" and s["leaseOwner"] is None and s["runCount"] == 1
     assert s["startedAt"] == short["startedAt"]
     assert l_["status"] == "RUNNING" and l_["leaseOwner"] == "long"
@@ -204,7 +203,7 @@ def test_listener_receives_notify_after_commit_and_not_after_rollback(world, db)
     assert list(listener.notifies(timeout=0.5, stop_after=1)) == []
     tx.rollback()
     assert list(listener.notifies(timeout=0.7, stop_after=1)) == []
-    assert job(world.owner, rolled_job) is None
+    assert job_row(world.owner, rolled_job) is None
 
     committed = world.new_attempt()
     with tx.cursor() as cur:
@@ -222,40 +221,27 @@ def test_listener_receives_notify_after_commit_and_not_after_rollback(world, db)
 # ------------------------------------------------------------- record_push
 
 
-def _commit(commit_sha: str) -> dict:
-    return {
-        "id": commit_sha,
-        "message": "work",
-        "timestamp": "2026-03-01T10:00:00Z",
-        "author": {"name": "Queue Tester", "email": "q@example.test", "username": "qt"},
-        "added": [], "modified": ["src/app.py"], "removed": [],
-    }
-
-
 def test_record_push_enqueues_the_head_commit_in_the_same_transaction(world, db):
     repo_id, repo_url = world.owner.execute(
         'SELECT "providerRepoId", "repoUrl" FROM "GitHubRepoMapping" WHERE "sessionId" = %s',
         (world.session,)).fetchone()
     shas = [sha(0x5101), sha(0x5102), sha(0x5103)]
-    args = (f"delivery-{uuid.uuid4()}", repo_id, repo_url, "refs/heads/main", shas[-1],
-            "2026-03-01T10:00:00Z", Jsonb([_commit(s) for s in shas]))
-    q = ("SELECT commit_sha, lab_attempt_id, created, verification_job_id "
-         "FROM record_push(%s, %s, %s, %s, %s, %s::timestamptz, %s)")
+    args = dict(repo_id=repo_id, url=repo_url, delivery=f"delivery-{uuid.uuid4()}")
 
     tx = db.connect("app", autocommit=False)
-    tx.execute(q, args).fetchall()
+    push(tx, [commit(s) for s in shas], **args)
     tx.rollback()
     assert digests(world.owner, ("LabAttempt", "VerificationJob")) == {
         "LabAttempt": (0, ""), "VerificationJob": (0, "")}
 
-    rows = world.app.execute(q, args).fetchall()
+    rows = push(world.app, [commit(s) for s in shas], **args)
     assert [r[0] for r in rows] == shas and all(r[2] for r in rows)
     head = rows[-1]
     assert head[3] is not None and all(r[3] is None for r in rows[:-1])
-    j = job(world.owner, head[3])
+    j = job_row(world.owner, head[3])
     assert (j["labAttemptId"], j["commitSha"], j["status"]) == (head[1], shas[-1], "QUEUED")
     # redelivery: same job, nothing new
-    again = world.app.execute(q, args).fetchall()
+    again = push(world.app, [commit(s) for s in shas], **args)
     assert again[-1][3] == head[3]
     assert world.owner.execute('SELECT count(*) FROM "VerificationJob"').fetchone()[0] == 1
 
@@ -274,7 +260,7 @@ def _queue_ids(sql_root) -> list[str]:
 
 def _jobs_in_every_state(world):
     done_pass = world.running_job(worker_id="w")
-    complete(world.worker, done_pass["id"], "w", "ERROR", None, {"error": "x"})
+    complete(world.worker, done_pass["id"], "ERROR", worker_id="w", exit_code=None, logs={"error": "x"})
     world.running_job(worker_id="w")  # RUNNING
     world.new_job()  # QUEUED
 
@@ -357,7 +343,7 @@ def test_rollback_with_preserve_after_completed_jobs_can_be_reapplied(world, db,
     "VerificationAttempt"."verificationJobId" must not trip over them).
     """
     j = world.running_job(worker_id="w")
-    complete(world.worker, j["id"], "w", "FAILED", 1)
+    complete(world.worker, j["id"], "FAILED", worker_id="w", exit_code=1)
     world.new_job()
     target = _version_before_queue(sql_root)
     A.rollback(db.dsn(), to=target, preserve=True, sql_root=sql_root)

@@ -10,9 +10,9 @@ from collections import defaultdict
 import psycopg
 import pytest
 
-from helpers import raises_sqlstate
-from queue_fixtures import (
-    add_attempts, claim, complete, create_sessions, enqueue, job, queue_world,
+from tests.helpers import raises_sqlstate
+from tests.builders import (
+    add_attempts, claim, complete, create_sessions, enqueue, job_row, queue_world,
 )
 
 WORKERS = 8
@@ -84,8 +84,7 @@ def test_eight_workers_drain_thousands_of_jobs_exactly_once_in_session_order(db)
                 with lock:
                     claims.append((next(seq), got["id"], got["sessionId"], wid))
                 status = outcome_for(got["id"])
-                complete(conn, got["id"], wid, status, 0 if status == "PASSED" else 1,
-                         {"error": "infra"} if status == "ERROR" else {"out": "done"})
+                complete(conn, got["id"], status, worker_id=wid, exit_code=0 if status == "PASSED" else 1, logs={"error": "infra"} if status == "ERROR" else {"out": "done"})
             conn.close()
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
@@ -173,8 +172,8 @@ def test_running_job_uniqueness_is_enforced_by_the_index(db):
                "leaseOwner" = 'rogue', "leaseExpiresAt" = timezone('UTC', now()) + interval '1 hour',
                "startedAt" = timezone('UTC', now()) WHERE "id" = %s""", (j2,))
     assert before == world.owner.execute(TWO_RUNNING).fetchall() == []
-    assert job(world.owner, j2)["status"] == "QUEUED"
-    assert job(world.owner, j1["id"])["status"] == "RUNNING"
+    assert job_row(world.owner, j2)["status"] == "QUEUED"
+    assert job_row(world.owner, j1["id"])["status"] == "RUNNING"
 
 
 # ------------------------------------------------------------ dead workers
@@ -207,7 +206,7 @@ def test_dead_worker_loses_its_lease_and_another_worker_finishes_the_job(db):
     assert claim(rescuer, "rescuer") is None
     time.sleep(1.1)
     assert rescuer.execute("SELECT requeue_expired_verification_jobs()").fetchone()[0] == 1
-    j = job(world.owner, jid)
+    j = job_row(world.owner, jid)
     assert (j["status"], j["leaseOwner"], j["runCount"]) == ("QUEUED", None, 1)
     again = claim(rescuer, "rescuer", "1 minute")
     assert again["id"] == jid and again["runCount"] == 2
@@ -216,16 +215,16 @@ def test_dead_worker_loses_its_lease_and_another_worker_finishes_the_job(db):
     revenant = db.connect("worker")
     before = world.owner.execute('SELECT * FROM "VerificationJob"').fetchall()
     with raises_sqlstate("FQ002"):
-        complete(revenant, jid, "doomed", "PASSED")
+        complete(revenant, jid, "PASSED", worker_id="doomed")
     assert world.owner.execute('SELECT * FROM "VerificationJob"').fetchall() == before
 
-    done = complete(rescuer, jid, "rescuer", "PASSED")
+    done = complete(rescuer, jid, "PASSED", worker_id="rescuer")
     assert done["status"] == "PASSED" and done["leaseOwner"] == "rescuer"
     assert world.session_row()["status"] == "VERIFIED_PASS"
     # ... and after the job is terminal
     before = world.owner.execute('SELECT * FROM "VerificationJob"').fetchall()
     with raises_sqlstate("FQ001"):
-        complete(revenant, jid, "doomed", "FAILED", 1)
+        complete(revenant, jid, "FAILED", worker_id="doomed", exit_code=1)
     assert world.owner.execute('SELECT * FROM "VerificationJob"').fetchall() == before
     n = world.owner.execute('SELECT count(*) FROM "VerificationAttempt" WHERE '
                             '"verificationJobId" = %s', (jid,)).fetchone()[0]
@@ -243,10 +242,10 @@ def test_job_ends_in_error_after_the_third_expired_run(db):
         time.sleep(1.1)
         assert world.worker.execute(
             "SELECT requeue_expired_verification_jobs()").fetchone()[0] == 1
-        j = job(world.owner, jid)
+        j = job_row(world.owner, jid)
         if run < 3:
             assert j["status"] == "QUEUED" and j["completedAt"] is None
-    j = job(world.owner, jid)
+    j = job_row(world.owner, jid)
     assert j["status"] == "ERROR" and j["runCount"] == 3
     assert j["completedAt"] is not None
     assert j["errorMessage"] and "3" in j["errorMessage"]
@@ -255,7 +254,7 @@ def test_job_ends_in_error_after_the_third_expired_run(db):
                                '"verificationJobId" = %s', (jid,)).fetchone()[0] == 0
     before = world.owner.execute('SELECT * FROM "VerificationJob"').fetchall()
     with raises_sqlstate("FQ001"):
-        complete(world.worker, jid, "doomed-3", "PASSED")
+        complete(world.worker, jid, "PASSED", worker_id="doomed-3")
     assert world.owner.execute('SELECT * FROM "VerificationJob"').fetchall() == before
     assert world.session_row()["status"] == "IN_PROGRESS"
 
@@ -270,7 +269,7 @@ def test_worker_killed_before_its_claim_commits_leaves_the_job_queued(db):
     other.execute("SET statement_timeout = '2s'")
     assert claim(other, "other") is None
     _kill(db, tx)
-    j = job(world.owner, jid)
+    j = job_row(world.owner, jid)
     assert (j["status"], j["runCount"], j["leaseOwner"]) == ("QUEUED", 0, None)
     assert claim(other, "other")["id"] == jid
 

@@ -12,8 +12,8 @@ import uuid
 import pytest
 from psycopg.types.json import Jsonb
 
-from helpers import digests, raises_sqlstate, sha
-from queue_fixtures import claim, complete, job, queue_world
+from tests.builders import claim, complete, job_row, queue_world, sha
+from tests.helpers import digests, raises_sqlstate
 
 WATCHED = ("VerificationJob", "VerificationAttempt", "LabSession", "LabAttempt")
 
@@ -29,8 +29,7 @@ def world(db):
 
 def make_terminal(world, status: str) -> dict:
     j = world.running_job(worker_id="w-term")
-    return complete(world.worker, j["id"], "w-term", status, 1 if status != "PASSED" else 0,
-                    {"error": "boom"} if status == "ERROR" else {"out": "ok"})
+    return complete(world.worker, j["id"], status, worker_id="w-term", exit_code=1 if status != "PASSED" else 0, logs={"error": "boom"} if status == "ERROR" else {"out": "ok"})
 
 
 # ----------------------------------------------------------------- transitions
@@ -70,7 +69,7 @@ def test_queued_job_cannot_jump_to_passed(world):
                "startedAt" = timezone('UTC', now()), "completedAt" = timezone('UTC', now())
                WHERE "id" = %s""", (jid,))
     assert snapshot(world.owner) == before
-    assert job(world.owner, jid)["status"] == "QUEUED"
+    assert job_row(world.owner, jid)["status"] == "QUEUED"
 
 
 def test_queued_job_cannot_be_claimed_without_a_new_run(world):
@@ -118,9 +117,9 @@ def test_completion_by_a_non_holder_is_refused(world):
     before = snapshot(world.owner)
     for intruder in ("intruder", "HOLDER", "holder "):
         with raises_sqlstate("FQ002"):
-            complete(world.worker, j["id"], intruder, "PASSED")
+            complete(world.worker, j["id"], "PASSED", worker_id=intruder)
     assert snapshot(world.owner) == before
-    assert complete(world.worker, j["id"], "holder", "PASSED")["status"] == "PASSED"
+    assert complete(world.worker, j["id"], "PASSED", worker_id="holder")["status"] == "PASSED"
 
 
 def test_completion_after_lease_expiry_is_refused(world):
@@ -129,23 +128,23 @@ def test_completion_after_lease_expiry_is_refused(world):
     before = snapshot(world.owner)
     for status in ("PASSED", "FAILED", "ERROR"):
         with raises_sqlstate("FQ002"):
-            complete(world.worker, j["id"], "slow", status)
+            complete(world.worker, j["id"], status, worker_id="slow")
     assert snapshot(world.owner) == before
-    assert job(world.owner, j["id"])["status"] == "RUNNING"
+    assert job_row(world.owner, j["id"])["status"] == "RUNNING"
 
 
 def test_completion_of_a_queued_or_terminal_job_is_refused(world):
     jid = world.new_job()
     before = snapshot(world.owner)
     with raises_sqlstate("FQ001"):
-        complete(world.worker, jid, "anyone", "PASSED")
+        complete(world.worker, jid, "PASSED", worker_id="anyone")
     assert snapshot(world.owner) == before
     world.owner.execute("SELECT 1")
     got = claim(world.worker, "w1")
-    complete(world.worker, got["id"], "w1", "FAILED", 1)
+    complete(world.worker, got["id"], "FAILED", worker_id="w1", exit_code=1)
     before = snapshot(world.owner)
     with raises_sqlstate("FQ001"):
-        complete(world.worker, got["id"], "w1", "PASSED")
+        complete(world.worker, got["id"], "PASSED", worker_id="w1")
     assert snapshot(world.owner) == before
 
 
@@ -171,8 +170,8 @@ def test_job_identity_columns_never_change(world, column, value):
         }.get(column)
         if column == "sessionId":
             # another real session of another user
-            from queue_fixtures import create_session, make_user
-            value = str(create_session(world.app, make_user(world.owner), world.lab))
+            from tests.builders import add_user, create_session
+            value = str(create_session(world.app, add_user(world.owner), world.lab))
         if column == "labVersionId":
             world.owner.execute(
                 """UPDATE "Lab" SET "repoVersion" = 'v2' WHERE "id" = %s""", (world.lab,))
@@ -313,7 +312,7 @@ _ATTEMPT_SQL = (
 def test_direct_insert_of_a_pass_attempt_is_refused(world, db):
     running = world.running_job()
     queued = world.new_job()
-    q = job(world.owner, queued)
+    q = job_row(world.owner, queued)
     before = snapshot(world.owner)
     for target in (running, q):
         for job_id in (target["id"], None):
@@ -392,7 +391,7 @@ def test_only_workers_can_claim_complete_or_requeue(world, db, role):
     with raises_sqlstate("42501"):
         claim(conn, "w-" + role)
     with raises_sqlstate("42501"):
-        complete(conn, j["id"], "w1", "PASSED")
+        complete(conn, j["id"], "PASSED", worker_id="w1")
     with raises_sqlstate("42501"):
         conn.execute("SELECT requeue_expired_verification_jobs()")
     assert snapshot(world.owner) == before
@@ -464,7 +463,7 @@ def test_complete_rejects_bad_status_or_logs(world, status, logs):
             'SELECT * FROM complete_verification_job(%s, %s, %s::"VerificationJobStatus", 0, %s)',
             (j["id"], "w1", status, Jsonb(logs)))
     assert snapshot(world.owner) == before
-    assert job(world.owner, j["id"])["status"] == "RUNNING"
+    assert job_row(world.owner, j["id"])["status"] == "RUNNING"
 
 
 @pytest.mark.parametrize("job_id", [None, "unknown"])
@@ -472,7 +471,7 @@ def test_complete_rejects_unknown_job(world, job_id):
     world.running_job(worker_id="w1")
     before = snapshot(world.owner)
     with raises_sqlstate("22023"):
-        complete(world.worker, uuid.uuid4() if job_id else None, "w1", "PASSED")
+        complete(world.worker, uuid.uuid4() if job_id else None, "PASSED", worker_id="w1")
     assert snapshot(world.owner) == before
 
 
@@ -485,7 +484,7 @@ def test_complete_rejects_bad_worker_id_as_bad_input(world, worker_id):
     j = world.running_job(worker_id="w1")
     before = snapshot(world.owner)
     with raises_sqlstate("22023"):
-        complete(world.worker, j["id"], worker_id, "PASSED")
+        complete(world.worker, j["id"], "PASSED", worker_id=worker_id)
     assert snapshot(world.owner) == before
 
 

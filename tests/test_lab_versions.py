@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.helpers import ids, raises_sqlstate, table_digest
-from tests.prodlike import add_user_and_lab, api_create_session, session_row
+from tests.builders import (
+    LAB_CONSTRAINTS, LAB_REPO_VERSION, add_user_and_labs, create_session, ids, session_row,
+)
+from tests.helpers import raises_sqlstate, table_digest
 
 VERSIONED_FIELDS = {
     "title": "Lab renamed",
@@ -62,7 +64,7 @@ def test_new_lab_gets_version_1_immediately(db, app):
 
 @pytest.mark.parametrize("field", sorted(VERSIONED_FIELDS))
 def test_updating_a_versioned_field_appends_a_version_with_the_new_snapshot(db, owner, app, field):
-    _user, (lab,) = add_user_and_lab(owner, 1)
+    _user, (lab,) = add_user_and_labs(owner, 1)
     (v1,) = _versions(owner, lab)
     app.execute(f'UPDATE "Lab" SET "{field}" = %s WHERE "id" = %s', (VERSIONED_FIELDS[field], lab))
     versions = _versions(owner, lab)
@@ -76,35 +78,36 @@ def test_updating_a_versioned_field_appends_a_version_with_the_new_snapshot(db, 
 
 
 def test_updating_with_identical_values_adds_no_version(db, owner, app):
-    _user, (lab,) = add_user_and_lab(owner, 1)
+    _user, (lab,) = add_user_and_labs(owner, 1)
     before = table_digest(owner, "LabVersion")
     app.execute(
         'UPDATE "Lab" SET "title" = "title", "epic" = "epic", "failureClass" = "failureClass",'
         ' "sourceGithubIssueUrl" = "sourceGithubIssueUrl", "repoVersion" = "repoVersion",'
         ' "baseRepoUrl" = "baseRepoUrl", "constraints" = "constraints" WHERE "id" = %s', (lab,))
-    app.execute('UPDATE "Lab" SET "constraints" = %s WHERE "id" = %s', (Jsonb({"k": 1}), lab))
+    app.execute('UPDATE "Lab" SET "constraints" = %s WHERE "id" = %s', (Jsonb(LAB_CONSTRAINTS), lab))
     assert table_digest(owner, "LabVersion") == before
 
 
 def test_changing_back_to_old_values_appends_another_version(db, owner, app):
-    _user, (lab,) = add_user_and_lab(owner, 1)
+    _user, (lab,) = add_user_and_labs(owner, 1)
     app.execute('UPDATE "Lab" SET "repoVersion" = \'v2\' WHERE "id" = %s', (lab,))
-    app.execute('UPDATE "Lab" SET "repoVersion" = \'v1.0.0\' WHERE "id" = %s', (lab,))
+    app.execute('UPDATE "Lab" SET "repoVersion" = %s WHERE "id" = %s', (LAB_REPO_VERSION, lab))
     versions = _versions(owner, lab)
-    assert [(v[0], v[1]) for v in versions] == [(1, "v1.0.0"), (2, "v2"), (3, "v1.0.0")]
+    assert [(v[0], v[1]) for v in versions] == [
+        (1, LAB_REPO_VERSION), (2, "v2"), (3, LAB_REPO_VERSION)]
 
 
 def test_existing_sessions_keep_their_version_and_new_sessions_get_the_latest(db, owner, app):
-    user, (lab,) = add_user_and_lab(owner, 1)
-    user2, _ = add_user_and_lab(owner, 2, labs=0)
-    s1 = api_create_session(app, user, lab, 101)
+    user, (lab,) = add_user_and_labs(owner, 1)
+    user2, _ = add_user_and_labs(owner, 2, labs=0)
+    s1 = create_session(app, user, lab, 101)
     (v1,) = [v[4] for v in _versions(owner, lab)]
     app.execute('UPDATE "Lab" SET "repoVersion" = \'v2\' WHERE "id" = %s', (lab,))
     v2 = _versions(owner, lab)[-1][4]
-    assert session_row(owner, s1)[3] == v1
-    s2 = api_create_session(app, user2, lab, 102)
-    assert session_row(owner, s2)[3] == v2
-    assert session_row(owner, s1)[3] == v1
+    assert session_row(owner, s1)["labVersionId"] == v1
+    s2 = create_session(app, user2, lab, 102)
+    assert session_row(owner, s2)["labVersionId"] == v2
+    assert session_row(owner, s1)["labVersionId"] == v1
 
 
 # ------------------------------------------------------------------ append-only
@@ -121,8 +124,8 @@ OPERATIONS = {
 @pytest.fixture
 def versioned(db, owner, app):
     """Two labs, one with two versions, and a session on version 1."""
-    user, (lab_a, _lab_b) = add_user_and_lab(owner, 1, labs=2)
-    api_create_session(app, user, lab_a, 201)
+    user, (lab_a, _lab_b) = add_user_and_labs(owner, 1, labs=2)
+    create_session(app, user, lab_a, 201)
     app.execute('UPDATE "Lab" SET "repoVersion" = \'v2\' WHERE "id" = %s', (lab_a,))
     return {t: table_digest(owner, t) for t in ("LabVersion", "LabSession", "Lab")}
 

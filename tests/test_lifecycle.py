@@ -16,14 +16,11 @@ import uuid
 import psycopg
 import pytest
 
-from tests.helpers import raises_sqlstate, sha
-from tests.prodlike import (
-    add_user_and_lab,
-    api_create_session,
-    api_push,
-    session_row,
-    worker_complete,
+from tests.builders import (
+    add_user_and_labs, claim_and_complete, create_session, legacy_session,
+    push_head_job, session_row, sha,
 )
+from tests.helpers import raises_sqlstate
 
 STATUSES = ("IN_PROGRESS", "STUCK", "DEFERRED", "VERIFIED_PASS", "FAILED")
 ACTIVE = ("IN_PROGRESS", "STUCK", "DEFERRED")
@@ -55,14 +52,14 @@ class Env:
         self._n = itertools.count(1)
 
     def new_user_lab(self, labs: int = 1):
-        return add_user_and_lab(self.owner, next(self._n), labs=labs)
+        return add_user_and_labs(self.owner, next(self._n), labs=labs)
 
     def row(self, sid) -> str:
         return self.owner.execute(
             'SELECT t::text FROM "LabSession" AS t WHERE "id" = %s', (sid,)).fetchone()[0]
 
     def status(self, sid) -> str:
-        return session_row(self.owner, sid)[0]
+        return session_row(self.owner, sid)["status"]
 
     def set_status(self, sid, status, conn=None):
         (conn or self.app).execute(
@@ -78,17 +75,17 @@ class Env:
         """
         user, (lab,) = self.new_user_lab()
         repo_id = 5000 + next(self._n)
-        sid = api_create_session(self.app, user, lab, repo_id)
+        sid = create_session(self.app, user, lab, repo_id)
         assert self.status(sid) == "IN_PROGRESS"
         if target == "VERIFIED_PASS":
-            job = api_push(self.app, repo_id, sha(repo_id))
-            worker_complete(self.worker, job, "PASSED")
+            job = push_head_job(self.app, sha(repo_id), n=repo_id)
+            claim_and_complete(self.worker, job, "PASSED")
             assert self.status(sid) == "VERIFIED_PASS"
             return sid
         if pass_attempt or fail_attempt:
-            job = api_push(self.app, repo_id, sha(repo_id))
+            job = push_head_job(self.app, sha(repo_id), n=repo_id)
             self.set_status(sid, "DEFERRED")
-            worker_complete(self.worker, job, "PASSED" if pass_attempt else "FAILED")
+            claim_and_complete(self.worker, job, "PASSED" if pass_attempt else "FAILED")
             assert self.status(sid) == "DEFERRED"
             self.set_status(sid, "IN_PROGRESS")
         path = {"IN_PROGRESS": [], "STUCK": ["STUCK"], "DEFERRED": ["DEFERRED"],
@@ -119,7 +116,7 @@ def test_transition_table_as_app(env, src, dst):
     needs_pass = dst == "VERIFIED_PASS" and src in ("IN_PROGRESS", "STUCK")
     sid = env.reach(src, pass_attempt=needs_pass)
     before = env.row(sid)
-    before_completed = session_row(env.owner, sid)[1]
+    before_completed = session_row(env.owner, sid)["completedAt"]
 
     if src == dst:
         env.set_status(sid, dst)  # same-status update passes and changes nothing
@@ -127,7 +124,8 @@ def test_transition_table_as_app(env, src, dst):
         return
     if dst in ALLOWED[src]:
         env.set_status(sid, dst)
-        status, completed, *_ = session_row(env.owner, sid)
+        row = session_row(env.owner, sid)
+        status, completed = row["status"], row["completedAt"]
         assert status == dst
         if dst in TERMINAL:
             assert completed is not None
@@ -140,7 +138,7 @@ def test_transition_table_as_app(env, src, dst):
         env.set_status(sid, dst)
     assert str(sid) in str(exc.value)
     assert env.row(sid) == before
-    assert session_row(env.owner, sid)[1] == before_completed
+    assert session_row(env.owner, sid)["completedAt"] == before_completed
 
 
 @pytest.mark.parametrize("role", ["app", "owner"])
@@ -187,13 +185,13 @@ def test_pass_attempt_of_another_session_does_not_allow_verified_pass(env):
 @pytest.mark.parametrize("status", ACTIVE)
 def test_completed_at_is_null_while_active(env, status):
     sid = env.reach(status)
-    assert session_row(env.owner, sid)[1] is None
+    assert session_row(env.owner, sid)["completedAt"] is None
 
 
 @pytest.mark.parametrize("status", TERMINAL)
 def test_completed_at_is_set_on_entering_a_terminal_state(env, status):
     sid = env.reach(status)
-    completed = session_row(env.owner, sid)[1]
+    completed = session_row(env.owner, sid)["completedAt"]
     assert completed is not None
     now_utc = env.owner.execute("SELECT timezone('UTC', now())").fetchone()[0]
     assert abs(now_utc - completed) < dt.timedelta(minutes=5)
@@ -204,7 +202,7 @@ def test_completed_at_supplied_by_the_owner_is_replaced_by_the_database(env):
     env.owner.execute(
         'UPDATE "LabSession" SET "status" = \'FAILED\', "completedAt" = %s WHERE "id" = %s',
         (dt.datetime(2000, 1, 1), sid))
-    completed = session_row(env.owner, sid)[1]
+    completed = session_row(env.owner, sid)["completedAt"]
     assert completed is not None and completed.year != 2000
 
 
@@ -262,22 +260,7 @@ def test_completed_at_cannot_be_smuggled_in_with_a_move_between_active_states(en
 # ------------------------------------------------------------------ inserts
 
 
-def _insert_session(conn, user, lab, *, status=None, completed=None, version=None, sid=None):
-    cols = ['"id"', '"userId"', '"labId"', '"userForkUrl"']
-    vals = [sid or uuid.uuid4(), user, lab, "https://github.com/someone/fork"]
-    if status is not None:
-        cols.append('"status"')
-        vals.append(status)
-    if completed is not None:
-        cols.append('"completedAt"')
-        vals.append(completed)
-    if version is not None:
-        cols.append('"labVersionId"')
-        vals.append(version)
-    conn.execute(
-        f'INSERT INTO "LabSession" ({", ".join(cols)}) VALUES ({", ".join(["%s"] * len(vals))})',
-        vals)
-    return vals[0]
+LEGACY_FORK = "https://github.com/someone/fork"
 
 
 def _count_sessions(env):
@@ -290,7 +273,7 @@ def test_insert_with_status_other_than_in_progress_is_refused(env, role, status)
     user, (lab,) = env.new_user_lab()
     n = _count_sessions(env)
     with raises_sqlstate("FL001"):
-        _insert_session(env.db.connect(role), user, lab, status=status)
+        legacy_session(env.db.connect(role), user, lab, LEGACY_FORK, status=status)
     assert _count_sessions(env) == n
 
 
@@ -299,14 +282,15 @@ def test_insert_with_completed_at_is_refused(env, role):
     user, (lab,) = env.new_user_lab()
     n = _count_sessions(env)
     with raises_sqlstate("FL001"):
-        _insert_session(env.db.connect(role), user, lab, completed=dt.datetime(2026, 2, 1))
+        legacy_session(env.db.connect(role), user, lab, LEGACY_FORK, completed_at=dt.datetime(2026, 2, 1))
     assert _count_sessions(env) == n
 
 
 def test_plain_insert_starts_in_progress_without_completed_at(env):
     user, (lab,) = env.new_user_lab()
-    sid = _insert_session(env.app, user, lab)
-    status, completed, *_ = session_row(env.owner, sid)
+    sid = legacy_session(env.app, user, lab, LEGACY_FORK)
+    row = session_row(env.owner, sid)
+    status, completed = row["status"], row["completedAt"]
     assert (status, completed) == ("IN_PROGRESS", None)
 
 
@@ -322,24 +306,24 @@ def test_insert_without_lab_version_gets_the_latest_version_of_its_lab(env):
     user, (lab,) = env.new_user_lab()
     env.app.execute('UPDATE "Lab" SET "repoVersion" = \'v2.0.0\' WHERE "id" = %s', (lab,))
     v1, v2 = _versions(env, lab)
-    sid = _insert_session(env.app, user, lab)  # omits labVersionId, as the Prisma client does
-    assert session_row(env.owner, sid)[3] == v2
+    sid = legacy_session(env.app, user, lab, LEGACY_FORK)  # omits labVersionId, as the Prisma client does
+    assert session_row(env.owner, sid)["labVersionId"] == v2
 
 
 def test_create_lab_session_uses_the_latest_version(env):
     user, (lab,) = env.new_user_lab()
     env.app.execute('UPDATE "Lab" SET "title" = \'renamed\' WHERE "id" = %s', (lab,))
     latest = _versions(env, lab)[-1]
-    sid = api_create_session(env.app, user, lab, 77)
-    assert session_row(env.owner, sid)[3] == latest
+    sid = create_session(env.app, user, lab, 77)
+    assert session_row(env.owner, sid)["labVersionId"] == latest
 
 
 def test_insert_with_an_explicit_older_version_of_the_same_lab_is_kept(env):
     user, (lab,) = env.new_user_lab()
     env.app.execute('UPDATE "Lab" SET "repoVersion" = \'v2.0.0\' WHERE "id" = %s', (lab,))
     v1, _v2 = _versions(env, lab)
-    sid = _insert_session(env.app, user, lab, version=v1)
-    assert session_row(env.owner, sid)[3] == v1
+    sid = legacy_session(env.app, user, lab, LEGACY_FORK, lab_version=v1)
+    assert session_row(env.owner, sid)["labVersionId"] == v1
 
 
 @pytest.mark.parametrize("role", ["app", "owner"])
@@ -348,7 +332,7 @@ def test_insert_with_a_version_of_another_lab_is_refused(env, role):
     (vb,) = _versions(env, lab_b)
     n = _count_sessions(env)
     with raises_sqlstate("FL004") as exc:
-        _insert_session(env.db.connect(role), user, lab_a, version=vb)
+        legacy_session(env.db.connect(role), user, lab_a, LEGACY_FORK, lab_version=vb)
     assert str(vb) in str(exc.value)
     assert _count_sessions(env) == n
 
@@ -358,7 +342,7 @@ def test_insert_with_an_unknown_version_is_refused(env, role):
     user, (lab,) = env.new_user_lab()
     n = _count_sessions(env)
     with raises_sqlstate("FL004"):
-        _insert_session(env.db.connect(role), user, lab, version=uuid.uuid4())
+        legacy_session(env.db.connect(role), user, lab, LEGACY_FORK, lab_version=uuid.uuid4())
     assert _count_sessions(env) == n
 
 
@@ -367,7 +351,7 @@ def test_insert_with_an_unknown_version_is_refused(env, role):
                                     "lab_only"])
 def test_lab_and_lab_version_of_a_session_never_change(env, role, change):
     user, (lab_a, lab_b) = env.new_user_lab(labs=2)
-    sid = api_create_session(env.app, user, lab_a, 91)
+    sid = create_session(env.app, user, lab_a, 91)
     env.app.execute('UPDATE "Lab" SET "repoVersion" = \'v9\' WHERE "id" = %s', (lab_a,))
     _va1, va2 = _versions(env, lab_a)
     (vb,) = _versions(env, lab_b)
@@ -391,27 +375,27 @@ def test_lab_and_lab_version_of_a_session_never_change(env, role, change):
 
 def test_second_active_session_for_same_user_and_lab_is_refused(env):
     user, (lab,) = env.new_user_lab()
-    _insert_session(env.app, user, lab)
+    legacy_session(env.app, user, lab, LEGACY_FORK)
     n = _count_sessions(env)
     with raises_sqlstate("23505"):
-        _insert_session(env.app, user, lab)
+        legacy_session(env.app, user, lab, LEGACY_FORK)
     assert _count_sessions(env) == n
 
 
 def test_new_session_allowed_once_the_previous_one_is_terminal(env):
     user, (lab,) = env.new_user_lab()
-    first = _insert_session(env.app, user, lab)
+    first = legacy_session(env.app, user, lab, LEGACY_FORK)
     env.set_status(first, "FAILED")
-    second = _insert_session(env.app, user, lab)
-    assert session_row(env.owner, second)[0] == "IN_PROGRESS"
+    second = legacy_session(env.app, user, lab, LEGACY_FORK)
+    assert session_row(env.owner, second)["status"] == "IN_PROGRESS"
 
 
 def test_deferred_session_still_counts_as_active(env):
     user, (lab,) = env.new_user_lab()
-    first = _insert_session(env.app, user, lab)
+    first = legacy_session(env.app, user, lab, LEGACY_FORK)
     env.set_status(first, "DEFERRED")
     with raises_sqlstate("23505"):
-        _insert_session(env.app, user, lab)
+        legacy_session(env.app, user, lab, LEGACY_FORK)
 
 
 def _wait_until_blocked(db, pid, timeout=15.0):
@@ -445,7 +429,7 @@ def test_concurrent_active_sessions_for_one_user_and_lab_exactly_one_wins(env, v
             conn.execute("SELECT 1")  # inside an open transaction
             barrier.wait()
             if via == "insert":
-                _insert_session(conn, user, lab)
+                legacy_session(conn, user, lab, LEGACY_FORK)
             else:
                 conn.execute("SELECT create_lab_session(%s, %s, %s, %s, %s)",
                              (user, lab, f"https://github.com/racer{i}/fork", 8800 + i,

@@ -1,32 +1,36 @@
 """A production-like database at the baseline migrates, pre-flights, and rolls back with data.
 
 ``baseline_db`` (V0001..V0002) is seeded by tests.prodlike, then the rest of the
-chain is applied as the owner through the harness.
+chain is applied as the owner through the harness (``migrated``: a clone of a
+template built that way once per module).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import os
 import uuid
 
+import psycopg
 import pytest
 
 from harness import apply as happly
 from harness import catalog
 from harness.errors import HarnessError
-from tests.helpers import ids, raises_sqlstate, sha
+from tests.conftest import OWNER, _build_template, _fresh_db
+from tests.builders import (
+    add_user_and_labs, claim_and_complete, create_session, ids, push_head_job, session_row,
+    sha,
+)
+from tests.helpers import raises_sqlstate
 from tests.prodlike import (
     HUGE_TEXT,
     LOG_KINDS,
     NONHEX_SHA,
     UPPER_SHA,
-    add_user_and_lab,
-    api_create_session,
-    api_push,
     seed_production_like,
-    session_row,
     snapshot_rows,
-    worker_complete,
 )
 
 BASELINE = "V0002__roles"
@@ -64,21 +68,52 @@ def _archive_rows(conn, prefix):
 
 
 class Migrated:
-    def __init__(self, db, sql_root):
+    """A fresh clone of the migrated template, with what was seen while building it."""
+
+    def __init__(self, db, sql_root, facts):
         self.db = db
         self.sql_root = sql_root
         self.dsn = db.dsn("owner")
         self.owner = db.connect("owner")
-        self.catalog_base = catalog.snapshot(self.owner)
-        self.seed = seed_production_like(self.owner)
-        self.rows_before = snapshot_rows(self.owner)
-        happly.apply(self.dsn, sql_root=sql_root)
-        self.catalog_after = catalog.snapshot(self.owner)
+        self.catalog_base = facts["catalog_base"]
+        self.seed = facts["seed"]
+        self.rows_before = facts["rows_before"]
+        self.catalog_after = facts["catalog_after"]
+
+
+@pytest.fixture(scope="module")
+def migrated_template(pg_cluster, tmpl_baseline, sql_root):
+    """The baseline seeded by tests.prodlike (deterministic), then the rest of the chain
+    applied as the owner through the harness: built once per module and worker, each
+    test gets its own clone. Returns (template name, facts): the catalog before the
+    seed, the seed, every baseline row before the migration, the catalog after it."""
+    facts = {}
+
+    def prepare(conn):
+        facts["catalog_base"] = catalog.snapshot(conn)
+        facts["seed"] = seed_production_like(conn)
+        facts["rows_before"] = snapshot_rows(conn)
+
+    name = f"tmpl_migrated_{os.getpid()}"
+    janitor = _build_template(pg_cluster, name, None, sql_root, source=tmpl_baseline,
+                              prepare=prepare)
+    try:
+        with psycopg.connect(pg_cluster.dsn(user=OWNER, dbname=name), autocommit=True) as conn:
+            facts["catalog_after"] = catalog.snapshot(conn)
+        yield name, facts
+    finally:
+        janitor.drop()
 
 
 @pytest.fixture
-def migrated(baseline_db, sql_root):
-    return Migrated(baseline_db, sql_root)
+def migrated(pg_cluster, migrated_template, sql_root):
+    name, facts = migrated_template
+    gen = _fresh_db(pg_cluster, name, "t_mig")
+    db = next(gen)
+    try:
+        yield Migrated(db, sql_root, copy.deepcopy(facts))
+    finally:
+        gen.close()
 
 
 # ------------------------------------------------------------------ forward migration
@@ -203,7 +238,8 @@ def test_completed_at_of_legacy_sessions(migrated):
     verified = {migrated.seed["log_session"][k]: migrated.seed["log_rows"][k]["verifiedAt"]
                 for k in LOG_KINDS}
     for sid, status in migrated.seed["session_status"].items():
-        got_status, completed, *_ = session_row(o, sid)
+        row = session_row(o, sid)
+        got_status, completed = row["status"], row["completedAt"]
         assert got_status == status
         if status == "VERIFIED_PASS":
             expected = verified.get(sid, migrated.seed["session_last_activity"][sid])
@@ -217,7 +253,7 @@ def test_migrated_sessions_follow_the_new_lifecycle(migrated):
     app = migrated.db.connect("app")
     stuck = migrated.seed["sessions"]["STUCK"][0]
     app.execute('UPDATE "LabSession" SET "status" = \'FAILED\' WHERE "id" = %s', (stuck,))
-    assert session_row(migrated.owner, stuck)[1] is not None
+    assert session_row(migrated.owner, stuck)["completedAt"] is not None
     passed = migrated.seed["sessions"]["VERIFIED_PASS"][0]
     before = session_row(migrated.owner, passed)
     with raises_sqlstate("FL001"):
@@ -383,7 +419,7 @@ def test_rollback_refuses_a_failed_session_and_cannot_preserve_it(migrated):
     assert str(sid) in msg
     stopped_at = _applied(m.dsn, m.sql_root)[-1]
     assert snapshot_rows(m.owner) == rows_with_new
-    assert session_row(m.owner, sid)[0] == "FAILED"
+    assert session_row(m.owner, sid)["status"] == "FAILED"
 
     # preservation cannot help: FAILED has no old-schema status. The harness
     # probes the whole rollback first, so the refusal comes before anything is
@@ -440,10 +476,10 @@ def test_rollback_refuses_a_second_lab_version_and_preserves_it(migrated):
 def test_rollback_refuses_a_non_legacy_attempt_and_preserves_it(migrated):
     m = migrated
     app, worker = m.db.connect("app"), m.db.connect("worker")
-    user, _ = add_user_and_lab(m.owner, 600, labs=0)
-    sid = api_create_session(app, user, ids.lab(3), 4242)
-    job = api_push(app, 4242, sha(4242))
-    worker_complete(worker, job, "PASSED")
+    user, _ = add_user_and_labs(m.owner, 600, labs=0)
+    sid = create_session(app, user, ids.lab(3), 4242)
+    job = push_head_job(app, sha(4242), n=4242)
+    claim_and_complete(worker, job, "PASSED")
     attempt_id = m.owner.execute(
         'SELECT "id" FROM "VerificationAttempt" WHERE "verificationJobId" = %s', (job,)).fetchone()[0]
 

@@ -14,39 +14,14 @@ from datetime import datetime, timezone
 
 import psycopg
 import pytest
-from psycopg.types.json import Jsonb
 
 from harness import apply as A
 from harness.errors import RollbackRefused
-from helpers import digests, raises_sqlstate, sha
-from queue_fixtures import make_lab, make_user
+from tests.builders import add_lab, add_user, commit, create_session, push, sha
+from tests.helpers import digests, raises_sqlstate
 
 PUSHED_AT = datetime(2026, 3, 1, 12, 0, 0, 123000, tzinfo=timezone.utc)
 TABLES = ("LabAttempt", "AuditLog", "GitHubRepoMapping", "GitHubPushDelivery", "VerificationJob")
-
-
-def commit(n: int, **kw) -> dict:
-    c = {
-        "id": sha(n),
-        "message": f"commit {n}",
-        "timestamp": "2026-03-01T12:00:00+01:00",
-        "author": {"name": "Ada Tester", "email": "ada@example.test", "username": "ada"},
-        "added": [f"src/new_{n}.py"],
-        "modified": ["README.md"],
-        "removed": [],
-        "distinct": True,
-    }
-    c.update(kw)
-    return c
-
-
-def push(conn, delivery, repo_id, url, commits, *, ref="refs/heads/main", head=None):
-    head = head if head is not None else commits[-1]["id"]
-    return conn.execute(
-        "SELECT commit_sha, lab_attempt_id, created, verification_job_id, outcome "
-        "FROM record_push(%s, %s, %s, %s, %s, %s, %s)",
-        (delivery, repo_id, url, ref, head, PUSHED_AT, Jsonb(commits)),
-    ).fetchall()
 
 
 class Repo:
@@ -58,16 +33,13 @@ class Repo:
         Repo._n += 1
         tag = uuid.uuid4().hex[:8]
         owner = db.connect("owner")
-        self.user = make_user(owner)
-        self.lab = make_lab(owner)
+        self.user = add_user(owner)
+        self.lab = add_lab(owner)
         self.repo_id = 500_000 + int(tag[:5], 16)
         self.url = f"https://github.com/Owner-{tag}/Lab-Repo-{Repo._n}.git"
         self.canonical = f"https://github.com/owner-{tag}/lab-repo-{Repo._n}"
-        app = db.connect("app")
-        self.session = app.execute(
-            "SELECT create_lab_session(%s, %s, %s, %s, %s)",
-            (self.user, self.lab, self.url, self.repo_id, f"key-{tag}"),
-        ).fetchone()[0]
+        self.session = create_session(db.connect("app"), self.user, self.lab,
+                                      repo_id=self.repo_id, url=self.url, key=f"key-{tag}")
 
 
 def chain(conn, session):
@@ -94,7 +66,7 @@ def audit_count(conn, action):
 def test_push_records_one_attempt_per_commit_chained(db):
     r = Repo(db)
     app = db.connect("app")
-    rows = push(app, "d-1", r.repo_id, r.url, [commit(1), commit(2), commit(3)])
+    rows = push(app, [commit(1), commit(2), commit(3)], repo_id=r.repo_id, url=r.url, delivery="d-1", pushed_at=PUSHED_AT)
     assert [x[4] for x in rows] == ["recorded"] * 3
     assert all(x[2] for x in rows)
     # the job id is reported on the head commit's row only
@@ -132,7 +104,7 @@ def test_row_hash_matches_documented_layout(db):
     app = db.connect("app")
     c = commit(7, author={"name": "Zoë Ünïcode", "email": None, "username": None},
                added=[], modified=["a,b:c.txt", "dir/é.md"], removed=["x"])
-    push(app, "d-layout", r.repo_id, r.url, [c])
+    push(app, [c], repo_id=r.repo_id, url=r.url, delivery="d-layout", pushed_at=PUSHED_AT)
     owner = db.connect("owner")
     row = owner.execute(
         'SELECT "id", "sessionId", "commitSha", "deliveryId", "branch", "authorName", '
@@ -165,16 +137,16 @@ def test_row_hash_matches_documented_layout(db):
 def test_same_commit_in_new_delivery_on_another_branch_creates_no_row(db):
     r = Repo(db)
     app = db.connect("app")
-    push(app, "d-a", r.repo_id, r.url, [commit(1), commit(2)])
-    rows = push(app, "d-b", r.repo_id, r.url, [commit(2)], ref="refs/heads/feature/x")
+    push(app, [commit(1), commit(2)], repo_id=r.repo_id, url=r.url, delivery="d-a", pushed_at=PUSHED_AT)
+    rows = push(app, [commit(2)], repo_id=r.repo_id, url=r.url, delivery="d-b", ref="refs/heads/feature/x", pushed_at=PUSHED_AT)
     assert [(x[0], x[2], x[4]) for x in rows] == [(sha(2), False, "existing")]
     # a branch created at a known commit: GitHub sends an empty commits list
-    rows = push(app, "d-c", r.repo_id, r.url, [], ref="refs/heads/other", head=sha(2))
+    rows = push(app, [], repo_id=r.repo_id, url=r.url, delivery="d-c", ref="refs/heads/other", head=sha(2), pushed_at=PUSHED_AT)
     assert [(x[0], x[2], x[4]) for x in rows] == [(sha(2), False, "existing")]
     owner = db.connect("owner")
     assert owner.execute('SELECT count(*) FROM "LabAttempt"').fetchone()[0] == 2
     # a new commit on top of a known one: only the new one is created
-    rows = push(app, "d-d", r.repo_id, r.url, [commit(2), commit(3)], ref="refs/heads/other")
+    rows = push(app, [commit(2), commit(3)], repo_id=r.repo_id, url=r.url, delivery="d-d", ref="refs/heads/other", pushed_at=PUSHED_AT)
     assert [(x[2], x[4]) for x in rows] == [(False, "existing"), (True, "recorded")]
     assert [c[0] for c in chain(owner, r.session)] == [1, 2, 3]
     assert problems(owner) == []
@@ -183,10 +155,10 @@ def test_same_commit_in_new_delivery_on_another_branch_creates_no_row(db):
 def test_redelivery_creates_nothing_and_is_audited(db):
     r = Repo(db)
     app = db.connect("app")
-    first = push(app, "d-r", r.repo_id, r.url, [commit(1), commit(2)])
+    first = push(app, [commit(1), commit(2)], repo_id=r.repo_id, url=r.url, delivery="d-r", pushed_at=PUSHED_AT)
     owner = db.connect("owner")
     before = digests(owner, ("LabAttempt", "GitHubPushDelivery", "GitHubRepoMapping", "VerificationJob"))
-    again = push(app, "d-r", r.repo_id, r.url, [commit(1), commit(2)])
+    again = push(app, [commit(1), commit(2)], repo_id=r.repo_id, url=r.url, delivery="d-r", pushed_at=PUSHED_AT)
     assert [(x[0], x[1], x[3]) for x in again] == [(x[0], x[1], x[3]) for x in first]
     assert [(x[2], x[4]) for x in again] == [(False, "duplicate")] * 2
     assert digests(owner, tuple(before)) == before
@@ -194,7 +166,7 @@ def test_redelivery_creates_nothing_and_is_audited(db):
     # the same delivery id for a different push is refused, nothing written
     audit = digests(owner, ("AuditLog",))
     with raises_sqlstate("22023"):
-        push(app, "d-r", r.repo_id, r.url, [commit(3)])
+        push(app, [commit(3)], repo_id=r.repo_id, url=r.url, delivery="d-r", pushed_at=PUSHED_AT)
     assert digests(owner, ("AuditLog", *before)) == {**audit, **before}
 
 
@@ -223,7 +195,7 @@ def test_50_concurrent_deliveries_of_one_push(db):
     commits = [commit(1), commit(2), commit(3)]
     conns = [psycopg.connect(db.dsn("app"), autocommit=True) for _ in range(50)]
     try:
-        results = _run_threads(50, lambda i: push(conns[i], "d-storm", r.repo_id, r.url, commits))
+        results = _run_threads(50, lambda i: push(conns[i], commits, repo_id=r.repo_id, url=r.url, delivery="d-storm", pushed_at=PUSHED_AT))
     finally:
         for c in conns:
             c.close()
@@ -252,7 +224,7 @@ def test_concurrent_pushes_of_different_commits_form_one_chain(db):
     try:
         def one(i):
             target = r if i % 3 else other
-            return push(conns[i], f"d-par-{i}", target.repo_id, target.url, [commit(1000 + i)])
+            return push(conns[i], [commit(1000 + i)], repo_id=target.repo_id, url=target.url, delivery=f"d-par-{i}", pushed_at=PUSHED_AT)
         results = _run_threads(n, one)
     finally:
         for c in conns:
@@ -274,8 +246,8 @@ def tampered(db):
     """A session with five chained attempts; the superuser's connection with the guards off."""
     r = Repo(db)
     app = db.connect("app")
-    push(app, "d-t1", r.repo_id, r.url, [commit(1), commit(2), commit(3)])
-    push(app, "d-t2", r.repo_id, r.url, [commit(4), commit(5)])
+    push(app, [commit(1), commit(2), commit(3)], repo_id=r.repo_id, url=r.url, delivery="d-t1", pushed_at=PUSHED_AT)
+    push(app, [commit(4), commit(5)], repo_id=r.repo_id, url=r.url, delivery="d-t2", pushed_at=PUSHED_AT)
     su = db.connect("superuser")
     assert problems(su) == []
     su.execute('ALTER TABLE "LabAttempt" DISABLE TRIGGER ALL')
@@ -284,7 +256,7 @@ def tampered(db):
 
 def test_replica_mode_does_not_silence_the_guards(db):
     r = Repo(db)
-    push(db.connect("app"), "d-rep", r.repo_id, r.url, [commit(1)])
+    push(db.connect("app"), [commit(1)], repo_id=r.repo_id, url=r.url, delivery="d-rep", pushed_at=PUSHED_AT)
     su = db.connect("superuser")
     su.execute("SET session_replication_role = replica")
     before = digests(su, ("LabAttempt",))
@@ -357,7 +329,7 @@ def test_chain_detects_reordered_rows(tampered, db):
 ])
 def test_app_cannot_write_ledger_directly(db, stmt):
     r = Repo(db)
-    push(db.connect("app"), "d-priv", r.repo_id, r.url, [commit(1)])
+    push(db.connect("app"), [commit(1)], repo_id=r.repo_id, url=r.url, delivery="d-priv", pushed_at=PUSHED_AT)
     owner = db.connect("owner")
     before = digests(owner, TABLES)
     with raises_sqlstate("42501"):
@@ -368,7 +340,7 @@ def test_app_cannot_write_ledger_directly(db, stmt):
 @pytest.mark.parametrize("role", ["app", "worker", "readonly"])
 def test_roles_can_read_the_ledger(db, role):
     r = Repo(db)
-    push(db.connect("app"), "d-read", r.repo_id, r.url, [commit(1)])
+    push(db.connect("app"), [commit(1)], repo_id=r.repo_id, url=r.url, delivery="d-read", pushed_at=PUSHED_AT)
     conn = db.connect(role)
     assert conn.execute('SELECT count(*) FROM "LabAttempt"').fetchone()[0] == 1
     assert conn.execute('SELECT count(*) FROM "GitHubRepoMapping"').fetchone()[0] == 1
@@ -378,7 +350,7 @@ def test_hostile_role_cannot_call_or_read(db):
     r = Repo(db)
     hostile = db.connect("hostile")
     with raises_sqlstate("42501"):
-        push(hostile, "d-h", r.repo_id, r.url, [commit(1)])
+        push(hostile, [commit(1)], repo_id=r.repo_id, url=r.url, delivery="d-h", pushed_at=PUSHED_AT)
     with raises_sqlstate("42501"):
         hostile.execute('SELECT * FROM "LabAttempt"')
 
@@ -394,7 +366,7 @@ def test_hostile_role_cannot_call_or_read(db):
 ])
 def test_owner_cannot_mutate_ledger(db, stmt, code):
     r = Repo(db)
-    push(db.connect("app"), "d-own", r.repo_id, r.url, [commit(1), commit(2)])
+    push(db.connect("app"), [commit(1), commit(2)], repo_id=r.repo_id, url=r.url, delivery="d-own", pushed_at=PUSHED_AT)
     owner = db.connect("owner")
     before = digests(owner, TABLES)
     with raises_sqlstate(code):
@@ -404,7 +376,7 @@ def test_owner_cannot_mutate_ledger(db, stmt, code):
 
 def test_owner_direct_insert_is_chained_anyway(db):
     r = Repo(db)
-    push(db.connect("app"), "d-own2", r.repo_id, r.url, [commit(1)])
+    push(db.connect("app"), [commit(1)], repo_id=r.repo_id, url=r.url, delivery="d-own2", pushed_at=PUSHED_AT)
     owner = db.connect("owner")
     owner.execute(
         'INSERT INTO "LabAttempt" ("sessionId", "commitSha", "deliveryId", "branch", '
@@ -427,7 +399,7 @@ def _applied(dsn):
 
 def test_rollback_refuses_then_preserves_ledger_rows(db, sql_root):
     r = Repo(db)
-    first = push(db.connect("app"), "d-rb", r.repo_id, r.url, [commit(1), commit(2)])
+    first = push(db.connect("app"), [commit(1), commit(2)], repo_id=r.repo_id, url=r.url, delivery="d-rb", pushed_at=PUSHED_AT)
     dsn = db.dsn("owner")
     # everything above the push ledger (the job queue) goes first, preserved
     A.rollback(dsn, to="V0030__record_push", preserve=True, sql_root=sql_root)
@@ -464,7 +436,7 @@ def test_rollback_refuses_then_preserves_ledger_rows(db, sql_root):
     assert owner.execute(
         'SELECT "repoUrl", "providerRepoId" FROM "GitHubRepoMapping" WHERE "sessionId" = %s',
         (r.session,)).fetchone() == (r.canonical, None)
-    rows = push(db.connect("app"), "d-rb2", r.repo_id, r.url, [commit(3)])
+    rows = push(db.connect("app"), [commit(3)], repo_id=r.repo_id, url=r.url, delivery="d-rb2", pushed_at=PUSHED_AT)
     assert rows[0][4] == "recorded"
     # the archived rows are still named by their PUSH_RECORDED anchors: verification
     # reports exactly them as missing from the live ledger (they are in forgea_archive)
@@ -490,4 +462,4 @@ def test_rollback_of_empty_ledger_restores_previous_schema(db, sql_root):
     assert catalog.diff(before, catalog.snapshot(owner), column_order=True) == []
     A.apply(dsn, sql_root=sql_root)
     r = Repo(db)
-    assert push(db.connect("app"), "d-fwd", r.repo_id, r.url, [commit(1)])[0][4] == "recorded"
+    assert push(db.connect("app"), [commit(1)], repo_id=r.repo_id, url=r.url, delivery="d-fwd", pushed_at=PUSHED_AT)[0][4] == "recorded"

@@ -9,42 +9,23 @@ from datetime import datetime, timezone
 
 import psycopg
 import pytest
-from psycopg.types.json import Jsonb
 
-from helpers import digests, raises_sqlstate, sha
-from queue_fixtures import make_lab, make_user
+from tests.builders import add_lab, add_user, commit, create_session, push, sha
+from tests.helpers import digests, raises_sqlstate
 
 PUSHED_AT = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 WATCHED = ("LabAttempt", "AuditLog", "GitHubRepoMapping", "GitHubPushDelivery",
            "VerificationJob", "LabSession")
 
 
-def commit(n, **kw):
-    c = {"id": sha(n), "timestamp": "2026-03-01T12:00:00Z",
-         "author": {"name": "Ada", "email": "ada@example.test", "username": "ada"},
-         "added": ["a.py"], "modified": [], "removed": []}
-    c.update(kw)
-    return c
-
-
 @pytest.fixture
 def bound(db):
     owner = db.connect("owner")
-    user, lab = make_user(owner), make_lab(owner)
+    user, lab = add_user(owner), add_lab(owner)
     tag = uuid.uuid4().hex[:8]
     url = f"https://github.com/in-{tag}/repo"
-    session = db.connect("app").execute(
-        "SELECT create_lab_session(%s, %s, %s, %s, %s)", (user, lab, url, 4242, f"k-{tag}"),
-    ).fetchone()[0]
+    session = create_session(db.connect("app"), user, lab, repo_id=4242, url=url, key=f"k-{tag}")
     return {"url": url, "repo_id": 4242, "session": session, "user": user}
-
-
-def call(conn, args):
-    return conn.execute(
-        "SELECT * FROM record_push(%s, %s, %s, %s, %s, %s, %s)",
-        (args["delivery"], args["repo_id"], args["url"], args["ref"], args["head"],
-         args["pushed_at"], None if args["commits"] is None else Jsonb(args["commits"])),
-    ).fetchall()
 
 
 def good(bound):
@@ -134,7 +115,7 @@ def test_malformed_input_refused_and_nothing_written(db, bound, mutate, code, fi
     owner = db.connect("owner")
     before = digests(owner, WATCHED)
     with raises_sqlstate(code) as exc:
-        call(db.connect("app"), args)
+        push(db.connect("app"), **args)
     assert f"record_push: {field} " in str(exc.value)
     assert digests(owner, WATCHED) == before
 
@@ -152,7 +133,7 @@ def test_oversized_payload_refused(db, bound):
     owner = db.connect("owner")
     before = digests(owner, WATCHED)
     with raises_sqlstate("22023") as exc:
-        call(db.connect("app"), args)
+        push(db.connect("app"), **args)
     assert "record_push: p_commits must not exceed 25 MB" in str(exc.value)
     assert digests(owner, WATCHED) == before
 
@@ -181,12 +162,12 @@ def test_sha256_commits_accepted(db, bound):
     args = good(bound)
     args["commits"] = [commit(1, id="ab" * 32)]
     args["head"] = "ab" * 32
-    rows = call(db.connect("app"), args)
+    rows = push(db.connect("app"), **args)
     assert rows[0][0] == "ab" * 32 and rows[0][4] == "recorded"
 
 
 def test_valid_push_after_refusals_is_recorded(db, bound):
-    rows = call(db.connect("app"), good(bound))
+    rows = push(db.connect("app"), **good(bound))
     assert [r[4] for r in rows] == ["recorded", "recorded"]
 
 
@@ -204,7 +185,7 @@ def test_push_without_session_rejected_and_audited(db, bound):
     args["repo_id"], args["url"] = 999_999, "https://github.com/nobody/nothing"
     owner = db.connect("owner")
     before = digests(owner, ("LabAttempt", "GitHubRepoMapping", "GitHubPushDelivery"))
-    rows = call(db.connect("app"), args)
+    rows = push(db.connect("app"), **args)
     assert [(r[0], r[1], r[2], r[3], r[4]) for r in rows] == [
         (sha(1), None, False, None, "rejected"), (sha(2), None, False, None, "rejected")]
     assert digests(owner, tuple(before)) == before
@@ -220,7 +201,7 @@ def test_push_to_terminal_session_rejected_and_audited(db, bound):
     db.connect("app").execute(
         'UPDATE "LabSession" SET "status" = \'FAILED\' WHERE "id" = %s', (bound["session"],))
     before = digests(owner, ("LabAttempt", "GitHubPushDelivery"))
-    rows = call(db.connect("app"), good(bound))
+    rows = push(db.connect("app"), **good(bound))
     assert {r[4] for r in rows} == {"rejected"}
     assert digests(owner, tuple(before)) == before
     (audit,) = _audits(owner, "PUSH_REJECTED")
@@ -230,8 +211,8 @@ def test_push_to_terminal_session_rejected_and_audited(db, bound):
 
 def test_url_match_with_another_repository_id_is_rejected(db, bound):
     """The repository at this URL was deleted and re-created: another id, not our session."""
-    call(db.connect("app"), good(bound))  # fills providerRepoId 4242 (already set)
+    push(db.connect("app"), **good(bound))  # fills providerRepoId 4242 (already set)
     args = good(bound)
     args["delivery"], args["repo_id"] = "other-repo", 777
-    rows = call(db.connect("app"), args)
+    rows = push(db.connect("app"), **args)
     assert {r[4] for r in rows} == {"rejected"}

@@ -11,8 +11,10 @@ import pytest
 
 from harness import apply as A
 from harness.errors import MigrationFailed
-from helpers import digests, raises_sqlstate
-from queue_fixtures import make_lab, make_user
+from tests.helpers import digests, raises_sqlstate
+from tests.builders import (
+    add_lab, add_user, commit, create_session, legacy_session, push, resolve_session,
+)
 
 CANON = "https://github.com/octo-cat/hello.world_x-1"
 
@@ -146,21 +148,16 @@ def test_canonical_repo_url_agrees_with_the_first_regex_implementation(db):
 @pytest.fixture
 def ctx(db):
     owner = db.connect("owner")
-    return {"owner": owner, "app": db.connect("app"), "user": make_user(owner),
-            "lab": make_lab(owner), "tag": uuid.uuid4().hex[:8]}
+    return {"owner": owner, "app": db.connect("app"), "user": add_user(owner),
+            "lab": add_lab(owner), "tag": uuid.uuid4().hex[:8]}
 
 
 def create(conn, ctx, url=None, repo_id=None, key=None, user=None, lab=None):
-    return conn.execute(
-        "SELECT create_lab_session(%s, %s, %s, %s, %s)",
-        (user or ctx["user"], lab or ctx["lab"],
-         url or f"https://github.com/U-{ctx['tag']}/Repo.git", repo_id,
-         key or f"key-{ctx['tag']}"),
-    ).fetchone()[0]
-
-
-def resolve(conn, repo_id, url):
-    return conn.execute("SELECT resolve_lab_session(%s, %s)", (repo_id, url)).fetchone()[0]
+    """create_session with the context's user, lab, URL and key unless given;
+    ``repo_id`` None: a URL-bound session."""
+    return create_session(conn, user or ctx["user"], lab or ctx["lab"],
+                          url=url or f"https://github.com/U-{ctx['tag']}/Repo.git",
+                          repo_id=repo_id, key=key or f"key-{ctx['tag']}")
 
 
 WATCHED = ("LabSession", "GitHubRepoMapping", "AuditLog")
@@ -205,7 +202,7 @@ def test_create_lab_session_bad_input(db, ctx, field, kwargs):
 
 def test_one_active_session_per_repository(db, ctx):
     create(ctx["app"], ctx, repo_id=21)
-    other_user = make_user(ctx["owner"])
+    other_user = add_user(ctx["owner"])
     before = digests(ctx["owner"], WATCHED)
     # the same URL in another spelling, another user
     with raises_sqlstate("23505"):
@@ -224,15 +221,15 @@ def test_terminal_session_frees_the_repository(db, ctx):
     assert ctx["owner"].execute(
         'SELECT "sessionActive" FROM "GitHubRepoMapping" WHERE "sessionId" = %s', (s1,)
     ).fetchone()[0] is False
-    assert resolve(ctx["app"], 31, None) is None
+    assert resolve_session(ctx["app"], 31, None) is None
     s2 = create(ctx["app"], ctx, repo_id=31, key="k-new")
-    assert s2 != s1 and resolve(ctx["app"], 31, None) == s2
+    assert s2 != s1 and resolve_session(ctx["app"], 31, None) == s2
 
 
 def test_concurrent_creates(db, ctx):
     n = 20
     conns = [psycopg.connect(db.dsn("app"), autocommit=True) for _ in range(n)]
-    users = [make_user(ctx["owner"]) for _ in range(n)]
+    users = [add_user(ctx["owner"]) for _ in range(n)]
     barrier = threading.Barrier(n)
     same_key, errors = [None] * n, []
 
@@ -268,9 +265,9 @@ def test_concurrent_creates(db, ctx):
 def test_resolve_by_id_then_url_and_rename(db, ctx):
     s1 = create(ctx["app"], ctx, repo_id=None)
     canon = f"https://github.com/u-{ctx['tag']}/repo"
-    assert resolve(ctx["app"], None, canon + ".git") == s1
-    assert resolve(ctx["app"], 51, canon) == s1            # id unknown yet: URL binds
-    assert resolve(ctx["app"], 51, "https://github.com/x/y") is None
+    assert resolve_session(ctx["app"], None, canon + ".git") == s1
+    assert resolve_session(ctx["app"], 51, canon) == s1            # id unknown yet: URL binds
+    assert resolve_session(ctx["app"], 51, "https://github.com/x/y") is None
     # the first push carrying the id fills it in
     ctx["app"].execute(
         "SELECT * FROM record_push('d1', 51, %s, 'refs/heads/main', %s, now(), "
@@ -279,10 +276,10 @@ def test_resolve_by_id_then_url_and_rename(db, ctx):
         "'modified', '[]'::jsonb, 'removed', '[]'::jsonb)))",
         (canon, "c" * 40, "c" * 40))
     # the repository is renamed: the id still binds
-    assert resolve(ctx["app"], 51, "https://github.com/new-owner/new-name") == s1
+    assert resolve_session(ctx["app"], 51, "https://github.com/new-owner/new-name") == s1
     # another repository now living at the old URL does not
-    assert resolve(ctx["app"], 52, canon) is None
-    assert resolve(ctx["app"], None, canon) == s1
+    assert resolve_session(ctx["app"], 52, canon) is None
+    assert resolve_session(ctx["app"], None, canon) == s1
 
 
 def test_provider_repo_id_is_filled_once(db, ctx):
@@ -321,7 +318,7 @@ def test_app_insert_of_session_is_bound_at_commit(db, ctx):
     sid2 = uuid.uuid4()
     ctx["app"].execute(
         'INSERT INTO "LabSession" ("id", "userId", "labId", "userForkUrl") VALUES (%s, %s, %s, %s)',
-        (sid2, make_user(ctx["owner"]), ctx["lab"], "not a url"))
+        (sid2, add_user(ctx["owner"]), ctx["lab"], "not a url"))
     assert ctx["owner"].execute(
         "SELECT reason FROM list_unmapped_lab_sessions() WHERE session_id = %s", (sid2,)
     ).fetchone() == ("unparseable fork URL",)
@@ -334,30 +331,21 @@ def _below_v0020(dsn):
     return [m["id"] for m in A.status(dsn)["applied"] if int(m["id"][1:5]) < 20][-1]
 
 
-def _legacy_session(owner, user, lab, url, status=None):
-    sid = uuid.uuid4()
-    owner.execute(
-        'INSERT INTO "LabSession" ("id", "userId", "labId", "userForkUrl") VALUES (%s, %s, %s, %s)',
-        (sid, user, lab, url))
-    if status:
-        owner.execute('UPDATE "LabSession" SET "status" = %s WHERE "id" = %s', (status, sid))
-    return sid
-
-
 def test_backfill_maps_parseable_urls_and_reports_the_rest(db, sql_root):
     dsn = db.dsn("owner")
     A.rollback(dsn, to=_below_v0020(dsn), sql_root=sql_root)
     owner = db.connect("owner")
-    lab = make_lab(owner)
+    lab = add_lab(owner)
     good = {}
     for i in range(12):
-        u = make_user(owner)
-        good[_legacy_session(owner, u, lab, f"https://github.com/Legacy-{i}/Fork.git/")] = \
+        u = add_user(owner)
+        good[legacy_session(owner, u, lab, f"https://github.com/Legacy-{i}/Fork.git/")] = \
             f"https://github.com/legacy-{i}/fork"
-    u = make_user(owner)
+    u = add_user(owner)
     # terminal sessions may share a URL with an active one
-    old = _legacy_session(owner, u, lab, "git@github.com:legacy-0/fork.git", "FAILED")
-    bad = [_legacy_session(owner, make_user(owner), lab, url)
+    old = legacy_session(owner, u, lab, "git@github.com:legacy-0/fork.git")
+    owner.execute('UPDATE "LabSession" SET "status" = \'FAILED\' WHERE "id" = %s', (old,))
+    bad = [legacy_session(owner, add_user(owner), lab, url)
            for url in ("https://gitlab.com/a/b", "", "https://github.com/a/b?x=1")]
     notices = []
     before = digests(owner, ("LabSession",))
@@ -385,9 +373,9 @@ def test_backfill_preflight_refuses_shared_active_url(db, sql_root):
     dsn = db.dsn("owner")
     A.rollback(dsn, to=_below_v0020(dsn), sql_root=sql_root)
     owner = db.connect("owner")
-    lab = make_lab(owner)
-    a = _legacy_session(owner, make_user(owner), lab, "https://github.com/dup/repo")
-    b = _legacy_session(owner, make_user(owner), lab, "git@github.com:DUP/repo.git")
+    lab = add_lab(owner)
+    a = legacy_session(owner, add_user(owner), lab, "https://github.com/dup/repo")
+    b = legacy_session(owner, add_user(owner), lab, "git@github.com:DUP/repo.git")
     with pytest.raises(MigrationFailed) as exc:
         A.apply(dsn, sql_root=sql_root)
     assert exc.value.sqlstate == "FM001"
@@ -401,12 +389,7 @@ def test_backfill_preflight_refuses_shared_active_url(db, sql_root):
 
 
 def _push_one(app, delivery, repo_id, url, n):
-    from psycopg.types.json import Jsonb
-
-    from tests.attacks import NOW, commit
-    from tests.helpers import sha
-    return app.execute("SELECT * FROM record_push(%s, %s, %s, 'refs/heads/main', %s, %s, %s)",
-                       (delivery, repo_id, url, sha(n), NOW, Jsonb([commit(sha(n))]))).fetchall()
+    return push(app, [commit(n)], repo_id=repo_id, url=url, delivery=delivery)
 
 
 def test_a_url_bound_session_learns_its_repository_id_from_its_first_push(db, ctx):

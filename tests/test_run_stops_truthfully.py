@@ -26,7 +26,7 @@ from yoyo.migrations import get_migration_hash
 from harness import apply as A
 from harness import verify as V
 from harness.errors import LockNotGranted
-from tests.attacks import add_lab, add_user
+from tests.builders import add_lab, add_user
 
 REPO = Path(__file__).resolve().parent.parent
 V0003 = "V0003__legacy_append_only_hardening"

@@ -11,14 +11,11 @@ import uuid
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.helpers import digests, raises_sqlstate, sha
-from tests.prodlike import (
-    add_user_and_lab,
-    api_create_session,
-    api_push,
-    session_row,
-    worker_complete,
+from tests.builders import (
+    add_user_and_labs, claim_and_complete, create_session, push_head_job, session_row,
+    sha,
 )
+from tests.helpers import digests, raises_sqlstate
 
 WATCHED = ("VerificationAttempt", "VerificationLog", "LabSession", "VerificationJob",
            "LabAttempt", "LabVersion", "AuditLog")
@@ -49,21 +46,21 @@ def _expected_for_guarded_role(table, op):
 def data(db):
     """A passed session (PASS attempt), a failed-run session (FAIL attempt) and a legacy log."""
     owner, app, worker = db.connect("owner"), db.connect("app"), db.connect("worker")
-    user, (lab_a, lab_b, lab_c) = add_user_and_lab(owner, 1, labs=3)
-    passed = api_create_session(app, user, lab_a, 301)
-    job = api_push(app, 301, sha(301))
-    worker_complete(worker, job, "PASSED")
-    assert session_row(owner, passed)[0] == "VERIFIED_PASS"
+    user, (lab_a, lab_b, lab_c) = add_user_and_labs(owner, 1, labs=3)
+    passed = create_session(app, user, lab_a, 301)
+    job = push_head_job(app, sha(301), n=301)
+    claim_and_complete(worker, job, "PASSED")
+    assert session_row(owner, passed)["status"] == "VERIFIED_PASS"
 
-    failing = api_create_session(app, user, lab_b, 302)
-    fjob = api_push(app, 302, sha(302))
-    worker_complete(worker, fjob, "FAILED")
-    assert session_row(owner, failing)[0] == "IN_PROGRESS"
+    failing = create_session(app, user, lab_b, 302)
+    fjob = push_head_job(app, sha(302), n=302)
+    claim_and_complete(worker, fjob, "FAILED")
+    assert session_row(owner, failing)["status"] == "IN_PROGRESS"
 
     # a legacy VerificationLog row, standing in for one written before the
     # migration: the table is frozen (verificationlog_frozen refuses every
     # INSERT), so the fixture lifts the freeze for this one row as the owner.
-    legacy_session = api_create_session(app, user, lab_c, 303)
+    legacy_session = create_session(app, user, lab_c, 303)
     owner.execute('ALTER TABLE "VerificationLog" DISABLE TRIGGER verificationlog_frozen')
     owner.execute(
         'INSERT INTO "VerificationLog" ("id", "sessionId", "commitSha", "prDiff", "ciOutput")'
@@ -216,7 +213,7 @@ def test_owner_cannot_forge_a_pass_through_a_new_verification_log_row(db, data):
         with raises_sqlstate("FL002"):
             owner.execute('UPDATE "LabSession" SET "status" = \'VERIFIED_PASS\' WHERE "id" = %s',
                           (sid,))
-    assert session_row(owner, sid)[0] == "IN_PROGRESS"
+    assert session_row(owner, sid)["status"] == "IN_PROGRESS"
     assert owner.execute(
         'SELECT count(*) FROM "VerificationAttempt" WHERE "sessionId" = %s AND "result" = \'PASS\'',
         (sid,)).fetchone()[0] == 0

@@ -13,7 +13,7 @@ import pytest
 from harness import apply as A
 from harness import verify as V
 from harness.cli import main as cli_main
-from tests.attacks import seed_world
+from tests.builders import seed_world
 
 
 def report(db, sql_root=None, role="owner", **kw) -> V.Report:
@@ -333,9 +333,9 @@ def test_fails_on_group_role_escalation(db, world):
 def test_fails_on_two_running_jobs_planted(db, world):
     su = _superuser(db)
     app = db.connect("app")
-    from tests.attacks import push
-    from tests.helpers import sha
-    push(app, 2, "d-x", [sha(50), sha(51)])  # session 2 gets two more queued jobs
+    from tests.builders import commit, push
+    from tests.builders import sha
+    push(app, [commit(sha(50)), commit(sha(51))], n=2, delivery="d-x")  # session 2 gets two more queued jobs
     with su.transaction():
         su.execute('ALTER TABLE "VerificationJob" DISABLE TRIGGER ALL')
         su.execute('DROP INDEX "VerificationJob_sessionId_running_key"')
@@ -404,7 +404,7 @@ def _without_identity_guard(db, stmt, params):
 
 
 def test_fails_on_a_pass_moved_to_another_user(db, world):
-    from tests.helpers import ids
+    from tests.builders import ids
     _without_identity_guard(db, 'UPDATE "LabSession" SET "userId" = %s WHERE id = %s',
                             (ids.user(3), world["s1"]))
     rep = report(db)
@@ -424,10 +424,10 @@ def test_fails_on_a_session_moved_to_another_repository_or_start(db, world):
 def test_reports_running_jobs_claimed_without_a_lease_token(db, world):
     """A job claimed before V0052 (planted: its token hash removed) is still
     completable by its leaseOwner alone: reported as info, not a failure."""
-    from tests.attacks import claim, push
-    from tests.helpers import sha
-    push(db.connect("app"), 2, "d-legacy", [sha(8701)])
-    job = claim(db.connect("worker"), "legacy-worker")[0]
+    from tests.builders import claim, commit, push
+    from tests.builders import sha
+    push(db.connect("app"), [commit(sha(8701))], n=2, delivery="d-legacy")
+    job = claim(db.connect("worker"), "legacy-worker")["id"]
     su = _superuser(db)
     with su.transaction():
         su.execute('ALTER TABLE "VerificationJob" DISABLE TRIGGER verificationjob_transition_guard')
@@ -457,7 +457,7 @@ def test_fails_on_a_binding_made_by_a_locale_dependent_canonical_form(db, world)
     """Under a UTF-8 locale V0020 turned a Kelvin sign into "k" and bound the
     session to https://github.com/kate/...; today the URL is refused (NULL), so
     the binding no longer follows from the session's fork URL: reported."""
-    from tests.helpers import ids
+    from tests.builders import ids
     owner = db.connect("owner", autocommit=False)
     sid = uuid.uuid4()
     owner.execute('INSERT INTO "LabSession" (id, "userId", "labId", "userForkUrl") '
@@ -494,7 +494,7 @@ def test_one_active_session_index_missing_or_invalid_is_reported_with_or_without
     whether duplicate rows are present or not."""
     index = "LabSession_userId_labId_active_key"
     owner, app = db.connect("owner"), db.connect("app")
-    from tests.attacks import add_lab, add_user
+    from tests.builders import add_lab, add_user
     user, lab = add_user(owner, 1), add_lab(owner, 1)
 
     def check(*expect):

@@ -102,7 +102,7 @@ def _dsns(testdb, prefix: str = "FORGEA_DSN") -> dict[str, str]:
             for role in ("app", "worker", "readonly", "owner")}
 
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
 
 def test_pack_schema_validates_and_generates_with_prisma_7_3_and_the_newest_7(node_suite):

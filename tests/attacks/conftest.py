@@ -17,7 +17,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.helpers import LEDGER_TABLES, digests, ids
+from tests.builders import ids
+from tests.helpers import LEDGER_TABLES, digests
 
 REPO = Path(__file__).resolve().parents[2]
 EXTRA_TABLES = ("GitHubRepoMapping", "GitHubPushDelivery", "LabSession", "Lab")
@@ -55,7 +56,7 @@ def world_db(pg_cluster, tmpl_full):
     Attacks must change nothing, so they can share it (each asserts digests).
     """
     from conftest import _fresh_db   # the suite's clone helper
-    from tests.attacks import seed_world
+    from tests.builders import seed_world
     gen = _fresh_db(pg_cluster, tmpl_full, "t_attack")
     db = next(gen)
     world = seed_world(db)

@@ -22,9 +22,9 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from harness import verify as V
-from tests.attacks import add_user, claim, commit, push, seed_world
+from tests.builders import AUTHOR, add_user, claim, commit, complete, ids, push, seed_world, sha
 from tests.attacks.test_hostile_input import _category_samples, _nested
-from tests.helpers import digests, ids, sha
+from tests.helpers import digests
 
 REPO = Path(__file__).resolve().parents[2]
 CATS = "".join(_category_samples())                 # one character per Unicode category
@@ -56,13 +56,13 @@ def _extreme_world(db) -> dict:
                      (ids.user(4), ids.lab(2), url, 2**53 - 1, key)).fetchone()[0]
     branch = "\u00fc" * 127 + "x"                                # 255 bytes
     delivery = ("a" + "Z9._:-" * 20)[:100]
-    c1 = commit(sha(1, 64), name=(CATS * 40)[:1000],
-                files=[f"f{i}" for i in range(3000)])
+    c1 = commit(sha(1, 64), author={**AUTHOR, "name": (CATS * 40)[:1000]},
+                added=[f"f{i}" for i in range(3000)])
     c1["author"].update(email=(PRINTABLE_CATS * 40)[:1000], username=("u" * 1000))
     c1["modified"] = [(PRINTABLE_CATS * 200)[:4096]]
     c1["removed"] = [CATS, "\u212a", "a\u0301"]
     c1["timestamp"] = "2005-04-07T00:00:00.123456789+23:59"
-    c2 = commit(sha(2, 64), name=" x ")
+    c2 = commit(sha(2, 64), author={**AUTHOR, "name": " x "})
     c2["author"].update(email=None, username=None)
     c2["timestamp"] = "9999-12-31T23:59:60Z"
     rows = app.execute(
@@ -75,7 +75,7 @@ def _extreme_world(db) -> dict:
                        ("upper-bound", 2**53 - 1, url, "refs/heads/main", sha(3, 64), upper,
                         Jsonb([commit(sha(3, 64))]))).fetchall()
     assert [r[4] for r in rows] == ["recorded"], rows
-    push(app, 2, "d-extreme-2", [sha(9601)])
+    push(app, [commit(sha(9601))], n=2, delivery="d-extreme-2")
     for ts in ("9999-12-31 23:59:59.999", "1970-01-01 00:00:00"):
         app.execute('INSERT INTO "AuditLog" (id, "userId", action, metadata, "actorId", '
                     '"createdAt") VALUES (gen_random_uuid(), %s, %s, %s, %s, %s)',
@@ -89,11 +89,10 @@ def _extreme_world(db) -> dict:
         job = claim(worker, worker_id)
         if job is None:
             break
-        status = "PASSED" if job[1] == s4 and not passed else "FAILED"
+        status = "PASSED" if job["sessionId"] == s4 and not passed else "FAILED"
         passed = passed or status == "PASSED"
         logs = {"extremes": JSON_EXTREMES, "deep": _nested(63), "n": n}   # 64 levels
-        worker.execute("SELECT * FROM complete_verification_job(%s, %s, %s, %s, %s)",
-                       (job[0], worker_id, status, code, Jsonb(logs)))
+        complete(worker, job["id"], status, worker_id=worker_id, exit_code=code, logs=logs)
     assert passed
     app.execute('INSERT INTO "User" (id, email, "createdAt", "updatedAt") VALUES '
                 "(%s, %s, '1970-01-01', '9999-12-31 23:59:59.999')",
@@ -186,12 +185,11 @@ def _ledger_world(db) -> None:
     n = 9700
     for s in (1, 2):
         for d in range(5):
-            push(app, s, f"ledger-{s}-{d}", [sha(n), sha(n + 1)])
+            push(app, [commit(sha(n)), commit(sha(n + 1))], n=s, delivery=f"ledger-{s}-{d}")
             n += 2
     worker = db.connect("worker")
     while (job := claim(worker, "ledger-worker")) is not None:
-        worker.execute("SELECT * FROM complete_verification_job(%s, 'ledger-worker', "
-                       "'FAILED', 1, '{}')", (job[0],))
+        complete(worker, job["id"], "FAILED", worker_id="ledger-worker", logs={})
 
 
 def test_the_owner_restores_the_ledger_without_a_superuser(db, scratch_dir):

@@ -18,9 +18,9 @@ import pytest
 from harness import apply as A
 from harness import servers
 from harness import verify as V
-from tests.attacks import claim, commit, fork, seed_world
+from tests.builders import claim, commit, fork_url, seed_world, sha
 from tests.attacks.conftest import WATCHED
-from tests.helpers import digests, sha
+from tests.helpers import digests
 
 SLOW = ("-- V9990__slow_for_fault_tests: sleeps while the marker table exists\n"
         'CREATE TABLE "SlowPlanted" (id int);\n'
@@ -75,7 +75,7 @@ def test_backend_killed_during_record_push(db):
         with psycopg.connect(db.dsn("app"), autocommit=True) as app:
             return app.execute("SELECT * FROM record_push('kill-1', 1001, %s, "
                                "'refs/heads/main', %s, now(), %s::jsonb)",
-                               (fork(1), sha(8002), json.dumps([commit(sha(8001)),
+                               (fork_url(1), sha(8002), json.dumps([commit(sha(8001)),
                                                                 commit(sha(8002))]))
                                ).fetchall()
 
@@ -90,7 +90,8 @@ def test_backend_killed_during_record_push(db):
 def test_backend_killed_during_complete(db):
     seed_world(db)
     worker = db.connect("worker")
-    job, _s, _c, token = claim(worker, "wk")
+    claimed = claim(worker, "wk")
+    job, token = claimed["id"], claimed["leaseToken"]
     owner = db.connect("owner")
     before = digests(owner, WATCHED)
 

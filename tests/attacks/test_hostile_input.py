@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
-from tests.attacks import NOW, commit, fork
+from tests.builders import AUTHOR, NOW, commit, fork_url, sha
 from tests.attacks.conftest import WATCHED
-from tests.helpers import digests, sha
+from tests.helpers import digests
 
 SETTINGS = settings(max_examples=50, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -76,7 +76,8 @@ def deep(n: int) -> Raw:
 
 
 commit_like = st.builds(
-    lambda sid, name, files, ts, extra: {**commit(sid, name, files), "timestamp": ts, **extra},
+    lambda sid, name, files, ts, extra: {
+        **commit(sid, author={**AUTHOR, "name": name}, added=files), "timestamp": ts, **extra},
     st.one_of(st.sampled_from([sha(7001), sha(7002, 64), "A" * 40, "z" * 40, ""]), texts),
     texts, st.lists(texts.filter(lambda t: t is not None and len(t) < 300), max_size=5),
     st.one_of(st.just("2026-02-10T10:00:00Z"), texts, st.sampled_from(
@@ -88,7 +89,7 @@ commits = st.one_of(
     st.lists(commit_like, max_size=4),
     json_values,
     st.just([commit(sha(7003))] * 2),                 # same id twice
-    st.just([commit(sha(7004), files=[f"f{i}" for i in range(3001)])]),  # > 3000 paths
+    st.just([commit(sha(7004), added=[f"f{i}" for i in range(3001)])]),  # > 3000 paths
     st.just([commit(sha(7005 + i)) for i in range(2049)]),   # > 2048 commits
     st.just(deep(5000)), st.just(deep(200_000)),      # deep nesting
     st.just({"a": "\u0000"}),                         # NUL escape: jsonb refuses it
@@ -142,9 +143,9 @@ def test_create_lab_session(world_db, user, lab, url, repo, key):
 
 @SETTINGS
 @given(user=st.sampled_from([1, 2, 3]), url=st.one_of(texts, st.sampled_from(
-    [fork(1), fork(2), "https://github.com/new/repo"])), repo=ids64, key=texts)
+    [fork_url(1), fork_url(2), "https://github.com/new/repo"])), repo=ids64, key=texts)
 def test_create_lab_session_known_ids(world_db, user, url, repo, key):
-    from tests.helpers import ids
+    from tests.builders import ids
     attempt(world_db, "app", "SELECT create_lab_session(%s, %s, %s, %s, %s)",
             (ids.user(user), ids.lab(2), url, repo, key), {"22023", "23503", "23505"})
 
@@ -156,7 +157,7 @@ def test_resolve_lab_session(world_db, repo, url):
 
 
 @SETTINGS
-@given(delivery=texts, repo=ids64, url=st.one_of(texts, st.just(fork(1))),
+@given(delivery=texts, repo=ids64, url=st.one_of(texts, st.just(fork_url(1))),
        ref=st.one_of(texts, st.just("refs/heads/main"), st.just("refs/heads/a..b")),
        head=st.one_of(texts, st.sampled_from([sha(7001), sha(7002, 64), "A" * 40])),
        pushed=timestamps,
@@ -417,20 +418,21 @@ def test_values_a_backup_could_not_carry_are_refused(world_db, snapshot, name):
     read it back, or so that the push ledger hashes it like another value, or is
     beyond what the application can send: refused, naming the field; nothing
     written."""
-    from tests.helpers import ids, raises_sqlstate
+    from tests.builders import ids
+    from tests.helpers import raises_sqlstate
     role, stmt, params, code, field = BACKUP_BREAKERS[name]
     w = world_db.world
     conn = world_db.connect(role)
     with raises_sqlstate(code) as e:
         if stmt == "push":
-            c = commit(sha(7201), files=[params.get("path", "src/a.py")])
+            c = commit(sha(7201), added=[params.get("path", "src/a.py")])
             c["timestamp"] = params.get("ts", c["timestamp"])
             pushed = params.get("pushed", NOW)
             if pushed == "in-two-days":
                 pushed = datetime.now(timezone.utc) + timedelta(days=2)
             conn.execute("SELECT * FROM record_push(%s, %s, %s, %s, %s, %s::timestamptz, %s)",
                          (f"d-bounds-{list(BACKUP_BREAKERS).index(name)}",
-                          params.get("repo", 1002), fork(2), "refs/heads/main",
+                          params.get("repo", 1002), fork_url(2), "refs/heads/main",
                           sha(7201), pushed, Jsonb([c])))
         elif stmt == "create":
             conn.execute("SELECT create_lab_session(%s, %s, %s, %s, %s)",

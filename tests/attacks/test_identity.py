@@ -15,7 +15,8 @@ import datetime as dt
 
 import pytest
 
-from tests.helpers import ids, raises_sqlstate
+from tests.builders import ids
+from tests.helpers import raises_sqlstate
 
 ROLES = ("app", "worker", "readonly", "hostile", "owner", "superuser-replica")
 
@@ -127,30 +128,20 @@ VICTIM_REPO_ID = 7_000_001
 def capture_setup(db):
     """A victim session bound by URL only (inserted the way the current app does),
     and an attacker session created with the victim repository's id."""
-    import uuid
-
-    from tests.attacks import add_lab, add_user
+    from tests.builders import add_lab, add_user, create_session, legacy_session
     owner, app = db.connect("owner"), db.connect("app")
     for n in (1, 2):
         add_user(owner, n)
     add_lab(owner, 1)
-    victim = uuid.uuid4()
-    app.execute('INSERT INTO "LabSession" ("id", "userId", "labId", "userForkUrl") '
-                "VALUES (%s, %s, %s, %s)", (victim, ids.user(1), ids.lab(1), VICTIM_URL))
-    attacker = app.execute("SELECT create_lab_session(%s, %s, %s, %s, %s)",
-                           (ids.user(2), ids.lab(1), "https://github.com/attacker/other",
-                            VICTIM_REPO_ID, "attacker-key")).fetchone()[0]
+    victim = legacy_session(app, ids.user(1), ids.lab(1), VICTIM_URL)
+    attacker = create_session(app, ids.user(2), ids.lab(1), repo_id=VICTIM_REPO_ID,
+                              url="https://github.com/attacker/other", key="attacker-key")
     return victim, attacker
 
 
 def victim_push(app, delivery="capture-1", n=9301):
-    from psycopg.types.json import Jsonb
-
-    from tests.attacks import NOW, commit
-    from tests.helpers import sha
-    return app.execute("SELECT * FROM record_push(%s, %s, %s, 'refs/heads/main', %s, %s, %s)",
-                       (delivery, VICTIM_REPO_ID, VICTIM_URL, sha(n), NOW,
-                        Jsonb([commit(sha(n))]))).fetchall()
+    from tests.builders import commit, push
+    return push(app, [commit(n)], repo_id=VICTIM_REPO_ID, url=VICTIM_URL, delivery=delivery)
 
 
 def test_a_repository_id_cannot_capture_another_sessions_pushes(db):
@@ -183,15 +174,10 @@ def test_a_repository_id_cannot_capture_another_sessions_pushes(db):
 def test_a_url_bound_session_does_not_learn_an_id_another_session_holds(db):
     """Even a push carrying only the victim's URL leaves the attacker's claim on
     the id alone, and the victim's binding does not take that id."""
-    from psycopg.types.json import Jsonb
-
-    from tests.attacks import NOW, commit
-    from tests.helpers import sha
+    from tests.builders import commit, push
     victim, attacker = capture_setup(db)
     owner, app = db.connect("owner"), db.connect("app")
-    rows = app.execute("SELECT * FROM record_push('url-only', NULL, %s, 'refs/heads/main', %s,"
-                       " %s, %s)", (VICTIM_URL, sha(9311), NOW,
-                                    Jsonb([commit(sha(9311))]))).fetchall()
+    rows = push(app, [commit(9311)], repo_id=None, url=VICTIM_URL, delivery="url-only")
     assert [r[4] for r in rows] == ["recorded"]
     assert owner.execute('SELECT "providerRepoId" FROM "GitHubRepoMapping" WHERE '
                          '"sessionId" = %s', (victim,)).fetchone()[0] is None

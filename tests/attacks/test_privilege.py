@@ -262,22 +262,23 @@ def test_app_cannot_forge_push_anchors(world_db, snapshot):
 
 def _queued_job_world(db):
     """seed_world plus one fresh QUEUED job of session 2."""
-    from tests.attacks import push, seed_world
-    from tests.helpers import sha
+    from tests.builders import commit, push, seed_world
+    from tests.builders import sha
     world = seed_world(db)
-    push(db.connect("app"), 2, "d-lease", [sha(8801)])
+    push(db.connect("app"), [commit(sha(8801))], n=2, delivery="d-lease")
     return world
 
 
 def test_another_worker_login_cannot_complete_a_job_by_reading_its_lease(db, hijack_role):
     """Any forgea_worker login can read "leaseOwner" (and the token's hash); a
     completion must present the run's lease token, which only the claim returned."""
-    from tests.attacks import claim
+    from tests.builders import claim
     from tests.attacks.conftest import WATCHED, connect_as
     from tests.helpers import digests
     _queued_job_world(db)
     victim = db.connect("worker")
-    job, _s, _c, token = claim(victim, "honest-worker")
+    claimed = claim(victim, "honest-worker")
+    job, token = claimed["id"], claimed["leaseToken"]
     thief = connect_as(db, hijack_role)
     owner, lease_hash = thief.execute(
         'SELECT "leaseOwner", "leaseTokenHash" FROM "VerificationJob" WHERE id = %s',
@@ -309,11 +310,12 @@ def test_a_spoofed_notification_is_only_a_hint(db):
     completed either. Nothing changes."""
     import uuid
 
-    from tests.attacks import claim, push, seed_world
+    from tests.builders import claim, commit, push, seed_world
     from tests.attacks.conftest import WATCHED
-    from tests.helpers import digests, sha
+    from tests.builders import sha
+    from tests.helpers import digests
     world = seed_world(db)
-    push(db.connect("app"), 2, "d-spoof", [sha(8601)])    # session 2: two QUEUED jobs
+    push(db.connect("app"), [commit(sha(8601))], n=2, delivery="d-spoof")    # session 2: two QUEUED jobs
     owner = db.connect("owner")
     older, newer = [r[0] for r in owner.execute(
         'SELECT id FROM "VerificationJob" WHERE "sessionId" = %s AND status = \'QUEUED\' '
@@ -331,7 +333,7 @@ def test_a_spoofed_notification_is_only_a_hint(db):
     worker = db.connect("worker", autocommit=False)
     for _hint in got:               # a worker that acts on each hint...
         job = claim(worker, "hinted-worker")
-        assert job[0] == older      # ...gets what claim decides, never the payload's job
+        assert job["id"] == older      # ...gets what claim decides, never the payload's job
         worker.rollback()
     for target, code in ((newer, "FQ001"), (passed, "FQ001"), (uuid.uuid4(), "22023")):
         with raises_sqlstate(code):

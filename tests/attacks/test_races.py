@@ -9,8 +9,7 @@ import psycopg
 import pytest
 
 from harness import verify as V
-from tests.attacks import add_lab, add_user, claim, commit
-from tests.helpers import ids, sha
+from tests.builders import add_lab, add_user, claim, commit, ids, sha
 
 
 def race(db, role, calls, *, hold: float = 0.3):
@@ -108,7 +107,8 @@ def test_failed_while_job_completes_passed(base):
                 "'refs/heads/main', %s, now(), %s)",
                 (sha(9001), psycopg.types.json.Jsonb([commit(sha(9001))])))
     worker = base.connect("worker")
-    job, _s, _c, token = claim(worker, "wr")
+    claimed = claim(worker, "wr")
+    job, token = claimed["id"], claimed["leaseToken"]
     calls_app = ("""UPDATE "LabSession" SET status = 'FAILED' WHERE id = %s RETURNING status""",
                  (s,))
     calls_worker = ("SELECT status::text FROM complete_verification_job(%s, 'wr', 'PASSED', "
@@ -178,17 +178,19 @@ def test_a_stale_run_cannot_complete_a_reclaimed_job(db):
     nothing; run 2 completes."""
     import time
 
-    from tests.attacks import push, seed_world
+    from tests.builders import commit, push, seed_world
     from tests.attacks.conftest import WATCHED
     from tests.helpers import digests, raises_sqlstate
     seed_world(db)
-    push(db.connect("app"), 2, "d-stale", [sha(8901)])
+    push(db.connect("app"), [commit(sha(8901))], n=2, delivery="d-stale")
     run1 = db.connect("worker")
-    job, _s, _c, token1 = claim(run1, "same-id", "1 second")
+    claimed = claim(run1, "same-id", "1 second")
+    job, token1 = claimed["id"], claimed["leaseToken"]
     time.sleep(1.2)
     run2 = db.connect("worker")
     assert run2.execute("SELECT requeue_expired_verification_jobs()").fetchone()[0] == 1
-    job2, _s, _c, token2 = claim(run2, "same-id", "5 minutes")
+    claimed = claim(run2, "same-id", "5 minutes")
+    job2, token2 = claimed["id"], claimed["leaseToken"]
     assert job2 == job and token2 != token1
     owner = db.connect("owner")
     before = digests(owner, WATCHED)
@@ -215,7 +217,7 @@ def test_a_reader_cannot_stall_a_sessions_pushes(db, role):
     that session still finish at once, and the row locks are refused (42501)."""
     import time
 
-    from tests.attacks import push, seed_world
+    from tests.builders import commit, push, seed_world
     world = seed_world(db)
     s2 = world["s2"]
     reader = db.connect(role, autocommit=False)
@@ -232,7 +234,7 @@ def test_a_reader_cannot_stall_a_sessions_pushes(db, role):
     app = db.connect("app")
     app.execute("SET statement_timeout = '5s'")
     t0 = time.monotonic()
-    rows = push(app, 2, "d-stall", [sha(9501)])
+    rows = push(app, [commit(sha(9501))], n=2, delivery="d-stall")
     assert [r[4] for r in rows] == ["recorded"]
     app.execute("SELECT create_lab_session(%s, %s, %s, %s, %s)",
                 (ids.user(3), ids.lab(2), "https://github.com/late/fork", 9502, "key-late"))

@@ -11,9 +11,8 @@ import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from tests.attacks import NOW, add_lab, add_user, commit
+from tests.builders import NOW, add_lab, add_user, commit, ids, sha
 from tests.attacks.conftest import connect_as
-from tests.helpers import ids, sha
 
 PLANT = r"""
 CREATE SCHEMA evil;

@@ -17,8 +17,7 @@ from psycopg import sql
 
 from harness import ledger
 from harness import verify as V
-from tests.attacks import push, seed_world
-from tests.helpers import sha
+from tests.builders import commit, push, seed_world, sha
 
 
 @pytest.fixture
@@ -27,7 +26,7 @@ def world(db):
     1..4); a checkpoint of it. Session 1 (passed) has chainSeq 1..3."""
     w = seed_world(db)
     app = db.connect("app")
-    push(app, 2, "d-4", [sha(5), sha(6), sha(7)])
+    push(app, [commit(sha(5)), commit(sha(6)), commit(sha(7))], n=2, delivery="d-4")
     owner = db.connect("owner")
     w["checkpoint"] = ledger.take_checkpoint(owner)
     w["owner"], w["su"] = owner, db.connect("superuser")
@@ -189,7 +188,7 @@ def test_restoring_an_old_backup_over_newer_rows_is_caught_by_the_checkpoint(
     db.close()
     try:
         app = db.connect("app")
-        push(app, 2, "d-5", [sha(8)])
+        push(app, [commit(sha(8))], n=2, delivery="d-5")
         later = ledger.take_checkpoint(db.connect("owner"))
         with __import__("psycopg").connect(pg_cluster.dsn(dbname=backup),
                                            autocommit=True) as old:
@@ -205,7 +204,7 @@ def test_restoring_an_old_backup_over_newer_rows_is_caught_by_the_checkpoint(
 def test_a_later_checkpoint_extends_an_earlier_one_offline(db, world, tmp_path):
     app, owner = db.connect("app"), world["owner"]
     earlier = world["checkpoint"]
-    push(app, 2, "d-6", [sha(9)])
+    push(app, [commit(sha(9))], n=2, delivery="d-6")
     later = ledger.take_checkpoint(owner, previous=earlier)
     assert later["previousRoot"] == earlier["root"]
     assert ledger.compare(earlier, later) == []
