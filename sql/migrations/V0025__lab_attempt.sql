@@ -126,6 +126,10 @@ COMMENT ON TABLE "LabAttempt" IS
 COMMENT ON TABLE "GitHubPushDelivery" IS
 'Append-only register of the push deliveries record_push recorded (V0025).';
 
+SELECT forgea_archive_restore('"LabAttempt"', 'V0025');
+
+SELECT forgea_archive_restore('"GitHubPushDelivery"', 'V0025');
+
 REVOKE ALL ON "LabAttempt", "GitHubPushDelivery" FROM PUBLIC;
 GRANT SELECT ON "LabAttempt", "GitHubPushDelivery"
 TO forgea_app, forgea_worker, forgea_readonly;
