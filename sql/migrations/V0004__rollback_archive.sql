@@ -23,7 +23,8 @@
 --   <tag> has just created (jsonb_populate_record, same ids, values, timestamps
 --   and hashes), and forgea_archive_restore_columns(table, source, tag, columns)
 --   puts archived column values back by "id" into existing rows. Both mark the
---   archive restored in its table comment ("restored by ... at ..."; the
+--   archive restored in its table comment (both through
+--   forgea_archive_put_back) ("restored by ... at ..."; the
 --   archive is never dropped) and raise FM003 (nothing of the calling file
 --   changes) when a row cannot be restored exactly: its parent row is gone, a
 --   row with its key now exists, or its session was deleted; DETAIL names the
@@ -157,29 +158,53 @@ $$;
 
 REVOKE ALL ON FUNCTION forgea_archive_pending(text, text) FROM PUBLIC;
 
-CREATE FUNCTION forgea_archive_mark_restored(p_archive text, p_tag text, p_rows bigint)
-RETURNS void
+-- Runs p_statement (an INSERT or UPDATE reading forgea_archive.p_archive into
+-- p_table); a constraint violation becomes FM003 naming the row; on success the
+-- archive is marked restored in its comment and the row count returned.
+CREATE FUNCTION forgea_archive_put_back(
+    p_archive text, p_tag text, p_table regclass, p_statement text
+)
+RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_rows bigint;
+    v_msg text;
+    v_detail text;
 BEGIN
+    BEGIN
+        EXECUTE p_statement;
+        GET DIAGNOSTICS v_rows = ROW_COUNT;
+    EXCEPTION WHEN integrity_constraint_violation THEN
+        GET STACKED DIAGNOSTICS v_msg = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;
+        RAISE EXCEPTION
+            'apply of % refused: archived rows of forgea_archive.% cannot be restored into % exactly',
+            p_tag, quote_ident(p_archive), p_table
+            USING ERRCODE = 'FM003',
+            DETAIL = v_msg || coalesce(': ' || v_detail, ''),
+            HINT = 'Nothing of this file was applied and the archive is unchanged. '
+            || 'Put back what the row needs (or move the row out of the archive), '
+            || 'then apply again.';
+    END;
     EXECUTE format(
         'COMMENT ON TABLE forgea_archive.%I IS %L',
         p_archive,
         format(
             'restored by %s: %s rows at %s UTC (%s)',
-            p_tag, p_rows,
+            p_tag, v_rows,
             to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS'),
             obj_description(
                 format('forgea_archive.%I', p_archive)::regclass, 'pg_class'
             )
         )
     );
-    RAISE NOTICE 'restored % rows from forgea_archive.%', p_rows, quote_ident(p_archive);
+    RAISE NOTICE 'restored % rows from forgea_archive.%', v_rows, quote_ident(p_archive);
+    RETURN v_rows;
 END;
 $$;
 
-REVOKE ALL ON FUNCTION forgea_archive_mark_restored(text, text, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION forgea_archive_put_back(text, text, regclass, text) FROM PUBLIC;
 
 -- Whole rows: INSERT every archived row of p_table's unrestored archive of p_tag.
 CREATE FUNCTION forgea_archive_restore(p_table regclass, p_tag text)
@@ -188,35 +213,18 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_source text := (SELECT c.relname FROM pg_catalog.pg_class AS c WHERE c.oid = p_table);
-    v_archive text := public.forgea_archive_pending(v_source, p_tag);
-    v_rows bigint;
-    v_msg text;
-    v_detail text;
+    v_archive text := public.forgea_archive_pending(
+        (SELECT c.relname FROM pg_catalog.pg_class AS c WHERE c.oid = p_table), p_tag
+    );
 BEGIN
     IF v_archive IS NULL THEN
         RETURN 0;
     END IF;
-    BEGIN
-        EXECUTE format(
-            'INSERT INTO %s SELECT (jsonb_populate_record(NULL::%s, a."row")).* '
-            'FROM forgea_archive.%I AS a',
-            p_table, p_table, v_archive
-        );
-        GET DIAGNOSTICS v_rows = ROW_COUNT;
-    EXCEPTION WHEN integrity_constraint_violation THEN
-        GET STACKED DIAGNOSTICS v_msg = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;
-        RAISE EXCEPTION
-            'apply of % refused: archived rows of forgea_archive.% cannot be restored into % exactly',
-            p_tag, quote_ident(v_archive), p_table
-            USING ERRCODE = 'FM003',
-            DETAIL = v_msg || coalesce(': ' || v_detail, ''),
-            HINT = 'Nothing of this file was applied and the archive is unchanged. '
-            || 'Put back what the row needs (or move the row out of the archive), '
-            || 'then apply again.';
-    END;
-    PERFORM public.forgea_archive_mark_restored(v_archive, p_tag, v_rows);
-    RETURN v_rows;
+    RETURN public.forgea_archive_put_back(v_archive, p_tag, p_table, format(
+        'INSERT INTO %s SELECT (jsonb_populate_record(NULL::%s, a."row")).* '
+        'FROM forgea_archive.%I AS a',
+        p_table, p_table, v_archive
+    ));
 END;
 $$;
 
@@ -233,10 +241,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_archive text := public.forgea_archive_pending(p_source, p_tag);
-    v_rows bigint;
     v_missing text;
-    v_msg text;
-    v_detail text;
 BEGIN
     IF v_archive IS NULL THEN
         RETURN 0;
@@ -256,28 +261,15 @@ BEGIN
             DETAIL = format('%s ids (first 20): %s', p_table, v_missing),
             HINT = 'Nothing of this file was applied and the archive is unchanged.';
     END IF;
-    BEGIN
-        EXECUTE format(
-            'UPDATE %s AS t SET (%s) = ROW(%s) FROM ('
-            'SELECT (jsonb_populate_record(NULL::%s, a."row")).* '
-            'FROM forgea_archive.%I AS a) AS r WHERE t."id" = r."id"',
-            p_table,
-            (SELECT string_agg(quote_ident(c), ', ') FROM unnest(p_columns) AS c),
-            (SELECT string_agg('r.' || quote_ident(c), ', ') FROM unnest(p_columns) AS c),
-            p_table, v_archive
-        );
-        GET DIAGNOSTICS v_rows = ROW_COUNT;
-    EXCEPTION WHEN integrity_constraint_violation THEN
-        GET STACKED DIAGNOSTICS v_msg = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;
-        RAISE EXCEPTION
-            'apply of % refused: archived values of forgea_archive.% cannot be restored into % exactly',
-            p_tag, quote_ident(v_archive), p_table
-            USING ERRCODE = 'FM003',
-            DETAIL = v_msg || coalesce(': ' || v_detail, ''),
-            HINT = 'Nothing of this file was applied and the archive is unchanged.';
-    END;
-    PERFORM public.forgea_archive_mark_restored(v_archive, p_tag, v_rows);
-    RETURN v_rows;
+    RETURN public.forgea_archive_put_back(v_archive, p_tag, p_table, format(
+        'UPDATE %s AS t SET (%s) = ROW(%s) FROM ('
+        'SELECT (jsonb_populate_record(NULL::%s, a."row")).* '
+        'FROM forgea_archive.%I AS a) AS r WHERE t."id" = r."id"',
+        p_table,
+        (SELECT string_agg(quote_ident(c), ', ') FROM unnest(p_columns) AS c),
+        (SELECT string_agg('r.' || quote_ident(c), ', ') FROM unnest(p_columns) AS c),
+        p_table, v_archive
+    ));
 END;
 $$;
 

@@ -51,34 +51,33 @@ INSERT INTO "LabVersion" (
     "labId", "versionNumber", "repoVersion", "baseRepoUrl", "snapshot"
 )
 SELECT
-    l."id",
+    c."id",
     coalesce(latest."versionNumber", 0) + 1,
-    l."repoVersion",
-    l."baseRepoUrl",
-    jsonb_build_object(
-        'title', l."title",
-        'epic', l."epic",
-        'failureClass', l."failureClass",
-        'sourceGithubIssueUrl', l."sourceGithubIssueUrl",
-        'repoVersion', l."repoVersion",
-        'baseRepoUrl', l."baseRepoUrl",
-        'constraints', l."constraints"
-    )
-FROM "Lab" AS l
+    c."repoVersion",
+    c."baseRepoUrl",
+    c."snapshot"
+FROM (
+    SELECT
+        l."id",
+        l."repoVersion",
+        l."baseRepoUrl",
+        jsonb_build_object(
+            'title', l."title",
+            'epic', l."epic",
+            'failureClass', l."failureClass",
+            'sourceGithubIssueUrl', l."sourceGithubIssueUrl",
+            'repoVersion', l."repoVersion",
+            'baseRepoUrl', l."baseRepoUrl",
+            'constraints', l."constraints"
+        ) AS "snapshot"
+    FROM "Lab" AS l
+) AS c
 LEFT JOIN LATERAL (
     SELECT v."versionNumber", v."snapshot" FROM "LabVersion" AS v
-    WHERE v."labId" = l."id"
+    WHERE v."labId" = c."id"
     ORDER BY v."versionNumber" DESC
     LIMIT 1
 ) AS latest ON TRUE
-WHERE latest."snapshot" IS DISTINCT FROM jsonb_build_object(
-    'title', l."title",
-    'epic', l."epic",
-    'failureClass', l."failureClass",
-    'sourceGithubIssueUrl', l."sourceGithubIssueUrl",
-    'repoVersion', l."repoVersion",
-    'baseRepoUrl', l."baseRepoUrl",
-    'constraints', l."constraints"
-);
+WHERE latest."snapshot" IS DISTINCT FROM c."snapshot";
 
 GRANT SELECT ON "LabVersion" TO forgea_app, forgea_worker, forgea_readonly;

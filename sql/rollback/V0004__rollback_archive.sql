@@ -2,7 +2,7 @@
 --
 -- What: drops forgea_rollback_preserving(), forgea_archive_copy() and the
 --   restore functions (forgea_archive_if_preserving, _pending,
---   _mark_restored, _restore, _restore_columns); drops
+--   _put_back, _restore, _restore_columns); drops
 --   schema forgea_archive only if it
 --   holds nothing (RESTRICT fails otherwise, so an archive with rows refuses).
 -- Safety: archived rows are never dropped by a rollback. Locks: none.
@@ -13,7 +13,7 @@ DROP FUNCTION forgea_archive_restore_columns(regclass, text, text, text[]);
 
 DROP FUNCTION forgea_archive_restore(regclass, text);
 
-DROP FUNCTION forgea_archive_mark_restored(text, text, bigint);
+DROP FUNCTION forgea_archive_put_back(text, text, regclass, text);
 
 DROP FUNCTION forgea_archive_pending(text, text);
 
