@@ -43,6 +43,13 @@ def _applied(dsn, sql_root):
     return [m["id"] for m in A.status(dsn, sql_root)["applied"]]
 
 
+def _archive_state(owner):
+    return owner.execute(
+        "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = 'forgea_archive' ORDER BY 1").fetchall()
+
+
 def _forged_pass_scenario(owner, app, worker):
     """A legacy session whose VerificationLog row V0013 copied as FAIL, then passed for real."""
     sid, log_id, sha_old, url = owner.execute(
@@ -98,8 +105,17 @@ def _write_through_every_api(db):
     attempt = owner.execute('SELECT "labAttemptId" FROM "VerificationJob" WHERE "id" = %s',
                             (j_queued,)).fetchone()[0]
     assert enqueue(app, attempt) == j_queued
-    # an ERROR completion of another run, then requeue (nothing expired: 0)
+    # an ERROR completion (no attempt), then requeue (nothing expired: 0)
+    s4 = api_create_session(app, make_user(owner), lab, 424_204)
+    j_err = api_push(app, 424_204, "c5" * 20)
+    worker_complete(worker, j_err, "ERROR", worker_id="w-err")
     assert worker.execute("SELECT requeue_expired_verification_jobs()").fetchone()[0] == 0
+    # the read-only helpers
+    assert app.execute("SELECT count(*) FROM list_unmapped_lab_sessions()"
+                       " WHERE session_id = %s", (s4,)).fetchone()[0] == 0
+    assert app.execute(
+        "SELECT canonical_repo_url('git@github.com:A/B.git'), lab_status_is_active('STUCK'),"
+        " git_branch_name_valid('main')").fetchone() == ("https://github.com/a/b", True, True)
     # a rejected push (no active session): audited, not raised
     rej = app.execute(
         "SELECT outcome FROM record_push(%s, %s, %s, %s, %s, %s, %s)",
@@ -140,10 +156,7 @@ def test_preserving_rollback_then_apply_gives_back_every_row_exactly(prod_db, sq
     for table in before:
         assert after[table] == before[table], f"{table} differs after the round trip"
     # every archive was restored, none dropped
-    comments = owner.execute(
-        "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c"
-        " JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = 'forgea_archive' AND c.relkind = 'r'").fetchall()
+    comments = _archive_state(owner)
     assert {r[0].rsplit("_", 2)[0] for r in comments} == {
         "LabVersion", "LabSession_version_columns", "VerificationAttempt",
         "GitHubRepoMapping", "LabAttempt", "GitHubPushDelivery", "VerificationJob",
@@ -180,10 +193,7 @@ def test_apply_refuses_to_restore_values_of_a_session_deleted_while_rolled_back(
     A.apply(dsn, to="V0007__lab_version_guards", sql_root=sql_root)
     at = _applied(dsn, sql_root)
     before = _snapshot(owner)
-    archives = owner.execute(
-        "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c"
-        " JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = 'forgea_archive' ORDER BY 1").fetchall()
+    archives = _archive_state(owner)
 
     with pytest.raises(HarnessError) as exc:
         A.apply(dsn, sql_root=sql_root)
@@ -193,7 +203,46 @@ def test_apply_refuses_to_restore_values_of_a_session_deleted_while_rolled_back(
 
     assert _applied(dsn, sql_root) == at
     assert _snapshot(owner) == before
-    assert owner.execute(
-        "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c"
-        " JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = 'forgea_archive' ORDER BY 1").fetchall() == archives
+    assert _archive_state(owner) == archives
+
+
+def test_apply_refuses_an_archived_binding_whose_session_ended_while_rolled_back(
+        prod_db, sql_root):
+    owner, app = prod_db.connect("owner"), prod_db.connect("app")
+    sid = api_create_session(app, make_user(owner), make_lab(owner), 616_161)
+    dsn = prod_db.dsn("owner")
+    A.rollback(dsn, to=TARGET, preserve=True, sql_root=sql_root)
+    # the legacy lifecycle lets the old app end the session while rolled back:
+    # the archived binding (sessionActive) now contradicts it
+    owner.execute("""UPDATE "LabSession" SET "status" = 'VERIFIED_PASS' WHERE "id" = %s""",
+                  (sid,))
+    A.apply(dsn, to="V0020__canonical_repo_url", sql_root=sql_root)
+    at, before, archives = _applied(dsn, sql_root), _snapshot(owner), _archive_state(owner)
+
+    with pytest.raises(HarnessError) as exc:
+        A.apply(dsn, sql_root=sql_root)
+    assert exc.value.sqlstate == "FM003", exc.value
+    assert str(sid) in str(exc.value) and "V0021" in str(exc.value)
+    assert _applied(dsn, sql_root) == at
+    assert _snapshot(owner) == before
+    assert _archive_state(owner) == archives
+
+
+def test_a_lab_edited_while_rolled_back_keeps_its_versions_and_gains_the_next(
+        prod_db, sql_root):
+    owner = prod_db.connect("owner")
+    lab = make_lab(owner)
+    versions = owner.execute('SELECT "id", "versionNumber", "snapshot", "createdAt"'
+                             ' FROM "LabVersion" WHERE "labId" = %s', (lab,)).fetchall()
+    assert [v[1] for v in versions] == [1]
+    dsn = prod_db.dsn("owner")
+    A.rollback(dsn, to=TARGET, preserve=True, sql_root=sql_root)
+    owner.execute("""UPDATE "Lab" SET "title" = 'Edited while rolled back' WHERE "id" = %s""",
+                  (lab,))
+    A.apply(dsn, sql_root=sql_root)
+    got = owner.execute('SELECT "id", "versionNumber", "snapshot", "createdAt"'
+                        ' FROM "LabVersion" WHERE "labId" = %s ORDER BY 2', (lab,)).fetchall()
+    assert got[0] == versions[0]
+    assert [v[1] for v in got] == [1, 2]
+    assert got[1][2]["title"] == "Edited while rolled back"
+    assert V.verify(dsn, sql_root=sql_root).ok
