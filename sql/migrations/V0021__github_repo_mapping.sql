@@ -28,7 +28,8 @@
 -- Locks: the pre-flight is a plain SELECT over "LabSession" (ACCESS SHARE, one
 --   sequential scan: about a second per million rows; never blocks writes).
 --   The new table is empty; the FK takes SHARE ROW EXCLUSIVE on "LabSession" for
---   an instant (no validation scan: the table is empty).
+--   an instant (no validation scan: the table is empty). A restore reads its
+--   archive table and takes KEY SHARE row locks on the referenced sessions.
 -- Rollback: refuses (FM002, count and ids) when the table holds rows, unless
 --   forgea.rollback_preserve = on, which archives them to forgea_archive first.
 

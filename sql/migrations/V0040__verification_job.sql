@@ -32,7 +32,9 @@
 --   ledger row or session is gone refuses (FM003, naming it; nothing changed).
 -- Why: CONTRACT sections 4-5; founding document 002 (H1).
 -- Locks: new table; the FKs take SHARE ROW EXCLUSIVE on "LabAttempt",
---   "LabSession" and "LabVersion" for an instant (no scan: the table is new).
+--   "LabSession" and "LabVersion" for an instant (no scan: the table is new). A
+--   restore reads its archive table and takes KEY SHARE row locks on the
+--   referenced ledger rows, sessions and versions.
 -- Rollback: refuses (FM002, naming jobs) while any job exists, unless
 --   forgea.rollback_preserve = on, which archives the table first.
 
