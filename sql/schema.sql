@@ -1276,9 +1276,176 @@ BEGIN
         target, p_table
     );
     GET DIAGNOSTICS n = ROW_COUNT;
+    EXECUTE format(
+        'COMMENT ON TABLE forgea_archive.%I IS %L',
+        target,
+        format(
+            'archived by the rollback of %s: %s rows of %s at %s UTC; not restored',
+            p_tag, n, p_table,
+            to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS')
+        )
+    );
     RAISE NOTICE 'archived % rows of % into forgea_archive.%',
         n, p_table, quote_ident(target);
     RETURN target;
+END;
+$function$;
+
+-- defined in sql/migrations/V0004__rollback_archive.sql
+CREATE FUNCTION forgea_archive_if_preserving(p_table regclass, p_tag text)
+ RETURNS text
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_any boolean;
+BEGIN
+    IF coalesce(current_setting('forgea.rollback_preserve', true), '') <> 'on' THEN
+        RETURN NULL;
+    END IF;
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', p_table) INTO v_any;
+    IF NOT v_any THEN
+        RETURN NULL;
+    END IF;
+    RETURN public.forgea_archive_copy(p_table, p_tag);
+END;
+$function$;
+
+-- defined in sql/migrations/V0004__rollback_archive.sql
+CREATE FUNCTION forgea_archive_pending(p_source text, p_tag text)
+ RETURNS text
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_names text[];
+BEGIN
+    SELECT array_agg(c.relname::text ORDER BY c.relname)
+    INTO v_names
+    FROM pg_catalog.pg_class AS c
+    INNER JOIN pg_catalog.pg_namespace AS n ON c.relnamespace = n.oid
+    WHERE
+        n.nspname = 'forgea_archive'
+        AND c.relkind = 'r'
+        AND left(c.relname, length(p_source) + length(p_tag) + 2)
+        = p_source || '_' || p_tag || '_'
+        AND substr(c.relname, length(p_source) + length(p_tag) + 3)
+        ~ '^[0-9]{8}T[0-9]{9}$'
+        AND coalesce(obj_description(c.oid, 'pg_class'), '') NOT LIKE 'restored%';
+    IF cardinality(v_names) > 1 THEN
+        RAISE EXCEPTION
+            'apply of % refused: more than one unrestored archive of %', p_tag, p_source
+            USING ERRCODE = 'FM003',
+            DETAIL = 'forgea_archive tables: ' || array_to_string(v_names, ', '),
+            HINT = 'Restore or mark all but one restored (COMMENT ON TABLE '
+            || 'forgea_archive."..." IS ''restored by hand''), then apply again.';
+    END IF;
+    RETURN v_names[1];
+END;
+$function$;
+
+-- defined in sql/migrations/V0004__rollback_archive.sql
+CREATE FUNCTION forgea_archive_put_back(p_archive text, p_tag text, p_table regclass, p_statement text)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_rows bigint;
+    v_msg text;
+    v_detail text;
+BEGIN
+    BEGIN
+        EXECUTE p_statement;
+        GET DIAGNOSTICS v_rows = ROW_COUNT;
+    EXCEPTION WHEN integrity_constraint_violation THEN
+        GET STACKED DIAGNOSTICS v_msg = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;
+        RAISE EXCEPTION
+            'apply of % refused: archived rows of forgea_archive.% cannot be restored into % exactly',
+            p_tag, quote_ident(p_archive), p_table
+            USING ERRCODE = 'FM003',
+            DETAIL = v_msg || coalesce(': ' || v_detail, ''),
+            HINT = 'Nothing of this file was applied and the archive is unchanged. '
+            || 'Put back what the row needs (or move the row out of the archive), '
+            || 'then apply again.';
+    END;
+    EXECUTE format(
+        'COMMENT ON TABLE forgea_archive.%I IS %L',
+        p_archive,
+        format(
+            'restored by %s: %s rows at %s UTC (%s)',
+            p_tag, v_rows,
+            to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS'),
+            obj_description(
+                format('forgea_archive.%I', p_archive)::regclass, 'pg_class'
+            )
+        )
+    );
+    RAISE NOTICE 'restored % rows from forgea_archive.%', v_rows, quote_ident(p_archive);
+    RETURN v_rows;
+END;
+$function$;
+
+-- defined in sql/migrations/V0004__rollback_archive.sql
+CREATE FUNCTION forgea_archive_restore(p_table regclass, p_tag text)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_archive text := public.forgea_archive_pending(
+        (SELECT c.relname FROM pg_catalog.pg_class AS c WHERE c.oid = p_table), p_tag
+    );
+BEGIN
+    IF v_archive IS NULL THEN
+        RETURN 0;
+    END IF;
+    RETURN public.forgea_archive_put_back(v_archive, p_tag, p_table, format(
+        'INSERT INTO %s SELECT (jsonb_populate_record(NULL::%s, a."row")).* '
+        'FROM forgea_archive.%I AS a',
+        p_table, p_table, v_archive
+    ));
+END;
+$function$;
+
+-- defined in sql/migrations/V0004__rollback_archive.sql
+CREATE FUNCTION forgea_archive_restore_columns(p_table regclass, p_source text, p_tag text, p_columns text[])
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_archive text := public.forgea_archive_pending(p_source, p_tag);
+    v_missing text;
+BEGIN
+    IF v_archive IS NULL THEN
+        RETURN 0;
+    END IF;
+    EXECUTE format(
+        'SELECT string_agg(x.id, '', '') FROM ('
+        'SELECT a."row" ->> ''id'' AS id FROM forgea_archive.%I AS a '
+        'WHERE NOT EXISTS (SELECT 1 FROM %s AS t WHERE t."id"::text = a."row" ->> ''id'') '
+        'ORDER BY 1 LIMIT 20) AS x',
+        v_archive, p_table
+    ) INTO v_missing;
+    IF v_missing IS NOT NULL THEN
+        RAISE EXCEPTION
+            'apply of % refused: archived % values of forgea_archive.% belong to rows deleted from % while rolled back',
+            p_tag, array_to_string(p_columns, ', '), quote_ident(v_archive), p_table
+            USING ERRCODE = 'FM003',
+            DETAIL = format('%s ids (first 20): %s', p_table, v_missing),
+            HINT = 'Nothing of this file was applied and the archive is unchanged.';
+    END IF;
+    RETURN public.forgea_archive_put_back(v_archive, p_tag, p_table, format(
+        'UPDATE %s AS t SET (%s) = ROW(%s) FROM ('
+        'SELECT (jsonb_populate_record(NULL::%s, a."row")).* '
+        'FROM forgea_archive.%I AS a) AS r WHERE t."id" = r."id"',
+        p_table,
+        (SELECT string_agg(quote_ident(c), ', ') FROM unnest(p_columns) AS c),
+        (SELECT string_agg('r.' || quote_ident(c), ', ') FROM unnest(p_columns) AS c),
+        p_table, v_archive
+    ));
 END;
 $function$;
 

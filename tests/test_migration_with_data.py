@@ -420,6 +420,9 @@ def test_rollback_refuses_a_failed_session_and_cannot_preserve_it(migrated):
     stopped_at = _applied(m.dsn, m.sql_root)[-1]
     assert snapshot_rows(m.owner) == rows_with_new
     assert session_row(m.owner, sid)["status"] == "FAILED"
+    archive_sql = ("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                   " WHERE n.nspname = 'forgea_archive' ORDER BY 1")
+    archives = m.owner.execute(archive_sql).fetchall()   # _strip_later_issues' own
 
     # preservation cannot help: FAILED has no old-schema status. The harness
     # probes the whole rollback first, so the refusal comes before anything is
@@ -428,14 +431,17 @@ def test_rollback_refuses_a_failed_session_and_cannot_preserve_it(migrated):
         lambda: happly.rollback(m.dsn, to=BASELINE, preserve=True, sql_root=m.sql_root), "FM002")
     assert str(sid) in msg and "FAILED" in msg
     assert _applied(m.dsn, m.sql_root)[-1] == stopped_at
-    assert m.owner.execute(
-        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = 'forgea_archive'").fetchone()[0] == 0
+    assert m.owner.execute(archive_sql).fetchall() == archives
     assert snapshot_rows(m.owner) == rows_with_new
 
     # clearing the blocker: the new session goes (the old schema has no FAILED)
     m.owner.execute('DELETE FROM "LabSession" WHERE "id" = %s', (sid,))
     m.owner.execute('DELETE FROM "User" WHERE "id" = %s', (new_user,))
+    # its binding, archived by _strip_later_issues, can no longer be restored (the
+    # next apply would refuse with FM003): the DBA moves it out of the archive
+    for (name,) in archives:
+        m.owner.execute(f'DELETE FROM forgea_archive."{name}" WHERE "row" ->> \'sessionId\' = %s',
+                        (str(sid),))
     happly.rollback(m.dsn, to=BASELINE, sql_root=m.sql_root)
     _round_trip_ends_clean(m)
 

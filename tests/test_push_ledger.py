@@ -431,17 +431,22 @@ def test_rollback_refuses_then_preserves_ledger_rows(db, sql_root):
     A.rollback(dsn, to="V0020__canonical_repo_url", preserve=True, sql_root=sql_root)
     assert owner.execute("SELECT to_regclass('public.\"GitHubRepoMapping\"')").fetchone()[0] is None
 
-    # and forward again: the backfill re-binds the session from its fork URL
+    # and forward again: the archived binding and ledger rows come back exactly
+    # (restored from forgea_archive, not re-derived from the fork URL)
     A.apply(dsn, sql_root=sql_root)
+    assert digests(owner, tuple(before)) == before
     assert owner.execute(
         'SELECT "repoUrl", "providerRepoId" FROM "GitHubRepoMapping" WHERE "sessionId" = %s',
-        (r.session,)).fetchone() == (r.canonical, None)
+        (r.session,)).fetchone() == (r.canonical, r.repo_id)
     rows = push(db.connect("app"), [commit(3)], repo_id=r.repo_id, url=r.url, delivery="d-rb2", pushed_at=PUSHED_AT)
     assert rows[0][4] == "recorded"
-    # the archived rows are still named by their PUSH_RECORDED anchors: verification
-    # reports exactly them as missing from the live ledger (they are in forgea_archive)
-    found = problems(owner)
-    assert {(p[2], p[3]) for p in found} == {(x[1], "missing") for x in first}
+    # the restored rows keep their hashes: the chain continues and every
+    # PUSH_RECORDED anchor finds its row
+    assert problems(owner) == []
+    assert [c[0] for c in chain(owner, r.session)] == [1, 2, 3]
+    assert {x[1] for x in first} == {row[0] for row in owner.execute(
+        'SELECT "id" FROM "LabAttempt" WHERE "sessionId" = %s AND "chainSeq" <= 2',
+        (r.session,))}
 
 
 def test_rollback_of_empty_ledger_restores_previous_schema(db, sql_root):

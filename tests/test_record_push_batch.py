@@ -8,19 +8,19 @@ the audit row's anchors name exactly those rows.
 
 from __future__ import annotations
 
-from helpers import sha
-from test_push_ledger import Repo, chain, commit, problems, push
+from tests.builders import commit, push, sha
+from tests.test_push_ledger import Repo, chain, problems
 
 
 def test_mixed_push_chains_only_new_commits_in_push_order(db):
     r = Repo(db)
     app = db.connect("app")
     owner = db.connect("owner")
-    push(app, "batch-1", r.repo_id, r.url, [commit(1), commit(2)])
+    push(app, [commit(1), commit(2)], repo_id=r.repo_id, url=r.url, delivery="batch-1")
     before = chain(owner, r.session)
     # known commits at the start, in the middle and at the end; the head is known
     order = [2, 5, 3, 1, 7, 4]
-    rows = push(app, "batch-2", r.repo_id, r.url, [commit(n) for n in order], head=sha(4))
+    rows = push(app, [commit(n) for n in order], repo_id=r.repo_id, url=r.url, delivery="batch-2", head=sha(4))
     assert [(x[0], x[2], x[4]) for x in rows] == [
         (sha(2), False, "existing"), (sha(5), True, "recorded"), (sha(3), True, "recorded"),
         (sha(1), False, "existing"), (sha(7), True, "recorded"), (sha(4), True, "recorded")]
@@ -52,7 +52,7 @@ def test_hundred_commit_push_is_one_gapless_chain(db):
     r = Repo(db)
     app = db.connect("app")
     owner = db.connect("owner")
-    rows = push(app, "batch-big", r.repo_id, r.url, [commit(n) for n in range(100, 200)])
+    rows = push(app, [commit(n) for n in range(100, 200)], repo_id=r.repo_id, url=r.url, delivery="batch-big")
     assert [x[4] for x in rows] == ["recorded"] * 100
     ch = chain(owner, r.session)
     assert [(c[0], c[1]) for c in ch] == [(k + 1, sha(100 + k)) for k in range(100)]

@@ -13,7 +13,12 @@
 --   write a legacy row, is told why (FA001, "VerificationLog is frozen ...")
 --   instead of a bare "permission denied".
 -- Why: CONTRACT section 4; the legacy table allows one record per session.
--- Locks: new objects only.
+--   After a preserving rollback, the archived attempts
+--   (forgea_archive."VerificationAttempt_V0009_<time>") come back first with
+--   their ids, results, logs and times; V0013 then copies only VerificationLog
+--   rows that have no attempt with their id, so a legacy copy keeps the result
+--   it was given (a FAIL is never re-derived into a PASS).
+-- Locks: new objects only (the restore reads its archive table).
 -- Rollback: refuses (FM002) when the table holds rows that are not copies of
 --   "VerificationLog" rows (attempts made after the migration), unless
 --   forgea.rollback_preserve = on, which archives the table first; then drops
@@ -46,6 +51,8 @@ ON "VerificationAttempt" ("verificationJobId");
 
 CREATE INDEX "VerificationAttempt_sessionId_createdAt_idx"
 ON "VerificationAttempt" ("sessionId", "createdAt");
+
+SELECT forgea_archive_restore('"VerificationAttempt"', 'V0009');
 
 GRANT SELECT ON "VerificationAttempt"
 TO forgea_app, forgea_worker, forgea_readonly;

@@ -17,11 +17,19 @@
 --   Pre-flight (FM001, nothing changed): refuses when two ACTIVE sessions already
 --   share one canonical fork URL; DETAIL lists the URLs and session ids (first
 --   20). Resolve those sessions (move one to a terminal state) and re-run.
+--   After a preserving rollback, the archived bindings
+--   (forgea_archive."GitHubRepoMapping_V0021_<time>") come back first, exactly
+--   (ids, providerRepoId, idempotency keys, createdAt); V0024 then backfills
+--   only sessions without one. A binding whose session was deleted, or whose
+--   archived sessionActive no longer matches its session's status (the session
+--   moved while rolled back), refuses (FM003, naming the sessions; nothing
+--   changed).
 -- Why: CONTRACT section 4 (GitHubRepoMapping).
 -- Locks: the pre-flight is a plain SELECT over "LabSession" (ACCESS SHARE, one
 --   sequential scan: about a second per million rows; never blocks writes).
 --   The new table is empty; the FK takes SHARE ROW EXCLUSIVE on "LabSession" for
---   an instant (no validation scan: the table is empty).
+--   an instant (no validation scan: the table is empty). A restore reads its
+--   archive table and takes KEY SHARE row locks on the referenced sessions.
 -- Rollback: refuses (FM002, count and ids) when the table holds rows, unless
 --   forgea.rollback_preserve = on, which archives them to forgea_archive first.
 
@@ -109,6 +117,34 @@ ON "GitHubRepoMapping" ("repoUrl");
 ALTER TABLE "GitHubRepoMapping" ADD CONSTRAINT "GitHubRepoMapping_sessionId_fkey"
 FOREIGN KEY ("sessionId") REFERENCES "LabSession" ("id")
 ON DELETE RESTRICT ON UPDATE RESTRICT;
+
+SELECT forgea_archive_restore('"GitHubRepoMapping"', 'V0021');
+
+DO $$
+DECLARE
+    v_ids text;
+BEGIN
+    SELECT string_agg(x."sessionId"::text, ', ') INTO v_ids
+    FROM (
+        SELECT m."sessionId"
+        FROM public."GitHubRepoMapping" AS m
+        INNER JOIN public."LabSession" AS s ON m."sessionId" = s."id"
+        WHERE m."sessionActive"
+        <> (s."status"::text IN ('IN_PROGRESS', 'STUCK', 'DEFERRED'))
+        ORDER BY m."sessionId"
+        LIMIT 20
+    ) AS x;
+    IF v_ids IS NOT NULL THEN
+        RAISE EXCEPTION
+            'apply of V0021 refused: archived GitHubRepoMapping rows contradict their sessions'' status'
+            USING ERRCODE = 'FM003',
+            DETAIL = 'sessionActive differs from the session''s status; sessionIds (first 20): '
+            || v_ids,
+            HINT = 'The sessions changed status while rolled back. Nothing of this '
+            || 'file was applied and the archive is unchanged.';
+    END IF;
+END;
+$$;
 
 COMMENT ON TABLE "GitHubRepoMapping" IS
 'Repository -> LabSession binding (V0021). Written only by create_lab_session, record_push and the LabSession triggers of V0022.';

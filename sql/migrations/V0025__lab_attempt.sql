@@ -15,9 +15,16 @@
 --     createdAt). It is how a redelivery is recognised even when every commit of
 --     the push was already recorded by an earlier delivery. Append-only too.
 --   Commit SHAs: lowercase hex, 40 or 64 characters (CHECK).
+--   After a preserving rollback the archived rows of both tables
+--   (forgea_archive."LabAttempt_V0025_<time>", "GitHubPushDelivery_V0025_<time>")
+--   come back exactly, hash chain columns included, before V0026's guards and
+--   chain trigger exist: the chain is the one that was archived and
+--   verify_lab_attempt_chain() / `harness verify` pass on it. A row whose
+--   session was deleted meanwhile refuses (FM003, naming it; nothing changed).
 -- Why: CONTRACT section 4 (LabAttempt, commit SHAs).
--- Locks: new, empty tables; the FKs take SHARE ROW EXCLUSIVE on "LabSession" for
---   an instant (no validation scan).
+-- Locks: new tables; the FKs take SHARE ROW EXCLUSIVE on "LabSession" for
+--   an instant (no validation scan). A restore reads its archive tables and
+--   takes KEY SHARE row locks on the referenced sessions.
 -- Rollback: the previous schema cannot hold ledger rows: refuses (FM002, count
 --   and ids) unless forgea.rollback_preserve = on, which archives both tables to
 --   forgea_archive first.
@@ -125,6 +132,10 @@ COMMENT ON TABLE "LabAttempt" IS
 'Append-only push ledger, one row per commit per session, hash-chained per session (V0025, V0026). Written only by record_push.';
 COMMENT ON TABLE "GitHubPushDelivery" IS
 'Append-only register of the push deliveries record_push recorded (V0025).';
+
+SELECT forgea_archive_restore('"LabAttempt"', 'V0025');
+
+SELECT forgea_archive_restore('"GitHubPushDelivery"', 'V0025');
 
 REVOKE ALL ON "LabAttempt", "GitHubPushDelivery" FROM PUBLIC;
 GRANT SELECT ON "LabAttempt", "GitHubPushDelivery"

@@ -26,9 +26,15 @@
 --   lease expiry uses "VerificationJob_leaseExpiresAt_idx" WHERE RUNNING.
 --   Only the owner may write the table; forgea_app and forgea_worker go through
 --   the functions of V0042, which are the only road to PASSED.
+--   After a preserving rollback the archived jobs
+--   (forgea_archive."VerificationJob_V0040_<time>") come back exactly, before
+--   V0041's guards exist (a restored job is not a fresh QUEUED one); a job whose
+--   ledger row or session is gone refuses (FM003, naming it; nothing changed).
 -- Why: CONTRACT sections 4-5; founding document 002 (H1).
 -- Locks: new table; the FKs take SHARE ROW EXCLUSIVE on "LabAttempt",
---   "LabSession" and "LabVersion" for an instant (no scan: the table is new).
+--   "LabSession" and "LabVersion" for an instant (no scan: the table is new). A
+--   restore reads its archive table and takes KEY SHARE row locks on the
+--   referenced ledger rows, sessions and versions.
 -- Rollback: refuses (FM002, naming jobs) while any job exists, unless
 --   forgea.rollback_preserve = on, which archives the table first.
 
@@ -101,6 +107,8 @@ WHERE "status" = 'QUEUED';
 CREATE INDEX "VerificationJob_leaseExpiresAt_idx"
 ON "VerificationJob" ("leaseExpiresAt")
 WHERE "status" = 'RUNNING';
+
+SELECT forgea_archive_restore('"VerificationJob"', 'V0040');
 
 REVOKE ALL ON "VerificationJob" FROM PUBLIC;
 GRANT SELECT ON "VerificationJob"

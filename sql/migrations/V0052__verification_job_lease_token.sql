@@ -24,15 +24,33 @@
 --     owner and expiry) until their lease ends.
 --   Behind a connection pooler in transaction mode, connections are shared
 --   between clients: such workers must pass p_lease_token explicitly.
+--   After a preserving rollback the archived hashes
+--   (forgea_archive."VerificationJob_lease_token_V0052_<time>") are put back by
+--   job id, with V0041's transition guard disabled inside this transaction only
+--   (the guard refuses any UPDATE that is not a state move; nobody else can see
+--   the table while ADD COLUMN's ACCESS EXCLUSIVE lock is held). A job missing
+--   from the table refuses (FM003, naming it; nothing changed).
 -- Why: any forgea_worker login could complete another worker's job by reading
 --   "leaseOwner", and a stale run could complete a re-claimed job.
 -- Locks: ADD COLUMN (nullable, no default) takes ACCESS EXCLUSIVE on
---   "VerificationJob" for an instant (catalog only, no rewrite, no scan).
+--   "VerificationJob" for an instant (catalog only, no rewrite, no scan); with
+--   an archive to restore, held while the archived jobs are updated.
 -- Rollback: restores V0042's claim and complete (bodies byte for byte, same
 --   grants) and drops the column: jobs RUNNING at that moment fall back to the
 --   lease-owner rule; no row is lost.
 
 ALTER TABLE "VerificationJob" ADD COLUMN "leaseTokenHash" BYTEA;
+
+ALTER TABLE "VerificationJob"
+DISABLE TRIGGER verificationjob_transition_guard;
+
+SELECT forgea_archive_restore_columns(
+    '"VerificationJob"', 'VerificationJob_lease_token', 'V0052',
+    ARRAY['leaseTokenHash']
+);
+
+ALTER TABLE "VerificationJob"
+ENABLE ALWAYS TRIGGER verificationjob_transition_guard;
 
 COMMENT ON COLUMN "VerificationJob"."leaseTokenHash" IS
 'SHA-256 of the lease token claim_verification_job handed to the latest run (V0052).';

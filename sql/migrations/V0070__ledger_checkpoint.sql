@@ -8,7 +8,9 @@
 --   superuser cannot reach it; this row lets the next checkpoint name the one
 --   it extends and lets anyone see when checkpoints were taken. The row is not
 --   the evidence (the database could lie about it); the kept document is.
--- Locks: new, empty table only.
+--   After a preserving rollback the archived rows
+--   (forgea_archive."LedgerCheckpoint_V0070_<time>") come back exactly.
+-- Locks: new table only (the restore reads its archive table).
 -- Rollback: refuses (FM002, naming the count and the newest roots) while the
 --   table holds rows, unless forgea.rollback_preserve = on: then the table is
 --   archived to forgea_archive first.
@@ -32,5 +34,7 @@ CREATE TABLE "LedgerCheckpoint" (
 
 CREATE INDEX "LedgerCheckpoint_takenAt_idx"
 ON "LedgerCheckpoint" ("takenAt");
+
+SELECT forgea_archive_restore('"LedgerCheckpoint"', 'V0070');
 
 GRANT SELECT ON "LedgerCheckpoint" TO forgea_readonly;

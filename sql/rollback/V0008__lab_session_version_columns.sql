@@ -5,8 +5,10 @@
 --   from its VerificationLog or lastActivityAt) can be dropped. Anything else
 --   (a later lab version, a completion recorded by the new lifecycle) makes the
 --   rollback refuse with FM002 naming the sessions, unless
---   forgea.rollback_preserve = on: then ("id", "labVersionId", "completedAt") of
---   every session are archived to forgea_archive first.
+--   forgea.rollback_preserve = on. With preservation on, ("id", "labId",
+--   "labVersionId", "completedAt") of every session are archived to forgea_archive
+--   ("LabSession_version_columns_V0008_<time>") first; V0008 puts them back on
+--   the next apply.
 -- Locks: ACCESS EXCLUSIVE on "LabSession" for an instant (DROP COLUMN is
 --   catalog-only); the check reads the table once.
 
@@ -30,14 +32,17 @@ BEGIN
         ORDER BY s."id"
         LIMIT 20
     ) AS x;
-    IF ids IS NOT NULL AND forgea_rollback_preserving(
-        'V0008__lab_session_version_columns',
-        'sessions hold a version or completion the old schema cannot rebuild',
-        'LabSession ids (first 20): ' || ids
-    ) THEN
+    IF ids IS NOT NULL THEN
+        PERFORM forgea_rollback_preserving(
+            'V0008__lab_session_version_columns',
+            'sessions hold a version or completion the old schema cannot rebuild',
+            'LabSession ids (first 20): ' || ids
+        );
+    END IF;
+    IF current_setting('forgea.rollback_preserve', true) = 'on' THEN
         CREATE TEMP TABLE "LabSession_version_columns" ON COMMIT DROP AS
         SELECT "id", "labId", "labVersionId", "completedAt" FROM "LabSession";
-        PERFORM forgea_archive_copy(
+        PERFORM forgea_archive_if_preserving(
             'pg_temp."LabSession_version_columns"', 'V0008'
         );
     END IF;

@@ -3,8 +3,10 @@
 -- Safety: rows that are copies of "VerificationLog" rows (same id, session and
 --   commit) are rebuilt by V0013 and may be dropped. Any other row (an attempt
 --   recorded after the migration) makes the rollback refuse with FM002, naming
---   the ids, unless forgea.rollback_preserve = on: then the whole table is
---   copied to forgea_archive first.
+--   the ids, unless forgea.rollback_preserve = on. With preservation on, the
+--   whole table (legacy copies included, with the result they were given) is
+--   copied to forgea_archive first and V0009 restores it on the next apply,
+--   before V0013 copies anything.
 -- Locks: ACCESS EXCLUSIVE on "VerificationAttempt" while it is dropped.
 
 DO $$
@@ -26,13 +28,14 @@ BEGIN
         ORDER BY a."id"
         LIMIT 20
     ) AS x;
-    IF ids IS NOT NULL AND forgea_rollback_preserving(
-        'V0009__verification_attempt',
-        'VerificationAttempt holds attempts that VerificationLog cannot hold',
-        'VerificationAttempt ids (first 20): ' || ids
-    ) THEN
-        PERFORM forgea_archive_copy('"VerificationAttempt"', 'V0009');
+    IF ids IS NOT NULL THEN
+        PERFORM forgea_rollback_preserving(
+            'V0009__verification_attempt',
+            'VerificationAttempt holds attempts that VerificationLog cannot hold',
+            'VerificationAttempt ids (first 20): ' || ids
+        );
     END IF;
+    PERFORM forgea_archive_if_preserving('"VerificationAttempt"', 'V0009');
 END;
 $$;
 

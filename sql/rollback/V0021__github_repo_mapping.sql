@@ -5,8 +5,9 @@
 --   session's fork URL) may be dropped. Any other row (a binding made by
 --   create_lab_session or completed by a push) makes the rollback refuse with
 --   FM002 (count and the first 20 session ids) unless
---   forgea.rollback_preserve = on; then the whole table is copied to
---   forgea_archive."GitHubRepoMapping_V0021_<UTC timestamp>" first.
+--   forgea.rollback_preserve = on. With preservation on, the whole table is
+--   copied to forgea_archive."GitHubRepoMapping_V0021_<UTC timestamp>" first
+--   and V0021 restores it on the next apply (before V0024 backfills).
 -- Locks: ACCESS EXCLUSIVE on "GitHubRepoMapping" while it is dropped; SHARE ROW
 --   EXCLUSIVE on "LabSession" for an instant (FK removal).
 
@@ -29,13 +30,14 @@ BEGIN
         ORDER BY m."sessionId"
         LIMIT 20
     ) AS x;
-    IF ids IS NOT NULL AND forgea_rollback_preserving(
-        'V0021__github_repo_mapping',
-        'GitHubRepoMapping holds bindings that LabSession.userForkUrl cannot rebuild',
-        'sessionIds (first 20): ' || ids
-    ) THEN
-        PERFORM forgea_archive_copy('public."GitHubRepoMapping"', 'V0021');
+    IF ids IS NOT NULL THEN
+        PERFORM forgea_rollback_preserving(
+            'V0021__github_repo_mapping',
+            'GitHubRepoMapping holds bindings that LabSession.userForkUrl cannot rebuild',
+            'sessionIds (first 20): ' || ids
+        );
     END IF;
+    PERFORM forgea_archive_if_preserving('public."GitHubRepoMapping"', 'V0021');
 END;
 $$;
 

@@ -5,7 +5,8 @@
 --   the first 20 LabAttempt ids) unless forgea.rollback_preserve = on; then both
 --   tables are copied to forgea_archive ("LabAttempt_V0025_<ts>",
 --   "GitHubPushDelivery_V0025_<ts>") first, hash chain columns included, so the
---   archive can still be verified.
+--   archive can still be verified; V0025 restores both, hashes unchanged, on
+--   the next apply.
 -- Locks: ACCESS EXCLUSIVE on both tables while they are dropped.
 
 DO $$
@@ -27,8 +28,8 @@ BEGIN
         format('LabAttempt holds %s rows, GitHubPushDelivery %s rows', n_att, n_del),
         'LabAttempt ids (first 20): ' || coalesce(ids, '-')
     ) THEN
-        PERFORM forgea_archive_copy('public."LabAttempt"', 'V0025');
-        PERFORM forgea_archive_copy('public."GitHubPushDelivery"', 'V0025');
+        PERFORM forgea_archive_if_preserving('public."LabAttempt"', 'V0025');
+        PERFORM forgea_archive_if_preserving('public."GitHubPushDelivery"', 'V0025');
     END IF;
 END;
 $$;

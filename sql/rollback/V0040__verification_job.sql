@@ -3,7 +3,7 @@
 -- Safety: jobs exist nowhere else. While the table holds rows the rollback
 --   refuses with FM002 naming up to 20 job ids, unless
 --   forgea.rollback_preserve = on: then the table is copied to forgea_archive
---   first. Attempts that reference jobs stay in "VerificationAttempt" (its own
+--   first, and V0040 restores it on the next apply. Attempts that reference jobs stay in "VerificationAttempt" (its own
 --   rollback, V0009, decides about them); their job ids then point into the
 --   archive, and a later apply of V0040 does not trip over them (no FK).
 -- Locks: ACCESS EXCLUSIVE on "VerificationJob" while dropped; SHARE ROW
@@ -23,7 +23,7 @@ BEGIN
         'V0040__verification_job', 'VerificationJob holds jobs',
         'VerificationJob ids (first 20): ' || ids
     ) THEN
-        PERFORM forgea_archive_copy('"VerificationJob"', 'V0040');
+        PERFORM forgea_archive_if_preserving('"VerificationJob"', 'V0040');
     END IF;
 END;
 $$;

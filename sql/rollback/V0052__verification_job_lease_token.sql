@@ -4,6 +4,10 @@
 --   created them (bodies byte for byte, EXECUTE for forgea_worker only) and drops
 --   "VerificationJob"."leaseTokenHash". Jobs RUNNING at that moment are then
 --   completed under V0042's rule (lease owner and expiry). No row is lost.
+--   With forgea.rollback_preserve = on, ("id", "leaseTokenHash") of every job
+--   that has one is first archived to forgea_archive
+--   ("VerificationJob_lease_token_V0052_<time>"); V0052 puts them back on the
+--   next apply.
 -- Locks: DROP COLUMN takes ACCESS EXCLUSIVE on "VerificationJob" for an instant
 --   (catalog only).
 
@@ -11,6 +15,19 @@ DROP FUNCTION complete_verification_job(
     uuid, text, "VerificationJobStatus", integer, jsonb, uuid
 );
 DROP FUNCTION claim_verification_job(text, interval);
+
+DO $$
+BEGIN
+    IF current_setting('forgea.rollback_preserve', true) = 'on' THEN
+        CREATE TEMP TABLE "VerificationJob_lease_token" ON COMMIT DROP AS
+        SELECT "id", "leaseTokenHash" FROM "VerificationJob"
+        WHERE "leaseTokenHash" IS NOT NULL;
+        PERFORM forgea_archive_if_preserving(
+            'pg_temp."VerificationJob_lease_token"', 'V0052'
+        );
+    END IF;
+END;
+$$;
 
 ALTER TABLE "VerificationJob" DROP COLUMN "leaseTokenHash";
 

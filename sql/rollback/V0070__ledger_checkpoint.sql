@@ -3,7 +3,8 @@
 -- Safety: the previous schema has no checkpoint record. If "LedgerCheckpoint"
 --   holds rows the rollback refuses with FM002 (the count and the 5 newest
 --   roots) unless forgea.rollback_preserve = on; then the table is copied to
---   forgea_archive ("LedgerCheckpoint_V0070_<ts>") first. The kept checkpoint
+--   forgea_archive ("LedgerCheckpoint_V0070_<ts>") first (V0070 restores it on
+--   the next apply). The kept checkpoint
 --   documents stay valid either way: they do not depend on this table.
 -- Locks: ACCESS EXCLUSIVE on "LedgerCheckpoint" while it is dropped.
 
@@ -25,7 +26,7 @@ BEGIN
         format('LedgerCheckpoint holds %s rows', n),
         'newest roots: ' || roots
     ) THEN
-        PERFORM forgea_archive_copy('public."LedgerCheckpoint"', 'V0070');
+        PERFORM forgea_archive_if_preserving('public."LedgerCheckpoint"', 'V0070');
     END IF;
 END;
 $$;

@@ -183,6 +183,14 @@ API_CALLS = {
 OWNER_ONLY_CALLS = {
     "forgea_archive_copy": "SELECT forgea_archive_copy('\"LabAttempt\"'::regclass, 'x')",
     "forgea_rollback_preserving": "SELECT forgea_rollback_preserving('a', 'b', 'c')",
+    "forgea_archive_if_preserving": ("SELECT forgea_archive_if_preserving("
+                                     "'\"LabAttempt\"'::regclass, 'x')"),
+    "forgea_archive_pending": "SELECT forgea_archive_pending('LabAttempt', 'V0025')",
+    "forgea_archive_put_back": ("SELECT forgea_archive_put_back('x', 'y', "
+                                "'\"LabAttempt\"'::regclass, 'SELECT 1')"),
+    "forgea_archive_restore": "SELECT forgea_archive_restore('\"LabAttempt\"'::regclass, 'x')",
+    "forgea_archive_restore_columns": ("SELECT forgea_archive_restore_columns("
+                                       "'\"LabAttempt\"'::regclass, 'a', 'b', ARRAY['c'])"),
     "forbid_ledger_mutation": "SELECT forbid_ledger_mutation()",
     "prevent_destructive_action": "SELECT prevent_destructive_action()",
     "prevent_auditlog_mutations": "SELECT prevent_auditlog_mutations()",
