@@ -44,7 +44,7 @@ from .pg_binaries import (INSTALL_RECORD, NPM_BUILDS, NPM_PACKAGE, FileLock,  # 
 
 SYSTEM_USER = "harness_pg"
 SUPERUSER = "postgres"
-REGISTRY = Path(os.environ.get("HARNESS_CLUSTER_REGISTRY", "/tmp/harness-clusters"))
+DEFAULT_REGISTRY = Path("/tmp/harness-clusters")
 EMBEDDED_VERSION = 18
 EMBEDDED_DBNAME = "forgea"
 
@@ -315,9 +315,15 @@ def _kill_cluster(bin_dir: Path | None, datadir: Path) -> None:
         pass
 
 
+def registry_dir() -> Path:
+    """Where throwaway clusters live: $HARNESS_CLUSTER_REGISTRY (read at each start:
+    the test run points it at a tmpfs), else /tmp/harness-clusters."""
+    return Path(os.environ.get("HARNESS_CLUSTER_REGISTRY") or DEFAULT_REGISTRY)
+
+
 def reap_stale(registry: Path | None = None) -> list[Path]:
     """Stop and delete registry clusters whose owner process is dead."""
-    registry = Path(registry or REGISTRY)
+    registry = Path(registry or registry_dir())
     reaped = []
     if not registry.is_dir():
         return reaped
@@ -348,7 +354,7 @@ atexit.register(_stop_throwaways_at_exit)
 
 def start_throwaway(version: int, base_dir: Path | None = None) -> Cluster:
     """Init and start a fresh, fsync-off cluster; destroyed at interpreter exit."""
-    registry = Path(base_dir or REGISTRY)
+    registry = Path(base_dir or registry_dir())
     reap_stale(registry)
     bin_dir = find_bin_dir(version)
     registry.mkdir(parents=True, exist_ok=True)
