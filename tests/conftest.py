@@ -31,6 +31,7 @@ every template but tmpl_full starts from tmpl_upstream.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -324,12 +325,9 @@ def reference_snapshot(pg_cluster, tmpl_full) -> dict:
     applied a second time. harness verify's definitions check compares live
     databases with it."""
     from harness import reference
-    clone = _fresh_db(pg_cluster, tmpl_full, "t_reference")
-    try:
-        with next(clone).connect("owner") as conn:
-            return reference.snapshot_of(conn)
-    finally:
-        clone.close()   # drops the clone
+    with _fresh_db(pg_cluster, tmpl_full, "t_reference") as clone, \
+            clone.connect("owner") as conn:
+        return reference.snapshot_of(conn)
 
 
 @pytest.fixture(scope="session")
@@ -360,7 +358,9 @@ def scratch_dir():
 _db_counter = itertools.count(1)
 
 
+@contextlib.contextmanager
 def _fresh_db(cluster: servers.Cluster, template: str | None, prefix: str):
+    """A new database cloned from ``template`` (empty when None), dropped on exit."""
     name = f"{prefix}_{os.getpid()}_{next(_db_counter)}"
     janitor = _create_db(cluster, name, template_dbname=template)
     testdb = TestDB(cluster, name)
@@ -374,28 +374,33 @@ def _fresh_db(cluster: servers.Cluster, template: str | None, prefix: str):
 @pytest.fixture
 def db(pg_cluster, tmpl_full):
     """Fresh database cloned from tmpl_full (whole chain applied)."""
-    yield from _fresh_db(pg_cluster, tmpl_full, "t_full")
+    with _fresh_db(pg_cluster, tmpl_full, "t_full") as testdb:
+        yield testdb
 
 
 @pytest.fixture
 def baseline_db(pg_cluster, tmpl_baseline):
     """Fresh database cloned from tmpl_baseline (migrations up to V0002__roles)."""
-    yield from _fresh_db(pg_cluster, tmpl_baseline, "t_base")
+    with _fresh_db(pg_cluster, tmpl_baseline, "t_base") as testdb:
+        yield testdb
 
 
 @pytest.fixture
 def upstream_db(pg_cluster, tmpl_upstream):
     """Fresh database cloned from tmpl_upstream: production as Prisma built it."""
-    yield from _fresh_db(pg_cluster, tmpl_upstream, "t_up")
+    with _fresh_db(pg_cluster, tmpl_upstream, "t_up") as testdb:
+        yield testdb
 
 
 @pytest.fixture
 def prod_db(pg_cluster, tmpl_prod_full):
     """Fresh database cloned from tmpl_prod_full: migrated production with rows."""
-    yield from _fresh_db(pg_cluster, tmpl_prod_full, "t_prod")
+    with _fresh_db(pg_cluster, tmpl_prod_full, "t_prod") as testdb:
+        yield testdb
 
 
 @pytest.fixture
 def empty_db(pg_cluster, owner_role):
     """Fresh empty database owned by forgea_owner, nothing applied."""
-    yield from _fresh_db(pg_cluster, None, "t_empty")
+    with _fresh_db(pg_cluster, None, "t_empty") as testdb:
+        yield testdb

@@ -254,9 +254,7 @@ def assert_incomplete(db, sql_root, fid, operation):
 @pytest.mark.parametrize("fid", list(FILES))
 def test_backfill_interrupted_twice_then_status_apply_and_verify(
         pg_cluster, crash_templates, sql_root, reference_snapshot, fid, how):
-    gen = _fresh_db(pg_cluster, crash_templates(FILES[fid]), "t_crash")
-    db = next(gen)
-    try:
+    with _fresh_db(pg_cluster, crash_templates(FILES[fid]), "t_crash") as db:
         owner, su = db.connect(), db.connect("superuser")
         assert A.status(db.dsn(), sql_root)["current"] == FILES[fid]
         args = ("apply", "--target", db.dsn(), "--to", fid, "--lock-timeout", "120s")
@@ -288,8 +286,6 @@ def test_backfill_interrupted_twice_then_status_apply_and_verify(
         assert_backfill_complete(owner, fid)
         rep = V.verify(db.dsn(), sql_root=sql_root, reference_snapshot=reference_snapshot)
         assert rep.ok, V.render_table(rep)
-    finally:
-        gen.close()
 
 
 # ---------------------------------------------------------------- a rollback

@@ -108,12 +108,8 @@ def migrated_template(pg_cluster, tmpl_baseline, sql_root):
 @pytest.fixture
 def migrated(pg_cluster, migrated_template, sql_root):
     name, facts = migrated_template
-    gen = _fresh_db(pg_cluster, name, "t_mig")
-    db = next(gen)
-    try:
+    with _fresh_db(pg_cluster, name, "t_mig") as db:
         yield Migrated(db, sql_root, copy.deepcopy(facts))
-    finally:
-        gen.close()
 
 
 # ------------------------------------------------------------------ forward migration

@@ -57,44 +57,37 @@ def world_db(pg_cluster, tmpl_full):
     """
     from conftest import _fresh_db   # the suite's clone helper
     from tests.builders import seed_world
-    gen = _fresh_db(pg_cluster, tmpl_full, "t_attack")
-    db = next(gen)
-    world = seed_world(db)
-    owner = db.connect("owner")
-    # legacy tables get a row each so that row triggers have something to refuse
-    owner.execute('INSERT INTO "ResumeBullet" (id, "sessionId", "bulletText") '
-                  "VALUES (%s, %s, 'Fixed a leak')", (ids.log(900), world["s1"]))
-    # a legacy VerificationLog row, planted as production had it before the pack
-    # (the pack freezes the table, so the superuser lifts its user triggers for the
-    # insert and puts back exactly the modes they had)
-    su = db.connect("superuser")
-    with su.transaction():
-        modes = su.execute("SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = "
-                           "'public.\"VerificationLog\"'::regclass AND NOT tgisinternal"
-                           ).fetchall()
-        su.execute('ALTER TABLE "VerificationLog" DISABLE TRIGGER USER')
-        su.execute('INSERT INTO "VerificationLog" (id, "sessionId", "commitSha", "prDiff", '
-                   '"ciOutput") VALUES (%s, %s, %s, %s, %s)',
-                   (ids.log(901), world["s2"], "c" * 40, "diff", "{}"))
-        for name, mode in modes:
-            how = {"A": "ENABLE ALWAYS", "R": "ENABLE REPLICA", "O": "ENABLE",
-                   "D": "DISABLE"}[mode]
-            su.execute(sql.SQL('ALTER TABLE "VerificationLog" {} TRIGGER {}').format(
-                sql.SQL(how), sql.Identifier(name)))
-    owner.execute('INSERT INTO "Account" (id, "userId", type, provider, "providerAccountId", '
-                  "access_token, refresh_token, id_token) VALUES "
-                  "('acc-1', %s, 'oauth', 'github', 'gh1', 'gho_secret', 'ghr_secret', "
-                  "'idt')", (ids.user(1),))
-    owner.execute('INSERT INTO "VerificationToken" (identifier, token, expires) '
-                  "VALUES ('user1@example.com', 'vt-secret', now() + interval '1 hour')")
-    db.world = world
-    try:
+    with _fresh_db(pg_cluster, tmpl_full, "t_attack") as db:
+        world = seed_world(db)
+        owner = db.connect("owner")
+        # legacy tables get a row each so that row triggers have something to refuse
+        owner.execute('INSERT INTO "ResumeBullet" (id, "sessionId", "bulletText") '
+                      "VALUES (%s, %s, 'Fixed a leak')", (ids.log(900), world["s1"]))
+        # a legacy VerificationLog row, planted as production had it before the pack
+        # (the pack freezes the table, so the superuser lifts its user triggers for the
+        # insert and puts back exactly the modes they had)
+        su = db.connect("superuser")
+        with su.transaction():
+            modes = su.execute("SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = "
+                               "'public.\"VerificationLog\"'::regclass AND NOT tgisinternal"
+                               ).fetchall()
+            su.execute('ALTER TABLE "VerificationLog" DISABLE TRIGGER USER')
+            su.execute('INSERT INTO "VerificationLog" (id, "sessionId", "commitSha", "prDiff", '
+                       '"ciOutput") VALUES (%s, %s, %s, %s, %s)',
+                       (ids.log(901), world["s2"], "c" * 40, "diff", "{}"))
+            for name, mode in modes:
+                how = {"A": "ENABLE ALWAYS", "R": "ENABLE REPLICA", "O": "ENABLE",
+                       "D": "DISABLE"}[mode]
+                su.execute(sql.SQL('ALTER TABLE "VerificationLog" {} TRIGGER {}').format(
+                    sql.SQL(how), sql.Identifier(name)))
+        owner.execute('INSERT INTO "Account" (id, "userId", type, provider, "providerAccountId", '
+                      "access_token, refresh_token, id_token) VALUES "
+                      "('acc-1', %s, 'oauth', 'github', 'gh1', 'gho_secret', 'ghr_secret', "
+                      "'idt')", (ids.user(1),))
+        owner.execute('INSERT INTO "VerificationToken" (identifier, token, expires) '
+                      "VALUES ('user1@example.com', 'vt-secret', now() + interval '1 hour')")
+        db.world = world
         yield db
-    finally:
-        try:
-            next(gen)
-        except StopIteration:
-            pass
 
 
 @pytest.fixture(autouse=True)
