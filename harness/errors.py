@@ -12,6 +12,12 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
 EXIT_SERVER = 4
+#: reserved: a problem on the operator's side (cache, binaries, scratch server): could not check
+EXIT_LOCAL = 5
+#: reserved: the server answered but refused the credentials
+EXIT_AUTH = 6
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
 
 #: code -> what it means, as ``harness --help`` prints it
 EXIT_CODES: dict[int, str] = {
