@@ -64,23 +64,19 @@ SQUAWK_EXCLUSIONS: list[tuple[str, str, str]] = [
     ("sql/rollback/*.sql", "ban-drop-default", "rollbacks drop what their migration added"),
     ("sql/rollback/*.sql", "ban-drop-index", "rollbacks drop what their migration added"),
     ("sql/rollback/*.sql", "ban-drop-not-null", "rollbacks undo the NOT NULL their migration set"),
-    ("sql/migrations/V0012__lab_session_backfill.sql", "ban-drop-function",
+    ("sql/migrations/V0008__lab_session_backfill.sql", "ban-drop-function",
      "drops the temporary batch-backfill helper the same file created (same transaction)"),
-    ("sql/migrations/V0013__verification_attempt_copy.sql", "ban-drop-function",
+    ("sql/migrations/V0009__verification_attempt_copy.sql", "ban-drop-function",
      "drops the temporary copy helpers the same file created (same transaction)"),
-    ("sql/migrations/V0016__lab_session_version_not_null.sql", "adding-not-nullable-field",
-     "SET NOT NULL follows a validated CHECK (labVersionId IS NOT NULL) added by V0014, so "
+    ("sql/migrations/V0012__lab_session_version_not_null.sql", "adding-not-nullable-field",
+     "SET NOT NULL follows a validated CHECK (labVersionId IS NOT NULL) added by V0010, so "
      "PostgreSQL >= 12 skips the table scan (instant ACCESS EXCLUSIVE)"),
-    ("sql/migrations/V0016__lab_session_version_not_null.sql", "ban-drop-constraint",
+    ("sql/migrations/V0012__lab_session_version_not_null.sql", "ban-drop-constraint",
      "drops that helper CHECK once NOT NULL holds (the guarantee is kept by NOT NULL)"),
-    ("sql/migrations/V0052__verification_job_lease_token.sql", "ban-drop-function",
-     "claim_verification_job's result gains leaseToken and complete_verification_job a "
-     "defaulted p_lease_token: both need DROP + CREATE in one transaction; the CONTRACT's "
-     "calls resolve to the new functions"),
-    ("sql/rollback/V0005__lab_status_failed.sql", "renaming-object",
+    ("sql/rollback/V0004__lab_version.sql", "renaming-object",
      "an enum label cannot be dropped: the rollback renames LabStatus aside, recreates "
      "it without FAILED and retypes the columns"),
-    ("sql/rollback/V0005__lab_status_failed.sql", "changing-column-type",
+    ("sql/rollback/V0004__lab_version.sql", "changing-column-type",
      "same: retyping the status columns to the recreated LabStatus is the only way back"),
 ]
 
