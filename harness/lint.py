@@ -35,6 +35,7 @@ from pathlib import Path
 
 import sqlparse
 
+from . import chain_doc
 from .chain import FILE_RE, has_header_comment, parse_directives, scan
 from .sqlnames import QUALIFIED, unquote
 
@@ -259,6 +260,51 @@ def own_rules(repo: Path) -> list[Finding]:
                                      revoked_in_chain=revoked_in_chain)
         if not is_rollback:
             revoked_in_chain |= revoked
+        if not baseline:
+            findings += _header_field_rules(rel, text, is_rollback=is_rollback)
+    return findings + created_once(repo)
+
+
+def _header_field_rules(rel: str, text: str, *, is_rollback: bool) -> list[Finding]:
+    """Every header has the named fields the chain table is generated from."""
+    return [Finding(rel, 1, "header-fields",
+                    f"the header has no '-- {name}:' field (docs/dba.md's chain table is "
+                    "generated from these fields; see harness/chain_doc.py)")
+            for name in chain_doc.missing_fields(text, rollback=is_rollback)]
+
+
+_CREATE_TRIGGER = re.compile(
+    r"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?(?:CONSTRAINT\s+)?TRIGGER\s+(" + QUALIFIED + ")",
+    re.I)
+
+
+def created_once(repo: Path) -> list[Finding]:
+    """The release rule: after the baseline, every function, procedure and trigger
+    is created by exactly one versioned file, in its final form."""
+    files, _problems = scan(repo / "sql")
+    first: dict[str, str] = {}
+    findings = []
+    for f in files:
+        if f.baseline:
+            continue
+        rel = f.relpath(repo)
+        seen_here = set()
+        for line, _stmt, body in _statements_with_lines(f.sql):
+            fm, tm = _CREATE_FUNC.match(body), _CREATE_TRIGGER.match(body)
+            if not (fm or tm):
+                continue
+            name = (f"function {unquote(fm.group(3)).lower()}" if fm
+                    else f"trigger {unquote(tm.group(1)).lower()}")
+            if name in first and first[name] != rel:
+                findings.append(Finding(rel, line, "created-once",
+                                        f"{name} is already created by {first[name]}: each "
+                                        "function, procedure and trigger is created by one "
+                                        "versioned file, in its final form"))
+            elif name in seen_here:
+                findings.append(Finding(rel, line, "created-once",
+                                        f"{name} is created twice in this file"))
+            first.setdefault(name, rel)
+            seen_here.add(name)
     return findings
 
 

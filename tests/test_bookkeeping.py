@@ -135,7 +135,7 @@ def test_legacy_bookkeeping_in_public_is_read_then_moved_by_apply(baseline_db, s
     dsn = baseline_db.dsn()
     conn = baseline_db.connect()
     before = applied(dsn, sql_root)
-    assert [b[0] for b in before] == ["V0001__baseline", "V0002__roles"]
+    assert [b[0] for b in before] == ["V0001__baseline", "V0002__roles_and_archive"]
     make_legacy(conn)
     assert bookkeeping_in(conn, "public") == NAMES
     legacy_counts = counts(conn, "public")
@@ -149,7 +149,7 @@ def test_legacy_bookkeeping_in_public_is_read_then_moved_by_apply(baseline_db, s
     rep = V.verify(dsn, sql_root=sql_root, require_complete=False)
     assert rep.by_name("migration_chain").status != "fail", V.render_table(rep)
 
-    p = harness_cli("apply", "--target", dsn, "--to", "V0004", sql_root=sql_root)
+    p = harness_cli("apply", "--target", dsn, "--to", "V0002", sql_root=sql_root)
     assert p.returncode == 0, p.stderr
     assert "moved the harness bookkeeping from schema public to schema harness" in p.stderr
     assert bookkeeping_in(conn, "public") == set()
@@ -157,7 +157,7 @@ def test_legacy_bookkeeping_in_public_is_read_then_moved_by_apply(baseline_db, s
     after = applied(dsn, sql_root)
     assert after[:2] == before          # same ids, checksums, applied_at, adopted
     assert [a[0] for a in after[2:]] == ["V0003__legacy_append_only_hardening",
-                                        "V0004__rollback_archive"]
+                                        "V0002__roles_and_archive"]
     moved = counts(conn, SCHEMA)
     assert moved["_yoyo_log"] == legacy_counts["_yoyo_log"] + 2
     assert moved["_yoyo_version"] == legacy_counts["_yoyo_version"] == 1
@@ -169,7 +169,7 @@ def test_legacy_bookkeeping_is_moved_by_rollback(baseline_db, sql_root):
     conn = baseline_db.connect()
     make_legacy(conn)
     r = A.rollback(dsn, steps=1, sql_root=sql_root)
-    assert r.rolled_back == ["V0002__roles"]
+    assert r.rolled_back == ["V0002__roles_and_archive"]
     assert bookkeeping_in(conn, "public") == set()
     assert [a[0] for a in applied(dsn, sql_root)] == ["V0001__baseline"]
 
@@ -250,7 +250,7 @@ def test_owner_without_create_on_the_database_is_refused_clearly(empty_db, sql_r
     su.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION forgea_owner").format(
         sql.Identifier(SCHEMA)))
     assert A.apply(empty_db.dsn(), to="V0002", sql_root=sql_root).applied == [
-        "V0001__baseline", "V0002__roles"]
+        "V0001__baseline", "V0002__roles_and_archive"]
     assert bookkeeping_in(conn, SCHEMA) == NAMES and bookkeeping_in(conn, "public") == set()
 
 

@@ -34,7 +34,7 @@ def test_status_json_has_contract_shape_and_human_status_prints_dsn(baseline_db,
     p = harness("status", "--target", baseline_db.dsn(), "--json", sql_root=sql_root)
     assert p.returncode == 0, p.stderr
     st = json.loads(p.stdout)
-    assert [a["id"] for a in st["applied"]] == ["V0001__baseline", "V0002__roles"]
+    assert [a["id"] for a in st["applied"]] == ["V0001__baseline", "V0002__roles_and_archive"]
     assert st["drift"] == [] and all("id" in x for x in st["pending"])
     p = harness("status", "--target", baseline_db.dsn(), sql_root=sql_root)
     assert p.returncode == 0 and baseline_db.name in p.stdout and "psql" in p.stdout
@@ -55,7 +55,7 @@ def test_apply_rollback_exit_codes(baseline_db, sql_root):
 def test_drift_and_held_lock_exit_3_without_traceback(db, sql_root, tmp_path):
     root = tmp_path / "sql"
     shutil.copytree(sql_root, root)
-    f = root / "migrations" / "V0002__roles.sql"
+    f = root / "migrations" / "V0002__roles_and_archive.sql"
     f.write_text(f.read_text() + "\n-- edited\n")
     p = harness("apply", "--target", db.dsn(), sql_root=root)
     assert p.returncode == 3 and "drift" in p.stderr and "Traceback" not in p.stderr

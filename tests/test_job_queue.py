@@ -275,7 +275,7 @@ def test_rollback_is_refused_while_jobs_exist(world, db, sql_root):
     with pytest.raises(RollbackRefused) as e:
         A.rollback(db.dsn(), to=_version_before_queue(sql_root), sql_root=sql_root)
     assert e.value.sqlstate == "FM002"
-    assert "V0040__verification_job" in _applied(db.dsn(), sql_root)
+    assert "V0017__push_ledger_and_job_queue_tables" in _applied(db.dsn(), sql_root)
     owner = db.connect("owner")
     assert digests(owner) == before
 
@@ -283,8 +283,8 @@ def test_rollback_is_refused_while_jobs_exist(world, db, sql_root):
 def test_refused_rollback_leaves_the_queue_guards_and_api_in_place(world, db, sql_root):
     """A rollback refused with FM002 must not leave the queue half torn down.
 
-    The harness rolls back V0042, V0041, V0040 one transaction each; V0040 refuses
-    (jobs exist) after V0042 and V0041 were already rolled back: the transition
+    The harness rolls back V0019, V0018, V0017 one transaction each; V0017 refuses
+    (jobs exist) after V0019 and V0018 were already rolled back: the transition
     guard and claim/complete are gone while the jobs stay.
     """
     _jobs_in_every_state(world)
@@ -301,7 +301,7 @@ def test_refused_rollback_leaves_the_queue_guards_and_api_in_place(world, db, sq
 def _archive_tables(conn):
     return [r[0] for r in conn.execute(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = 'forgea_archive' AND c.relname LIKE 'VerificationJob\\_V0040\\_%%' "
+        "WHERE n.nspname = 'forgea_archive' AND c.relname LIKE 'VerificationJob\\_V0017\\_%%' "
         "AND c.relkind = 'r'")]
 
 
@@ -340,7 +340,7 @@ def test_rollback_with_preserve_after_completed_jobs_can_be_reapplied(world, db,
     """Completed jobs leave attempts whose verificationJobId points at them.
 
     After a preserving rollback those attempts still carry the archived job ids,
-    so re-applying V0040 must still succeed (its FK on
+    so re-applying V0017 must still succeed (its FK on
     "VerificationAttempt"."verificationJobId" must not trip over them).
     """
     j = world.running_job(worker_id="w")

@@ -1,4 +1,4 @@
-"""Each rollback of the second security round (V0050 onwards) restores the state
+"""Each rollback of the second security round (V0002 onwards) restores the state
 before its file exactly: tables, columns, constraints, indexes, triggers and
 their modes, function signatures, bodies byte for byte, configuration, and the
 privileges on every table, column and function (which catalog.snapshot leaves
@@ -41,7 +41,7 @@ def _state(conn, *, ignore_validation: bool = False) -> dict:
 def test_each_rollback_of_the_second_security_round_restores_the_previous_state(empty_db,
                                                                                  sql_root):
     files = [f for f in chain.load_chain(sql_root) if f.version >= FIRST]
-    assert files, "no migration from V0050 on"
+    assert files, "no migration from V0002 on"
     before_first = [f for f in chain.load_chain(sql_root) if f.version < FIRST][-1]
     dsn = empty_db.dsn()
     A.apply(dsn, to=before_first.id, sql_root=sql_root)
