@@ -47,7 +47,7 @@ BULK = 6000
 FILES = {
     "V0008__lab_session_backfill": "V0007__lab_session_and_attempt_guards",
     "V0009__verification_attempt_copy": "V0008__lab_session_backfill",
-    "V0016__github_repo_mapping_backfill": "V0014__github_repo_mapping",
+    "V0016__github_repo_mapping_backfill": "V0015__github_repo_mapping_guards",
 }
 
 

@@ -243,7 +243,7 @@ def sha_format(c, ctx) -> None:
 
 def _lifecycle_applied_at(conn, state):
     for mid in sorted(state):
-        if re.match(r"V\d{4}__lab_session_lifecycle", mid):
+        if re.match(r"V\d{4}__lab_session_and_attempt_guards$", mid):
             return state[mid]["applied_at"]
     return None
 
