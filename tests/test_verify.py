@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import uuid
 
@@ -442,13 +443,23 @@ def test_reports_running_jobs_claimed_without_a_lease_token(db, world):
 
 
 def test_fails_on_pushes_captured_by_a_repository_id_before_the_fix(db, sql_root):
-    """The capture that record_push before V0019 let through leaves a PUSH_RECORDED
-    row for the victim's URL in the attacker's session: verify names it."""
+    """The capture that the pre-release record_push let through leaves a
+    PUSH_RECORDED row for the victim's URL in the attacker's session: verify names
+    it. The pre-release functions (tests/data) are installed for the push and the
+    release chain's put back before verify runs."""
+    from pathlib import Path
+
     from tests.attacks.test_identity import capture_setup, victim_push
-    A.rollback(db.dsn("owner"), to="V0017__push_ledger_and_job_queue_tables", sql_root=sql_root)
+    data = Path(__file__).resolve().parent / "data" / "prerelease_capture_functions.sql"
+    api = [f for f in A.load_chain(sql_root) if f.id == "V0019__push_and_queue_api"][0]
+    owner = db.connect("owner")
+    owner.execute(data.read_text())
     victim, attacker = capture_setup(db)
     assert [r[4] for r in victim_push(db.connect("app"))] == ["recorded"]   # captured
-    A.apply(db.dsn("owner"), sql_root=sql_root)
+    for name in ("resolve_lab_session", "record_push"):
+        body = re.search(r"^CREATE FUNCTION " + name + r"\(.*?^\$\$;$", api.sql,
+                         re.M | re.S).group(0)
+        owner.execute(body.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
     assert_fails(report(db, sql_root=sql_root), "repo_binding_agreement",
                  '"AuditLog" PUSH_RECORDED', str(attacker))
 
