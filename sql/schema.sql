@@ -79,8 +79,8 @@
 --     defined in sql/triggers/V0015__github_repo_mapping_guards.sql
 
 -- trigger labsession_repo_mapping_autobind on "LabSession" (always) -> autobind_github_repo_mapping()
---     
---     defined in ?
+--     keep GitHubRepoMapping honest
+--     defined in sql/triggers/V0015__github_repo_mapping_guards.sql
 
 -- trigger labsession_version_default on "LabSession" (always) -> lab_session_version_default()
 --     the session state machine and identity, attempts that cannot be forged

@@ -31,6 +31,7 @@ from tests.builders import add_lab, add_user
 REPO = Path(__file__).resolve().parent.parent
 V0003 = "V0003__legacy_append_only_hardening"
 V0002 = "V0002__roles_and_archive"
+V0004 = "V0004__lab_version"
 V0006 = "V0006__lab_session_columns_and_verification_attempt"
 V0012 = "V0012__lab_session_version_not_null"
 V0013 = "V0013__lab_session_one_active"
@@ -212,22 +213,22 @@ def test_bookkeeping_error_names_the_table_and_what_this_run_committed(baseline_
     holder = baseline_db.connect(autocommit=False)
     holder.execute(f"INSERT INTO {A.bk(A.MIGRATION_TABLE)} (migration_hash, migration_id, "
                    "applied_at_utc) VALUES (%s, %s, now())",
-                   (get_migration_hash(V0002), V0002))
+                   (get_migration_hash(V0004), V0004))
     try:
         with pytest.raises(LockNotGranted) as e:
-            A.apply(baseline_db.dsn(), to="V0004", sql_root=sql_root, lock_retries=1,
+            A.apply(baseline_db.dsn(), to="V0005", sql_root=sql_root, lock_retries=1,
                     retry_max_delay=0.1)
     finally:
         holder.rollback()
     err = e.value
     text = err.render()
     assert err.exit_code == 3 and err.sqlstate == "55P03"
-    assert f'applying {V0002}: writing the bookkeeping (harness."_yoyo_migration") failed' \
+    assert f'applying {V0004}: writing the bookkeeping (harness."_yoyo_migration") failed' \
         in err.message
-    assert f"{V0002}.sql:" not in text
-    assert f"nothing of {V0002} was committed" in text
-    assert f"this run applied and committed 1 file(s) before {V0002}: {V0003}" in text
+    assert f"{V0004}.sql:" not in text
+    assert f"nothing of {V0004} was committed" in text
+    assert f"this run applied and committed 1 file(s) before {V0004}: {V0003}" in text
     assert f"the database is now at {V0003}" in text
     assert applied_ids(baseline_db.dsn(), sql_root)[-1] == V0003
-    assert A.apply(baseline_db.dsn(), to="V0004", sql_root=sql_root).applied == [
-        V0002, "V0004__lab_version"]
+    assert A.apply(baseline_db.dsn(), to="V0005", sql_root=sql_root).applied == [
+        V0004, "V0005__lab_version_guards"]

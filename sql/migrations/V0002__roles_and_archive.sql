@@ -1,23 +1,45 @@
 -- V0002__roles_and_archive: the group roles, the baseline's grants, the rollback archive
 --
--- What: creates the NOLOGIN group roles forgea_app (web app and webhook),
+-- What:
+--   creates the NOLOGIN group roles forgea_app (web app and webhook),
 --   forgea_worker (verification workers) and forgea_readonly (reporting) when
---   they are missing, and grants them what the baseline tables need:
---   forgea_app may UPDATE only the two "LabSession" columns the app writes
---   ("status", "lastActivityAt": transitionLabSession() and the webhook), so an
---   UPDATE of any identity column by the app is refused with 42501 before any
---   trigger runs; forgea_readonly gets column-level SELECT that leaves out
---   every secret (the OAuth tokens of "Account", the session tokens of
---   "Session" and "AuthSession", "VerificationToken"). EXECUTE on the baseline
---   trigger functions is revoked from PUBLIC.
---   Then the rollback archive: schema forgea_archive (owner-only) and the
---   functions every later rollback and forward file uses to keep rows the old
---   schema cannot hold: forgea_rollback_preserving() (the one FM002 decision),
---   forgea_archive_copy() / forgea_archive_if_preserving() (whole rows as
---   jsonb into forgea_archive."<Table>_<tag>_<UTC time>"), and the way back,
---   forgea_archive_restore() / forgea_archive_restore_columns() through
---   forgea_archive_pending() and forgea_archive_put_back() (FM003 when a row
---   cannot come back exactly; the archive is never dropped).
+--   they are missing, and grants them what the baseline tables need.
+--   forgea_readonly gets column-level SELECT that leaves out every secret: the
+--   OAuth tokens of "Account" (refresh_token, access_token, id_token), the
+--   session tokens of "Session" and "AuthSession", and "VerificationToken".
+--   EXECUTE on the baseline trigger functions is revoked from PUBLIC (trigger
+--   functions never need it; triggers fire regardless).
+--
+--   creates schema forgea_archive (owner-only) and the function
+--   forgea_archive_copy(table, tag), which copies every row of a table into a new
+--   table forgea_archive."<Table>_<tag>_<UTC timestamp>" and returns its name.
+--   Each row is kept whole as one jsonb value (column "row"), so the archive
+--   depends on no type or table of the pack and survives every later rollback;
+--   jsonb_populate_record() turns a row back into the table's type.
+--   Rollback files call it when the DBA asked for preservation
+--   (SET forgea.rollback_preserve = on; harness rollback --preserve) instead of
+--   refusing with FM002.
+--   And forgea_rollback_preserving(rollback, reason, detail), the one decision
+--   every such rollback makes: without preservation it raises FM002 with the
+--   reason and the offending rows (DETAIL) and a HINT; with it, it returns true
+--   and the caller archives before dropping.
+--   forgea_archive_if_preserving(table, tag): with preservation on, archives the
+--   table (every row, rebuildable or not) and returns the archive's name; else
+--   NULL. Every data-dropping rollback calls it, so that a preserving rollback
+--   keeps every row with its id, values and timestamps, not only the rows the
+--   old schema cannot rebuild.
+--   The way back: forgea_archive_restore(table, tag) puts the rows of the
+--   unrestored archive "<Table>_<tag>_*" back into the table the forward file
+--   <tag> has just created (jsonb_populate_record, same ids, values, timestamps
+--   and hashes), and forgea_archive_restore_columns(table, source, tag, columns)
+--   puts archived column values back by "id" into existing rows. Both mark the
+--   archive restored in its table comment (both through
+--   forgea_archive_put_back) ("restored by ... at ..."; the
+--   archive is never dropped) and raise FM003 (nothing of the calling file
+--   changes) when a row cannot be restored exactly: its parent row is gone, a
+--   row with its key now exists, or its session was deleted; DETAIL names the
+--   rows. The comment is the registry: "archived by the rollback of <tag> ...;
+--   not restored" until a forward file restores it.
 -- Why: CONTRACT section 6 (roles, no secrets for readonly); the rollback rules
 --   (docs/architecture.md): a rollback never silently drops rows, and
 --   rollback --preserve followed by apply is the identity on data. Works for a

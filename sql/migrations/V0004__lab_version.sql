@@ -1,17 +1,16 @@
 -- V0004__lab_version: the FAILED status and "LabVersion", immutable snapshots of a lab
 --
--- What: adds the terminal status FAILED to "LabStatus" (after DEFERRED), then
---   creates "LabVersion" (one row per version of a lab, numbered 1, 2, ... per
---   lab) and backfills version 1 of every existing lab from its current
---   values. The versioned fields are every content column of "Lab"; "snapshot"
---   holds all of them as a JSON object, "repoVersion" and "baseRepoUrl" are also
---   columns because verification needs them directly. The unique index on
---   ("id", "labId") lets "LabSession" reference a version together with its
---   lab, so the database enforces that they agree.
---   After a preserving rollback the archived versions
---   (forgea_archive."LabVersion_V0004_<time>") come back first, exactly; version
---   1 is then derived only for labs without any version, and a lab edited
---   while rolled back gets the next version.
+-- What:
+--   ALTER TYPE "LabStatus" ADD VALUE 'FAILED' (after DEFERRED).
+--
+--   creates "LabVersion" (one row per version of a lab, numbered 1, 2, ...
+--   per lab) and backfills version 1 of every existing lab from its current
+--   values. The versioned fields are every content column of "Lab": title, epic,
+--   failureClass, sourceGithubIssueUrl, repoVersion, baseRepoUrl, constraints;
+--   "snapshot" holds all of them as a JSON object, "repoVersion" and
+--   "baseRepoUrl" are also columns because verification needs them directly.
+--   The unique index on ("id", "labId") lets "LabSession" reference a version
+--   together with its lab, so the database enforces that they agree.
 -- Why: CONTRACT section 4 (FAILED; LabVersion). FAILED is added here, before
 --   any file uses it: a new enum value cannot be used in the transaction that
 --   adds it, and the lifecycle (V0007) and constraints (V0010) that use it run

@@ -1,22 +1,25 @@
 -- V0006__lab_session_columns_and_verification_attempt: the new session columns and "VerificationAttempt"
 --
--- What: adds "LabSession"."labVersionId" (nullable for now; V0008 backfills
---   it, V0010-V0012 make it NOT NULL) and "completedAt" (NULL while the
---   session is active), and the foreign key ("labVersionId", "labId") ->
---   "LabVersion" ("id", "labId") added NOT VALID (new rows checked at once,
---   existing rows validated by V0011): covering both columns, it makes the
---   database guarantee that a session's version belongs to its lab.
---   Then the enum "VerificationResult" (PASS, FAIL) and the append-only table
---   "VerificationAttempt": one row per verification run of a session, with the
---   commit, the result, the logs as a JSON object and the verification job
---   that produced it (NULL only for rows copied from the legacy
---   "VerificationLog" by V0009; UNIQUE otherwise). Commit SHAs are lowercase
---   hex of 40 or 64 characters; copied legacy rows keep whatever the legacy
---   table held (never rewritten) and `harness verify` reports those that do
---   not match.
---   After a preserving rollback, the archived ("labVersionId", "completedAt")
---   of every session and the archived attempts come back first (FM003 when a
---   session was deleted meanwhile; nothing changed).
+-- What:
+--   adds "labVersionId" (nullable for now; V0008 backfills it, V0010-V0012
+--   make it NOT NULL) and "completedAt" (NULL while the session is active), and
+--   the foreign key ("labVersionId", "labId") -> "LabVersion" ("id", "labId")
+--   added NOT VALID: new and updated rows are checked at once, existing rows are
+--   validated later without blocking writes. Because it covers both columns, the
+--   database itself guarantees that a session's version belongs to its lab.
+--
+--   creates the enum "VerificationResult" (PASS, FAIL) and the append-only
+--   table "VerificationAttempt" (B6 tasks 48-53): one row per verification run
+--   of a session, with the commit, the result, the logs as a JSON object and the
+--   verification job that produced it (NULL only for rows copied from the
+--   legacy "VerificationLog" by V0009; UNIQUE otherwise). Commit SHAs are
+--   lowercase hex of 40 (SHA-1) or 64 (SHA-256) characters; copied legacy rows
+--   keep whatever the legacy table held (never rewritten) and `harness verify`
+--   reports those that do not match.
+--   "VerificationLog" is frozen by V0007's trigger, not here: forgea_app keeps
+--   its INSERT privilege so that the app's current client, should it still
+--   write a legacy row, is told why (FA001, "VerificationLog is frozen ...")
+--   instead of a bare "permission denied".
 -- Why: CONTRACT section 4 (B6 tasks 45, 47, 48-53). Both changes are in one
 --   file so that "LabSession" queues once for its ACCESS EXCLUSIVE lock.
 -- Transaction: yes.

@@ -1,19 +1,34 @@
 -- V0010__lab_session_constraints: pre-flight, then the session and timestamp constraints NOT VALID
 --
--- What: a pre-flight check, then CHECK constraints added NOT VALID (checked for
---   every new or updated row at once, validated for old rows by V0011):
+-- What:
+--   a pre-flight check, then two CHECK constraints added NOT VALID (checked
+--   for every new or updated row at once, validated for old rows by V0011):
 --     "LabSession_labVersionId_not_null": "labVersionId" IS NOT NULL (becomes a
 --       real NOT NULL in V0012 without a table scan);
 --     "LabSession_completedAt_check": completedAt is set exactly when the
---       status is terminal (VERIFIED_PASS, FAILED);
---     "<Table>_<column>_restorable": every timestamp of "AuditLog",
---       "LabSession", "Session", "AuthSession", "VerificationToken" and "User"
---       lies in 1970-01-01 .. 9999-12-31 23:59:59.999, the range a dump,
---       the ledger's hash layout and the app's JavaScript Date all represent.
---   The pre-flights refuse (FM001, nothing changed) when existing rows would
---   violate them; DETAIL lists up to 20 ids and values; HINT says what a DBA
---   can do. `harness preflight` runs the same conditions before anything
---   commits.
+--       status is terminal (VERIFIED_PASS, FAILED).
+--   The pre-flight refuses (FM001, nothing changed) when existing rows would
+--   violate them: sessions without a version (V0008 did not finish, or a lab has
+--   no version) and sessions whose completedAt disagrees with their status.
+--   DETAIL lists up to 20 ids and values; HINT says what a DBA can do.
+--
+--   a pre-flight, then CHECK constraints added NOT VALID (checked for every
+--   new or updated row at once, validated for old rows by V0011) on every
+--   timestamp column forgea_app writes directly, bounding it to
+--   1970-01-01 .. 9999-12-31 23:59:59.999:
+--     "User_createdAt_check"
+--     "User_updatedAt_check"
+--     "Session_expires_check"
+--     "VerificationToken_expires_check"
+--     "AuthSession_expires_check"
+--     "LabSession_startedAt_check"
+--     "LabSession_lastActivityAt_check"
+--     "AuditLog_createdAt_check"
+--   (the app's Prisma client writes them, or anyone holding its credentials:
+--   the auth tables, a session's start and last activity, an AuditLog row).
+--   A refusal is SQLSTATE 23514 naming the constraint. The pre-flight refuses
+--   (FM001, nothing changed) when existing rows fall outside, listing up to 20
+--   per table.
 -- Why: CONTRACT section 4; NOT VALID + VALIDATE in separate transactions keeps
 --   the ACCESS EXCLUSIVE lock of ADD CONSTRAINT to an instant.
 -- Transaction: yes.

@@ -1,7 +1,13 @@
 -- V0011__lab_session_constraints_validate: validate the constraints of V0010
 --
--- What: VALIDATE CONSTRAINT for the foreign key of V0006 and every CHECK of
---   V0010.
+-- What:
+--   VALIDATE CONSTRAINT for "LabSession_labVersionId_fkey" (V0006),
+--   "LabSession_labVersionId_not_null" and "LabSession_completedAt_check"
+--   (V0010): existing rows are scanned once; V0010's pre-flight already showed
+--   they hold.
+--
+--   VALIDATE CONSTRAINT for each CHECK of V0010: existing rows are scanned
+--   once; V0010's pre-flight already showed they hold.
 -- Why: the constraints hold for old rows too, proven by PostgreSQL, without
 --   blocking the app while it scans.
 -- Transaction: yes.

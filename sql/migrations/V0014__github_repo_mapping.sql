@@ -1,22 +1,67 @@
 -- V0014__github_repo_mapping: canonical_repo_url(), "GitHubRepoMapping" and its backfill procedure
 --
--- What: canonical_repo_url(url): the canonical https://github.com/owner/name
---   form of a GitHub repository URL (https, http, www, ssh and git@ forms;
---   lowercase, no .git, no trailing slash), NULL when unparseable; the one URL
---   definition the API, the CHECK and the backfill share;
---   lab_status_is_active(status), the one definition of an active session
---   (IN_PROGRESS, STUCK, DEFERRED) the indexes and triggers share. Then
---   "GitHubRepoMapping" (F6): one row per session binding it to its fork,
---   "providerRepoId" (GitHub's immutable id; NULL for rows backfilled from URLs
---   until a push fills it in, once), "repoFullName", canonical "repoUrl",
---   "defaultBranch", whether the session is active, an idempotency key; at most
---   one active mapping per providerRepoId and per repoUrl (partial unique
---   indexes). Then the backfill procedure backfill_github_repo_mapping(batch,
---   report) that V0016 calls, and list_unmapped_lab_sessions(), which lists
---   sessions whose fork URL does not parse or conflicts (reported, never
---   dropped silently).
---   After a preserving rollback, the archived mappings come back first
---   (FM003 when one contradicts its session's status; nothing changed).
+-- What:
+--   canonical_repo_url(url text) RETURNS text, IMMUTABLE, NULL for NULL or
+--   anything it cannot parse. Accepted forms (case-insensitive):
+--     https://github.com/owner/name      http://github.com/owner/name
+--     https://www.github.com/owner/name  ssh://git@github.com/owner/name
+--     git@github.com:owner/name
+--   each optionally followed by ".git" and/or trailing slashes. Result:
+--   'https://github.com/' || lower(owner) || '/' || lower(name), no ".git", no
+--   trailing slash. Refused (NULL): any other host (github.com.evil.com,
+--   gist.github.com, ports), credentials (user:pw@), query strings and
+--   fragments, extra path segments (/tree/main, /pulls), percent-encoding,
+--   whitespace or control characters anywhere (no trimming), owners that are not
+--   1-39 characters of [a-z0-9-] without a leading/trailing hyphen, names that
+--   are not 1-100 characters of [a-z0-9._-] or are "." / "..", input over 500
+--   characters.
+--
+--   table "GitHubRepoMapping", one row per LabSession (UNIQUE sessionId):
+--     id uuid, sessionId (FK LabSession), provider ('github'), providerRepoId
+--     bigint (GitHub's immutable repository id; NULL for rows backfilled from
+--     URLs until the first push carrying it fills it in, once), repoFullName
+--     ('owner/name', lowercase), repoUrl (canonical_repo_url() output),
+--     defaultBranch (nullable), sessionActive (denormalised: true while the
+--     session's status is IN_PROGRESS, STUCK or DEFERRED; maintained by the
+--     triggers of V0015, never by callers), idempotencyKey / requestDigest
+--     (create_lab_session's idempotency record; NULL for backfilled rows),
+--     createdAt.
+--   Partial unique indexes give "at most one active session per providerRepoId
+--   and per repoUrl" under any concurrency:
+--     "GitHubRepoMapping_providerRepoId_active_key" (providerRepoId) WHERE sessionActive
+--     "GitHubRepoMapping_repoUrl_active_key"        (repoUrl)        WHERE sessionActive
+--   Pre-flight (FM001, nothing changed): refuses when two ACTIVE sessions already
+--   share one canonical fork URL; DETAIL lists the URLs and session ids (first
+--   20). Resolve those sessions (move one to a terminal state) and re-run.
+--   After a preserving rollback, the archived bindings
+--   (forgea_archive."GitHubRepoMapping_V0014_<time>") come back first, exactly
+--   (ids, providerRepoId, idempotency keys, createdAt); V0016 then backfills
+--   only sessions without one. A binding whose session was deleted, or whose
+--   archived sessionActive no longer matches its session's status (the session
+--   moved while rolled back), refuses (FM003, naming the sessions; nothing
+--   changed).
+--
+--   procedure backfill_github_repo_mapping(p_batch_size, p_report_limit),
+--   CALLed by V0016 (no-transaction) and safe to CALL again at any time: it walks
+--   "LabSession" in id order, p_batch_size sessions per transaction (COMMIT after
+--   each batch, RAISE NOTICE progress), and inserts a "GitHubRepoMapping" row for
+--   each session without one whose userForkUrl canonical_repo_url() can parse.
+--   Nothing is overwritten (ON CONFLICT DO NOTHING): sessions already mapped
+--   (earlier run, create_lab_session, the autobind trigger) are skipped, and a
+--   repository already bound to another active session is left unmapped rather
+--   than stolen. At the end it REPORTS every session left unmapped: one NOTICE
+--   line per session (id, status, URL, reason; first p_report_limit) and a total.
+--   Function list_unmapped_lab_sessions() returns the same list at any time (for
+--   the harness and DBAs). Unmapped sessions keep their userForkUrl untouched;
+--   nothing is dropped.
+--   Note: a procedure that COMMITs cannot carry a SET search_path clause, so this
+--   one schema-qualifies every table and function it uses instead; it is not
+--   SECURITY DEFINER and EXECUTE is revoked from PUBLIC (owner only).
+--
+--   lab_status_is_active(status text) RETURNS boolean, IMMUTABLE: the one
+--   definition of an active session (IN_PROGRESS, STUCK, DEFERRED; NULL for
+--   NULL) that the partial unique indexes, the mapping guards (V0015) and the
+--   API share.
 -- Why: CONTRACT sections 4 and 5 (GitHub repository binding).
 -- Transaction: yes.
 -- Locks: the pre-flight reads "LabSession" (ACCESS SHARE); the table, its

@@ -1,20 +1,61 @@
 -- V0017__push_ledger_and_job_queue_tables: "LabAttempt", "GitHubPushDelivery", "VerificationJob"
 --
--- What: the append-only push ledger "LabAttempt" (G5 tasks 26-34): one row per
---   commit per session, with its delivery, branch, author, changed files
---   (lab_attempt_changed_files_valid(): {"added", "modified", "removed"}, paths
---   as strings, at most 3000 per list), push time and its place in the
---   session's hash chain ("chainSeq", "prevHash", "rowHash"; filled by V0018's
---   trigger). UNIQUE(sessionId, commitSha), UNIQUE(deliveryId, commitSha),
---   UNIQUE(sessionId, chainSeq) and UNIQUE(id, sessionId, commitSha), which
---   the job's foreign key uses so that a job's commit is its attempt's.
---   "GitHubPushDelivery": the register of the deliveries record_push recorded.
---   The enum "VerificationJobStatus" and "VerificationJob" (H1): one job per
---   commit SHA within a session, at most one RUNNING per session, a lease
---   (owner, expiry, the SHA-256 of the run's lease token), at most 3 runs,
---   completedAt set exactly when terminal.
---   After a preserving rollback, the archived rows come back first with their
---   ids, hashes and lease tokens' hashes.
+-- What:
+--   table "LabAttempt", one row per commit per session:
+--     id, sessionId (FK LabSession), commitSha, deliveryId (X-GitHub-Delivery),
+--     branch (short name), authorName, authorEmail (nullable), authorLogin
+--     (nullable), changedFiles jsonb {"added": [...], "modified": [...],
+--     "removed": [...]} (exactly these keys, arrays of <= 3000 non-empty
+--     strings), pushedAt, createdAt, and the per-session hash chain chainSeq
+--     (1, 2, ...), prevHash, rowHash (computed by the BEFORE INSERT trigger of
+--     V0018; layout documented there).
+--   UNIQUE (sessionId, commitSha), UNIQUE (deliveryId, commitSha),
+--   UNIQUE (sessionId, chainSeq).
+--   Table "GitHubPushDelivery": one row per push delivery that record_push
+--     recorded (deliveryId UNIQUE, sessionId, branch, headSha, verificationJobId,
+--     createdAt). It is how a redelivery is recognised even when every commit of
+--     the push was already recorded by an earlier delivery. Append-only too.
+--   Commit SHAs: lowercase hex, 40 or 64 characters (CHECK).
+--   After a preserving rollback the archived rows of both tables
+--   (forgea_archive."LabAttempt_V0017_<time>", "GitHubPushDelivery_V0017_<time>")
+--   come back exactly, hash chain columns included, before V0018's guards and
+--   chain trigger exist: the chain is the one that was archived and
+--   verify_lab_attempt_chain() / `harness verify` pass on it. A row whose
+--   session was deleted meanwhile refuses (FM003, naming it; nothing changed).
+--
+--   the enum "VerificationJobStatus" (QUEUED, RUNNING, PASSED, FAILED,
+--   ERROR) and the table "VerificationJob": one job per commit of a session.
+--     * ("labAttemptId", "sessionId", "commitSha") references the LabAttempt
+--       with the same three values, so the job's commit and session are the
+--       attempt's, enforced by the database (the unique index
+--       "LabAttempt_id_sessionId_commitSha_key" of V0017 is its target);
+--     * UNIQUE ("labAttemptId") and UNIQUE ("sessionId", "commitSha"): one job
+--       per commit SHA within a session. Not a global unique SHA: every fork
+--       shares the lab's base commit, and one user's push of it must not block
+--       another user's verification (README);
+--     * at most one RUNNING job per session (partial unique index);
+--     * CHECKs: completedAt is set exactly when the status is terminal; a
+--       RUNNING job has a lease (owner and expiry), a QUEUED one has none;
+--       1..3 runs once started; SHA lowercase hex 40/64;
+--     * "VerificationAttempt"."verificationJobId" is tied to its job by the
+--       attempt guard of V0018 (the job must exist and have just completed with
+--       the matching result), not by a foreign key: a preserving rollback of this
+--       file archives the jobs while the append-only attempts keep their job ids,
+--       and a foreign key would make the next apply fail on them. Jobs are never
+--       deleted, so in a live database the reference always resolves;
+--       `harness verify` reports attempts whose job is only in the archive.
+--   Claim order uses "VerificationJob_queued_idx" (createdAt, id) WHERE QUEUED
+--   and "VerificationJob_sessionId_queued_idx" for "no older job of the session";
+--   lease expiry uses "VerificationJob_leaseExpiresAt_idx" WHERE RUNNING.
+--   Only the owner may write the table; forgea_app and forgea_worker go through
+--   the functions of V0019, which are the only road to PASSED.
+--   After a preserving rollback the archived jobs
+--   (forgea_archive."VerificationJob_V0017_<time>") come back exactly, before
+--   V0018's guards exist (a restored job is not a fresh QUEUED one); a job whose
+--   ledger row or session is gone refuses (FM003, naming it; nothing changed).
+--   "VerificationJob"."leaseTokenHash" bytea: SHA-256 of the lease token of the
+--   job's latest run (claim_verification_job hands the token to the worker and
+--   keeps only its hash; complete_verification_job must be shown the token).
 -- Why: CONTRACT section 4 (LabAttempt, VerificationJob). The tables are new
 --   and unused until V0019's API exists, so their indexes, CHECKs and foreign
 --   keys are created valid, in this transaction, without CONCURRENTLY.

@@ -1,30 +1,87 @@
 -- V0019__push_and_queue_api: the SQL API of sessions, pushes and the job queue
 --
--- What: the functions the app and the workers call (CONTRACT section 5), each
---   SECURITY DEFINER with a pinned search_path and EXECUTE granted only to the
---   role that needs it:
---   * verify_lab_attempt_chain(session): the rows of the hash chains that are
---     edited, missing or reordered (no rows = intact);
---   * api_bad_input(): the one way the API refuses bad input (FV001, naming the
---     function, the field and the value);
---   * create_lab_session(user, lab, fork URL, repo id, idempotency key):
---     the session on the lab's latest version and its GitHubRepoMapping,
---     atomically; the same key returns the same session;
---   * resolve_lab_session(repo id, repo URL): the active session of a
---     repository, by id first, then canonical URL;
---   * enqueue_verification_job(attempt): idempotent; NOTIFY
---     verification_job_queued with the job id;
---   * git_branch_name_valid(), record_push(delivery, repo id, repo URL, ref,
---     head, pushed at, commits): one LabAttempt per new commit in push order
---     (one INSERT ... SELECT), the head commit's job in the same transaction,
---     the audit rows (recorded, duplicate delivery, rejected); a redelivery
---     returns the existing rows;
---   * claim_verification_job(worker, lease): the next job whose session has
---     no older unfinished job and none RUNNING (SKIP LOCKED), with the lease
---     token of this run; complete_verification_job(job, worker, status, exit
---     code, logs, lease token): only the lease holder; PASSED and FAILED
---     append the VerificationAttempt, PASSED moves an active session to
---     VERIFIED_PASS; requeue_expired_verification_jobs().
+-- What: the functions the app and the workers call (CONTRACT section 5). Those
+--   that write are SECURITY DEFINER (they write tables their callers cannot),
+--   pin search_path to pg_catalog, public, pg_temp, schema-qualify every table,
+--   and are executable only by the roles named (EXECUTE revoked from PUBLIC).
+--   Bad input is refused through api_bad_input(function, field, rule, value):
+--   22023, '<function>: <field> <rule> (got <value, quoted, cut to 100
+--   characters>)', and nothing is written on any error.
+--   * verify_lab_attempt_chain(session DEFAULT NULL)        forgea_readonly, worker
+--     One row per problem of the LabAttempt hash chains (no rows = intact):
+--     'edited' (a row no longer hashes to its rowHash, its predecessor was
+--     rewritten, or it differs from its PUSH_RECORDED anchor), 'missing' (a
+--     gap in chainSeq, or an anchored row deleted: this catches deletion of the
+--     newest rows, which a chain alone cannot see), 'reordered'. Anchors:
+--     record_push writes each created row's id, chainSeq and rowHash into its
+--     append-only PUSH_RECORDED AuditLog row.
+--   * create_lab_session(user, lab, fork URL, repo id, idempotency key) -> uuid
+--                                                                   forgea_app
+--     The session (IN_PROGRESS, the lab's latest version) and its
+--     GitHubRepoMapping (canonical URL, the repository id if given, the key and
+--     a SHA-256 digest of the arguments) in one transaction. The same key with
+--     the same arguments returns the same session and creates nothing; with
+--     other arguments 22023. Concurrent calls with one key serialise on the
+--     unique indexes their inserts meet (no advisory lock a reader could hold).
+--     Bad input 22023 (NULL ids; a fork URL canonical_repo_url() rejects; a
+--     repository id outside 1 .. 2^53 - 1; a key NULL, empty, over 200
+--     characters or with control characters); another active session on the
+--     repository, or of the same user and lab, 23505; unknown user or lab 23503.
+--   * resolve_lab_session(repo id, repo URL) -> uuid    forgea_app, forgea_worker
+--     The ACTIVE session bound to the repository id, else to the canonical URL;
+--     the URL never matches a mapping bound to a different id; NULL when none,
+--     or when the id names one active session and the URL another (ambiguous:
+--     neither gets it).
+--   * enqueue_verification_job(lab attempt) -> job id              forgea_app
+--     Idempotent (concurrent calls create one job); the job takes the session's
+--     current labVersionId; an unknown attempt 22023, a session no longer
+--     active FL003. A new job sends NOTIFY verification_job_queued, '<job id>'
+--     (delivered on commit).
+--   * git_branch_name_valid(branch) and record_push(delivery id, repo id, repo
+--     URL, ref, head SHA, pushed at, commits) -> (commit_sha, lab_attempt_id,
+--     created, verification_job_id, outcome)                       forgea_app
+--     One result row per commit in push order; outcome 'recorded', 'existing'
+--     (the session had it from another delivery), 'duplicate' (a redelivery:
+--     nothing created, AuditLog PUSH_DUPLICATE_DELIVERY) or 'rejected' (no
+--     active session, a terminal one, or an ambiguous repository: nothing
+--     created, AuditLog PUSH_REJECTED with sqlstate FL003, not an exception, so
+--     the audit row survives). Validation first, all 22023 naming the field:
+--     the delivery id, the repository id (1 .. 2^53 - 1), the URL, the ref
+--     ('refs/heads/<valid branch>'), SHAs (lowercase hex 40/64), the push time
+--     (2005-04-07 .. one day after the database clock), the commits (a JSON
+--     array of at most 2048 objects and 25 MB, each with id, author, added /
+--     modified / removed lists of at most 3000 paths of at most 4096
+--     characters, an ISO 8601 timestamp; no id twice; the head among them; an
+--     empty array only for a head the session already holds). Then the
+--     session's row lock (pushes to one session run one at a time), the
+--     delivery register, one INSERT ... SELECT of the new commits in push order
+--     (chained by V0018's trigger), the repository id learned once (only when
+--     no other active session holds it), the head commit's job, the delivery
+--     row and AuditLog PUSH_RECORDED with the anchors. Callers should use READ
+--     COMMITTED (in REPEATABLE READ a concurrent duplicate fails with 23505).
+--   * claim_verification_job(worker, lease) -> the job row and "leaseToken", or
+--     no row                                                     forgea_worker
+--     The oldest QUEUED job whose session has no RUNNING and no older QUEUED job
+--     (a session's jobs run oldest first, one at a time), FOR UPDATE SKIP
+--     LOCKED so concurrent workers neither block nor collide; RUNNING, runCount
+--     + 1, the lease, startedAt on the first run, and a fresh random lease token
+--     per run whose SHA-256 it stores ("leaseTokenHash"; the token is never
+--     stored); it also keeps the token in the claiming connection's setting
+--     forgea.lease_tokens ('<job id>:<token>', the 32 newest).
+--   * complete_verification_job(job, worker, status, exit code, logs, lease
+--     token DEFAULT NULL) -> the job row                          forgea_worker
+--     Only the lease holder before the lease expires, presenting the token of
+--     the job's current run (p_lease_token, else the one its connection's claim
+--     kept): otherwise FQ002 naming the job and its run. Status PASSED, FAILED
+--     or ERROR; exit code -255 .. 255; logs a JSON object nested at most 64
+--     levels (22023). PASSED and FAILED append the VerificationAttempt (PASS /
+--     FAIL) in the same transaction; PASSED moves an IN_PROGRESS or STUCK
+--     session to VERIFIED_PASS (a DEFERRED one stays DEFERRED); ERROR never
+--     creates an attempt or a pass. Behind a pooler in transaction mode, pass
+--     p_lease_token explicitly.
+--   * requeue_expired_verification_jobs() -> jobs moved          forgea_worker
+--     RUNNING jobs whose lease expired go back to QUEUED while runs remain (at
+--     most 3), else to ERROR with a reason; requeued jobs are NOTIFYed again.
 -- Why: CONTRACT section 5. Created after the guards of V0018, so nothing can
 --   write the ledger or the queue before they are guarded.
 -- Transaction: yes.

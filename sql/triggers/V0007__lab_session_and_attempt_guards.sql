@@ -1,41 +1,69 @@
 -- V0007__lab_session_and_attempt_guards: the session state machine and identity, attempts that cannot be forged
 --
 -- What:
---   * verificationattempt_append_only / _no_truncate: UPDATE, DELETE and
---     TRUNCATE of "VerificationAttempt" refused for everyone (FA001).
+--   * verificationattempt_append_only / verificationattempt_no_truncate:
+--     UPDATE, DELETE and TRUNCATE refused for everyone, owner included (FA001).
 --   * verificationattempt_insert_guard: an attempt must come from somewhere.
---     A row without a job must be the copy of a "VerificationLog" row (same id,
---     session and commit): how V0009 migrates the legacy results. A row with a
---     job must match a job of the same session and commit that completed with
---     the same outcome (PASSED -> PASS, FAILED -> FAIL): only
---     complete_verification_job() produces it (V0019). Refusals raise FQ001.
---     Until V0017 creates "VerificationJob", a row with a job fails on the
---     missing table (42P01) instead: nothing may carry a job before jobs exist.
---   * verificationlog_frozen: INSERT into the legacy "VerificationLog" refused
---     for everyone, owner included (FA001).
---   * enforce_lab_session_status_transition() (trigger
---     labsession_lifecycle_guard, BEFORE INSERT OR UPDATE on "LabSession"),
---     the new body:
---       active:   IN_PROGRESS, STUCK, DEFERRED      terminal: VERIFIED_PASS, FAILED
---       IN_PROGRESS -> STUCK | VERIFIED_PASS | DEFERRED | FAILED
---       STUCK       -> IN_PROGRESS | VERIFIED_PASS | DEFERRED | FAILED
---       DEFERRED    -> IN_PROGRESS | FAILED
---       terminal    -> nothing                                   (FL001)
---     an insert must be IN_PROGRESS with no completedAt (FL001); entering a
---     terminal state sets completedAt to the current UTC time, which never
---     changes afterwards and stays NULL while active (FA002; a terminal session
---     whose completedAt is NULL may have it set once, for the backfill of
---     sessions that were terminal before the pack); VERIFIED_PASS needs a PASS
---     "VerificationAttempt" of the session, for every role (FL002); labId never
---     changes, labVersionId is set once (FA002).
---   * labsession_version_default (BEFORE INSERT): an insert that omits
---     "labVersionId" (the app's current Prisma client does) gets the lab's
---     latest version; a version of another lab is refused (FL004).
---   * labsession_identity_guard (BEFORE UPDATE): id, userId, labId,
---     userForkUrl, startedAt (and labVersionId once set) never change, and a
---     terminal session is frozen but for previewUrl and lastActivityAt, for
---     every role (FA002).
---   All fire ALWAYS (also under session_replication_role = replica).
+--     A row without a verification job must be the copy of a "VerificationLog"
+--     row (same id, session and commit): that is how V0009 migrates the legacy
+--     results. A row with a job may be inserted only for a job that has just
+--     reached the matching terminal status (PASSED -> PASS, FAILED -> FAIL)
+--     with the same session and commit, at most once per job (UNIQUE
+--     "verificationJobId"). A job reaches PASSED only from RUNNING, under an
+--     unexpired lease, inside complete_verification_job() (V0019), so a PASS
+--     attempt, and with it VERIFIED_PASS (FL002), is the result of a lease
+--     holder's completion. Until V0017 creates "VerificationJob" a row with a
+--     job fails on the missing table (42P01): nothing carries a job before jobs
+--     exist. Refusals raise FQ001. Privileges already keep forgea_app and
+--     forgea_worker from inserting at all; this guard stops the owner too.
+--   * verificationlog_frozen: INSERT into the legacy "VerificationLog" is
+--     refused for everyone, owner included (FA001). forgea_app keeps its
+--     INSERT privilege, so the app's current client is told why; this closes
+--     the owner's road too, which would otherwise
+--     let a new log row be "copied" into a PASS attempt.
+--   All four fire ALWAYS (also under session_replication_role = replica).
+--
+--   replaces the body of enforce_lab_session_status_transition() (trigger
+--   labsession_lifecycle_guard, BEFORE INSERT OR UPDATE on "LabSession", ALWAYS):
+--     active:   IN_PROGRESS, STUCK, DEFERRED      terminal: VERIFIED_PASS, FAILED
+--     IN_PROGRESS -> STUCK | VERIFIED_PASS | DEFERRED | FAILED
+--     STUCK       -> IN_PROGRESS | VERIFIED_PASS | DEFERRED | FAILED
+--     DEFERRED    -> IN_PROGRESS | FAILED
+--     terminal    -> nothing                        (FL001)
+--   * an insert must be IN_PROGRESS with no completedAt            (FL001)
+--   * entering a terminal state sets completedAt to the current UTC time;
+--     afterwards it never changes; while active it stays NULL     (FA002).
+--     One exception, for the backfill of sessions that were already terminal
+--     before this pack: a terminal session whose completedAt is NULL may have it
+--     set once.
+--   * VERIFIED_PASS needs a PASS "VerificationAttempt" of the session, for every
+--     role, owner included                                         (FL002)
+--   * labId never changes, labVersionId is set once (a NULL is filled by the
+--     backfill) and never changes                                  (FA002)
+--   New trigger labsession_version_default (BEFORE INSERT, ALWAYS): an insert
+--   that omits "labVersionId" (the app's current Prisma client does) gets the
+--   lab's latest version; a version of another lab is refused (FL004).
+--
+--   labsession_identity_guard (BEFORE UPDATE on "LabSession", row, ENABLE
+--   ALWAYS), function guard_lab_session_identity(). For every role, the owner
+--   and a superuser under session_replication_role = replica included:
+--     * the identity of a session never changes: "id", "userId" (who),
+--       "labId" and "labVersionId" (which lab and version; a NULL version may
+--       still be filled once, as the V0008 backfill does), "userForkUrl" (which
+--       repository) and "startedAt" (when it started)               (FA002)
+--     * a terminal session (VERIFIED_PASS, FAILED) is a closed record: apart
+--       from the activity columns "lastActivityAt" and "previewUrl", no column
+--       changes any more, including any column a later migration adds (FA002)
+--       ("status" and "completedAt" stay the lifecycle guard's: FL001 / FA002,
+--       including the one-time completedAt backfill of legacy sessions).
+--       lastActivityAt stays open because the app's transitionLabSession
+--       allows VERIFIED_PASS -> VERIFIED_PASS with data; it is activity, not
+--       evidence (completedAt is when the session ended).
+--   Every session keeps what the app does: status moves (lifecycle guard),
+--   lastActivityAt, previewUrl. The message names the session, the column and
+--   the old and new values.
+--   The trigger's name sorts before labsession_lifecycle_guard, so it fires
+--   first (PostgreSQL fires row triggers of one event in name order).
 -- Why: CONTRACT section 4 (lifecycle, completedAt, LabVersion, attempts);
 --   the guards exist before V0008 and V0009 move any data.
 -- Transaction: yes.

@@ -1,18 +1,28 @@
 -- V0015__github_repo_mapping_guards: keep GitHubRepoMapping honest
 --
 -- What:
---   * githubrepomapping_guard: only what a binding may change changes:
---     "providerRepoId" is filled in once, "active" follows the session; every
---     other column is immutable (FA002); an insert's repoUrl must be canonical.
---   * githubrepomapping_append_only / _no_truncate: DELETE and TRUNCATE
---     refused for everyone (FA001).
---   * labsession_repo_mapping_active (AFTER UPDATE OF status on "LabSession"):
---     a session that ends releases its repository (active = false).
---   * labsession_repo_mapping_autobind (constraint trigger, deferred): a
---     session inserted by the app's current client (no API call) gets its
---     mapping from its fork URL at commit.
---   lab_status_is_active(status), the one definition of "active", is V0014's.
---   All fire ALWAYS.
+--   githubrepomapping_guard (BEFORE INSERT OR UPDATE, row) ->
+--     guard_github_repo_mapping():
+--       INSERT: locks the session row (FOR SHARE, so a concurrent status change
+--         waits until this mapping is visible) and sets "sessionActive" from the
+--         session's status. Callers cannot choose the flag.
+--       UPDATE: every column is immutable (FA002) except
+--         * "providerRepoId" and "defaultBranch": NULL -> value once;
+--         * "sessionActive": may only change to mirror the session's status.
+--   githubrepomapping_append_only (BEFORE DELETE, row) and
+--   githubrepomapping_no_truncate (BEFORE TRUNCATE, statement) ->
+--     forbid_ledger_mutation() (FA001).
+--   labsession_repo_mapping_active (AFTER UPDATE OF status ON "LabSession", row)
+--     -> sync_github_repo_mapping_active(): a session entering a terminal state
+--     clears its mapping's "sessionActive", which frees the repository for a new
+--     session (the partial unique indexes only cover active rows).
+--   labsession_repo_mapping_autobind (AFTER INSERT ON "LabSession", constraint
+--     trigger, DEFERRABLE INITIALLY DEFERRED) -> autobind_github_repo_mapping():
+--     at commit, a session that has no mapping yet (inserted by the app's current
+--     client rather than create_lab_session) gets one from its userForkUrl, so a
+--     rolling deploy never leaves new sessions unbound. An unparseable URL or a
+--     repository already bound to another active session leaves the session
+--     unmapped with a WARNING; list_unmapped_lab_sessions() (V0014) reports it.
 -- Why: CONTRACT section 4 (binding; at most one active session per repository).
 -- Transaction: yes.
 -- Locks: CREATE TRIGGER takes SHARE ROW EXCLUSIVE on "GitHubRepoMapping" and

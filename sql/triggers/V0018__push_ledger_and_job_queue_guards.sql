@@ -1,22 +1,79 @@
 -- V0018__push_ledger_and_job_queue_guards: the append-only ledger, its hash chain, the job state machine
 --
 -- What:
---   * labattempt_chain_hash (BEFORE INSERT on "LabAttempt"): serialises the
---     session (lab_attempt_session_lock(): the session's row lock) and fills
---     "chainSeq", "prevHash" and "rowHash" = sha256 of the previous hash and
---     the row's fields in a fixed, versioned byte layout
---     (lab_attempt_row_hash(), which `harness verify` and harness/ledger.py
---     recompute outside the database).
---   * labattempt_append_only / _no_truncate, githubpushdelivery_append_only /
---     _no_truncate: UPDATE, DELETE and TRUNCATE refused for everyone (FA001).
---   * verificationjob_transition_guard: QUEUED -> RUNNING -> PASSED | FAILED |
---     ERROR, RUNNING -> QUEUED on an expired lease with runs left; terminal
---     jobs are immutable; commitSha, labAttemptId, sessionId and labVersionId
---     never change; no job is deleted (FQ002 and friends, docs/app.md).
---     verificationjob_no_truncate refuses TRUNCATE.
---   * auditlog_webhook_guard: only record_push writes the push ledger's audit
---     rows (actions push.*).
---   All fire ALWAYS.
+--   labattempt_append_only / githubpushdelivery_append_only (BEFORE UPDATE OR
+--   DELETE, row) and labattempt_no_truncate / githubpushdelivery_no_truncate
+--   (BEFORE TRUNCATE, statement) -> forbid_ledger_mutation() (FA001), for every
+--   role including the owner.
+--   labattempt_chain_hash (BEFORE INSERT, row) -> lab_attempt_chain_hash():
+--   serialises the session through lab_attempt_session_lock(), a row lock on
+--   the session (SELECT ... FOR NO KEY UPDATE; re-entrant in a transaction;
+--   pushes to one session queue up, pushes to different sessions do not wait on
+--   each other; a role that can only read cannot take it, unlike an advisory
+--   lock any login could hold), then sets, whatever the caller supplied:
+--     chainSeq = previous chainSeq of the session + 1 (1 for the first row)
+--     prevHash = previous row's rowHash (genesis: 32 zero bytes)
+--     rowHash  = lab_attempt_row_hash(NEW)
+--   createdAt defaults to the UTC time of the transaction. UNIQUE (sessionId,
+--   chainSeq) backs the lock: a caller in REPEATABLE READ/SERIALIZABLE whose
+--   snapshot misses a concurrent row gets 23505 instead of a forked chain.
+--   All triggers ENABLE ALWAYS (they fire under session_replication_role =
+--   replica too). A restore with pg_dump must use --disable-triggers (superuser)
+--   and then run verify_lab_attempt_chain(); otherwise rows would be re-chained.
+--
+-- Canonical byte layout (version 1) hashed into rowHash, for auditors:
+--   rowHash = SHA-256( UTF-8 bytes of F1 || F2 || ... || F16 ), where every field
+--   is a netstring  <decimal byte length of the UTF-8 value>:<value>,  and a NULL
+--   is the two bytes  -,  (a netstring always starts with a digit, so the
+--   encoding is unambiguous). Fields in order:
+--     F1  the literal  forgea.LabAttempt.v1
+--     F2  prevHash as 64 lowercase hex digits (genesis: 64 zeros)
+--     F3  id, canonical lowercase uuid text (8-4-4-4-12)
+--     F4  sessionId, same form
+--     F5  commitSha      F6  deliveryId      F7  branch
+--     F8  authorName     F9  authorEmail (NULL -> -,)   F10 authorLogin (NULL -> -,)
+--     F11 changedFiles.added, F12 .modified, F13 .removed: each list is the
+--         netstring of its element count in decimal followed by one netstring
+--         per path, in array order (empty list:  1:0, )
+--     F14 pushedAt and F15 createdAt: UTC, 'YYYY-MM-DDTHH:MM:SS.mmmZ'
+--         (exactly three fractional digits)
+--     F16 the literal  end
+--   chainSeq is not hashed: the order of a session's chain is fixed by the
+--   prevHash links (chainSeq is a dense index that makes reordering visible).
+--   Example: the empty list encodes as "1:0,", the author login NULL as "-,".
+--
+--   * verificationjob_transition_guard (BEFORE INSERT OR UPDATE OR DELETE on
+--     "VerificationJob", ALWAYS), function verification_job_transition_guard():
+--       INSERT  only as a fresh QUEUED job (no runs, lease, result or times) on
+--               the session's current version                      (FQ001)
+--       DELETE  never                                              (FA001)
+--       id, labAttemptId, sessionId, commitSha, labVersionId and createdAt
+--               never change                                       (FA002)
+--       moves   QUEUED -> RUNNING          (one more run, a lease)
+--               RUNNING -> PASSED | FAILED | ERROR   inside
+--                          complete_verification_job() (which marks the job
+--                          it completes in the transaction-local setting
+--                          forgea.completing_job after checking the caller
+--                          holds the lease), before the lease expires
+--               RUNNING -> ERROR           (lease expired after the 3rd run)
+--               RUNNING -> QUEUED          (lease expired, runs remain)
+--               terminal -> nothing; anything else                 (FQ001)
+--   * verificationjob_no_truncate: TRUNCATE refused (FA001), ALWAYS.
+--   Trust boundary, stated plainly: only the owner can write these tables at all
+--   (GRANTs), and the API functions check who holds the lease. A plain UPDATE by
+--   the owner is refused; an owner who deliberately imitates the API (sets the
+--   marker) or disables the triggers can forge anything, as a table owner always
+--   can in PostgreSQL. The owner's credentials belong to the DBAs, and `harness
+--   verify` re-checks every invariant.
+--
+--   auditlog_webhook_guard (BEFORE INSERT on "AuditLog", ALWAYS), function
+--   audit_log_webhook_guard(): an AuditLog row whose action is one of the
+--   push ledger's (PUSH_RECORDED, PUSH_DUPLICATE_DELIVERY, PUSH_REJECTED), by
+--   whatever actorId, may be inserted only by the owner of "AuditLog", which
+--   is who record_push (SECURITY DEFINER) runs as; anyone else gets 42501,
+--   naming the action. Every other audit row is unaffected, including the
+--   rows the app's current webhook route writes with actorId
+--   'github-webhook' (LAB_VERIFY_ATTEMPT, LAB_STATUS_TRANSITION).
 -- Why: CONTRACT section 4 (tamper evidence; job moves; audit).
 -- Transaction: yes.
 -- Locks: CREATE TRIGGER takes SHARE ROW EXCLUSIVE for an instant on the new
