@@ -149,7 +149,7 @@ def test_legacy_bookkeeping_in_public_is_read_then_moved_by_apply(baseline_db, s
     rep = V.verify(dsn, sql_root=sql_root, require_complete=False)
     assert rep.by_name("migration_chain").status != "fail", V.render_table(rep)
 
-    p = harness_cli("apply", "--target", dsn, "--to", "V0002", sql_root=sql_root)
+    p = harness_cli("apply", "--target", dsn, "--to", "V0004", sql_root=sql_root)
     assert p.returncode == 0, p.stderr
     assert "moved the harness bookkeeping from schema public to schema harness" in p.stderr
     assert bookkeeping_in(conn, "public") == set()
@@ -157,7 +157,7 @@ def test_legacy_bookkeeping_in_public_is_read_then_moved_by_apply(baseline_db, s
     after = applied(dsn, sql_root)
     assert after[:2] == before          # same ids, checksums, applied_at, adopted
     assert [a[0] for a in after[2:]] == ["V0003__legacy_append_only_hardening",
-                                        "V0002__roles_and_archive"]
+                                        "V0004__lab_version"]
     moved = counts(conn, SCHEMA)
     assert moved["_yoyo_log"] == legacy_counts["_yoyo_log"] + 2
     assert moved["_yoyo_version"] == legacy_counts["_yoyo_version"] == 1
@@ -238,7 +238,7 @@ def test_owner_without_create_on_the_database_is_refused_clearly(empty_db, sql_r
     su.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
         sql.Identifier(empty_db.name), sql.Identifier("postgres")))
     su.execute("GRANT USAGE, CREATE ON SCHEMA public TO forgea_owner")
-    p = harness_cli("apply", "--target", empty_db.dsn(), "--to", "V0002", sql_root=sql_root)
+    p = harness_cli("apply", "--target", empty_db.dsn(), "--to", "V0001", sql_root=sql_root)
     assert p.returncode == 3, p.stderr
     assert "CREATE privilege on database" in p.stderr
     assert f'GRANT CREATE ON DATABASE "{empty_db.name}" TO "forgea_owner"' in p.stderr
@@ -249,8 +249,8 @@ def test_owner_without_create_on_the_database_is_refused_clearly(empty_db, sql_r
     # a DBA creates the schema for the migration role: it is used as it is
     su.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION forgea_owner").format(
         sql.Identifier(SCHEMA)))
-    assert A.apply(empty_db.dsn(), to="V0002", sql_root=sql_root).applied == [
-        "V0001__baseline", "V0002__roles_and_archive"]
+    assert A.apply(empty_db.dsn(), to="V0001", sql_root=sql_root).applied == [
+        "V0001__baseline"]
     assert bookkeeping_in(conn, SCHEMA) == NAMES and bookkeeping_in(conn, "public") == set()
 
 

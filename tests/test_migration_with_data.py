@@ -490,7 +490,7 @@ def test_rollback_refuses_a_non_legacy_attempt_and_preserves_it(migrated):
     happly.rollback(m.dsn, to="V0006__lab_session_columns_and_verification_attempt", preserve=True, sql_root=m.sql_root)
     rows_mid = snapshot_rows(m.owner)
     msg = _harness_error(
-        lambda: happly.rollback(m.dsn, to="V0006__lab_session_columns_and_verification_attempt",
+        lambda: happly.rollback(m.dsn, to="V0005__lab_version_guards",
                                 sql_root=m.sql_root), "FM002")
     assert str(attempt_id) in msg
     assert _applied(m.dsn, m.sql_root)[-1] == "V0006__lab_session_columns_and_verification_attempt"

@@ -162,7 +162,7 @@ def test_preserving_rollback_then_apply_gives_back_every_row_exactly(prod_db, sq
     assert {r[0].rsplit("_", 2)[0] for r in comments} == {
         "LabVersion", "LabSession_version_columns", "VerificationAttempt",
         "GitHubRepoMapping", "LabAttempt", "GitHubPushDelivery", "VerificationJob",
-        "VerificationJob_lease_token", "LedgerCheckpoint"}
+        "LedgerCheckpoint"}
     assert all(c.startswith("restored by V") for _, c in comments), comments
 
     # the forged-PASS scenario: the legacy copy still FAIL, the real attempt PASS
@@ -218,7 +218,7 @@ def test_apply_refuses_an_archived_binding_whose_session_ended_while_rolled_back
     # the archived binding (sessionActive) now contradicts it
     owner.execute("""UPDATE "LabSession" SET "status" = 'VERIFIED_PASS' WHERE "id" = %s""",
                   (sid,))
-    A.apply(dsn, to="V0014__github_repo_mapping", sql_root=sql_root)
+    A.apply(dsn, to="V0013__lab_session_one_active", sql_root=sql_root)
     at, before, archives = _applied(dsn, sql_root), _snapshot(owner), _archive_state(owner)
 
     with pytest.raises(HarnessError) as exc:

@@ -17,6 +17,7 @@ import pytest
 
 from harness import apply as A
 from harness.errors import RollbackRefused
+from tests.chain_ids import version_of
 from tests.builders import add_lab, add_user, commit, create_session, push, sha
 from tests.helpers import digests, raises_sqlstate
 
@@ -425,10 +426,10 @@ def test_rollback_refuses_then_preserves_ledger_rows(db, sql_root):
     # the mapping: refused, then archived
     mbefore = digests(owner, ("GitHubRepoMapping",))
     with pytest.raises(RollbackRefused) as exc:
-        A.rollback(dsn, to="V0014__github_repo_mapping", sql_root=sql_root)
+        A.rollback(dsn, to="V0013__lab_session_one_active", sql_root=sql_root)
     assert exc.value.sqlstate == "FM002"
     assert digests(owner, ("GitHubRepoMapping",)) == mbefore
-    A.rollback(dsn, to="V0014__github_repo_mapping", preserve=True, sql_root=sql_root)
+    A.rollback(dsn, to="V0013__lab_session_one_active", preserve=True, sql_root=sql_root)
     assert owner.execute("SELECT to_regclass('public.\"GitHubRepoMapping\"')").fetchone()[0] is None
 
     # and forward again: the archived binding and ledger rows come back exactly
@@ -453,7 +454,7 @@ def test_rollback_of_empty_ledger_restores_previous_schema(db, sql_root):
     from harness import catalog
 
     dsn = db.dsn("owner")
-    below = [m for m in _applied(dsn) if int(m[1:5]) < 20][-1]
+    below = [m for m in _applied(dsn) if m[:5] < version_of("canonical_url")][-1]
     A.rollback(dsn, to=below, sql_root=sql_root)
     owner = db.connect("owner")
     before = catalog.snapshot(owner)
