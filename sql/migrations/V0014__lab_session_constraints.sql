@@ -1,4 +1,5 @@
 -- V0014__lab_session_constraints: pre-flight, then lifecycle constraints NOT VALID
+-- harness: precondition session_lifecycle_columns
 --
 -- What: a pre-flight check, then two CHECK constraints added NOT VALID (checked
 --   for every new or updated row at once, validated for old rows by V0015):

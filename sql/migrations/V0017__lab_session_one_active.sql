@@ -1,5 +1,6 @@
 -- V0017__lab_session_one_active: at most one active session per user and lab
 -- harness: no-transaction
+-- harness: precondition one_active_session
 --
 -- What: a pre-flight check, then the partial unique index
 --   "LabSession_userId_labId_active_key" on ("userId", "labId") WHERE the status

@@ -1,4 +1,6 @@
 -- V0021__github_repo_mapping: the explicit repository -> LabSession binding (F6)
+-- harness: precondition shared_active_fork_url
+-- harness: precondition unparseable_fork_url
 --
 -- What: table "GitHubRepoMapping", one row per LabSession (UNIQUE sessionId):
 --     id uuid, sessionId (FK LabSession), provider ('github'), providerRepoId

@@ -1,4 +1,6 @@
 -- V0057__restorable_timestamps: the timestamps forgea_app writes stay restorable
+-- harness: precondition restorable_timestamps
+-- harness: precondition restorable_timestamps_verification_token
 --
 -- What: a pre-flight, then CHECK constraints added NOT VALID (checked for every
 --   new or updated row at once, validated for old rows by V0058) on every
