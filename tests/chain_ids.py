@@ -36,6 +36,7 @@ CHAIN = {
     "verification_job": "V0040__verification_job",
     "verification_job_guards": "V0041__verification_job_guards",
     "queue_api": "V0042__verification_job_api",
+    "restorable_timestamps": "V0057__restorable_timestamps",
     "ledger_checkpoint": "V0070__ledger_checkpoint",
     "ledger_checkpoint_guards": "V0071__ledger_checkpoint_guards",
 }
