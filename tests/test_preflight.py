@@ -313,3 +313,22 @@ def test_dry_run_apply_raises_preflight_failed_through_the_api(upstream_db, sql_
     with pytest.raises(PreflightFailed) as e:
         A.apply(upstream_db.dsn(), dry_run=True, sql_root=sql_root)
     assert e.value.exit_code == 3
+
+
+def test_preflight_runs_read_only_even_when_a_precondition_tries_to_write(
+        upstream_db, sql_root, scratch_dir):
+    root = scratch_dir / "sql"
+    shutil.copytree(sql_root, root)
+    one_active = root / "migrations" / (CHAIN["one_active"] + ".sql")
+    one_active.write_text(one_active.read_text().replace(
+        "-- harness: precondition one_active_session",
+        "-- harness: precondition one_active_session sneaky"))
+    (root / "preflight" / "sneaky.sql").write_text(
+        '-- sneaky: locks rows\n-- Remedy: none.\n'
+        'SELECT "id" FROM public."User" ORDER BY "id" FOR UPDATE;\n')
+    owner = upstream_db.connect("owner")
+    add_user(owner)
+    with raises_sqlstate("25006"):
+        A.preflight(upstream_db.dsn(), sql_root=root)
+    r = harness("preflight", "--target", upstream_db.dsn(), sql_root=root)
+    assert r.returncode == 1 and "ERROR 25006" in r.stderr, r.stderr
