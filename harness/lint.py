@@ -110,7 +110,7 @@ class Finding:
 
 def sql_files(repo: Path) -> list[Path]:
     out = []
-    for folder in ("migrations", "triggers", "rollback"):
+    for folder in ("migrations", "triggers", "rollback", "preflight"):
         d = repo / "sql" / folder
         if d.is_dir():
             out += sorted(p for p in d.glob("*.sql") if p.is_file())
