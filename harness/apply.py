@@ -33,6 +33,14 @@ A run of several files
 
 Nothing is created in the database before the lock is held, the chain has been
 checked, drift has been ruled out and adoption has been decided.
+
+The pre-flight (:mod:`harness.preflight`) runs first in ``plan``, ``apply
+--dry-run`` and ``apply``: every data pre-condition of every pending file, in
+one READ ONLY transaction, so an apply on data a file would refuse stops before
+anything commits (exit 3). A pre-condition deferred by it (its query needs
+objects an earlier pending file creates) is evaluated right before its file.
+A rollback that would undo the file adding FAILED while sessions are FAILED is
+refused up front, dry run included.
 """
 
 from __future__ import annotations
@@ -54,12 +62,14 @@ from .chain_state import (compute_status, refuse_if_unsafe, refuse_prerelease,
                           refuse_rollback_drift,
                           select_pending, status)
 from .dsn import DEFAULT_LOCK_TIMEOUT, connect, redact
-from .errors import (AdoptionMismatch, HarnessError, LockNotGranted, PreflightRefused,
-                     RefusedError, RollbackRefused, UsageError)
+from .errors import (AdoptionMismatch, HarnessError, LockNotGranted, PreflightFailed,
+                     PreflightRefused, RefusedError, RollbackRefused, UsageError)
 from .lock_retry import (DEFAULT_CONCURRENT_LOCK_TIMEOUT, MAX_LOCK_RETRIES,
                          RETRY_BASE_DELAY, RETRY_MAX_DELAY, LockRetry)
 from .migration_lock import LOCK_KEY
-from .plan_sql import plan, plan_sql
+from . import preflight as PF
+from .plan_sql import plan as _plan
+from .plan_sql import plan_sql
 from .probe import probe_rollback
 from .runner import FileRunner, split_statements
 from .session import MigrationSession, progress_bar
@@ -67,6 +77,7 @@ from .session import MigrationSession, progress_bar
 #: names the CLI, the other modules and the tests use from here
 __all__ = [
     "ApplyResult", "RollbackResult", "apply", "rollback", "status", "plan", "plan_sql",
+    "preflight",
     "progress_bar", "split_statements", "connect", "redact", "find", "load_chain",
     "UsageError", "LockRetry", "LOCK_KEY", "BOOKKEEPING_SCHEMA", "BOOKKEEPING_TABLES",
     "HARNESS_TABLE", "LEGACY_SCHEMA", "MIGRATION_TABLE", "bk", "bookkeeping_schema",
@@ -131,7 +142,8 @@ def _session(target_dsn: str, policy: LockRetry, statement_timeout, progress, er
 
 def _execute(sess: MigrationSession, files, steps: list[Step], direction: str,
              record: dict[str, list[str]], *, preserve: bool,
-             probe_passed: bool = False) -> None:
+             probe_passed: bool = False,
+             before_apply: Callable[[MigrationFile], None] | None = None) -> None:
     """Run ``steps`` in order through the one file runner; a step whose ``op`` is
     in ``record`` is appended to that list once it committed. A step that fails
     stops the run: the error is told by :func:`_stopped`."""
@@ -145,6 +157,8 @@ def _execute(sess: MigrationSession, files, steps: list[Step], direction: str,
             if step.op == "adopt":
                 runner.adopt(step.file)
             else:
+                if step.op == "apply" and before_apply is not None:
+                    before_apply(step.file)
                 runner.run(step.file, step.op, preserve=preserve)
             if step.op in record:
                 record[step.op].append(step.file.id)
@@ -213,7 +227,7 @@ def _stopped(sess: MigrationSession, files, e: HarnessError, direction: str, don
     if sqlstate == "FM001" and not isinstance(e, RefusedError):
         return PreflightRefused(f"{stop}: {message}", sqlstate=sqlstate,
                                 file=getattr(e, "file", None), details=details + summary)
-    if isinstance(e, LockNotGranted):
+    if isinstance(e, (LockNotGranted, PreflightFailed)):
         e.message = f"{stop}: {message}"
     else:
         e.message = message
@@ -290,21 +304,53 @@ def apply(target_dsn: str, to: str | None = None, *, dry_run: bool = False,
           lock_timeout: str = DEFAULT_LOCK_TIMEOUT, statement_timeout: str = "0",
           progress: Progress | None = None, lock_wait: float = 30.0, err=None,
           lock_retries: int | None = None, retry_max_delay: float | None = None,
-          concurrent_lock_timeout: str = DEFAULT_CONCURRENT_LOCK_TIMEOUT) -> ApplyResult:
-    """Apply pending migrations (through ``to`` when given). See the module docstring."""
+          concurrent_lock_timeout: str = DEFAULT_CONCURRENT_LOCK_TIMEOUT,
+          preflight_limit: int = PF.DEFAULT_LIMIT) -> ApplyResult:
+    """Apply pending migrations (through ``to`` when given), the pre-flight first.
+    See the module docstring."""
     files = load_chain(sql_root)
     result = ApplyResult(target=redact(target_dsn), dry_run=dry_run)
     policy = LockRetry.from_options(lock_timeout, lock_retries, retry_max_delay,
                                     concurrent_lock_timeout)
+    report = PF.run(target_dsn, sql_root=sql_root, to=to, files=files,
+                    limit=preflight_limit)
     if dry_run:
-        return _apply_dry_run(target_dsn, files, to, result, lock_timeout, statement_timeout)
+        _apply_dry_run(target_dsn, files, to, result, lock_timeout, statement_timeout)
+        PF.refuse(report, what="apply --dry-run: the real apply would be")
+        return result
+    PF.refuse(report)
+    deferred = {o.name for o in report.outcomes if o.state == "deferred"}
+
+    def before_apply(f: MigrationFile) -> None:
+        PF.check_before(target_dsn, f, deferred, sql_root=sql_root, limit=preflight_limit)
+
     with _session(target_dsn, policy, statement_timeout, progress, err, lock_wait) as sess:
         steps = _apply_steps(sess, files, compute_status(files, read_state(sess.conn), None),
                              to)
         sess.bookkeeping.ensure()   # creates it, or moves an earlier harness's out of public
         _execute(sess, files, steps, "apply",
-                 {"adopt": result.adopted, "apply": result.applied}, preserve=preserve)
+                 {"adopt": result.adopted, "apply": result.applied}, preserve=preserve,
+                 before_apply=before_apply if deferred else None)
     return result
+
+
+# ---------------------------------------------------------------------------
+# plan and preflight
+
+def preflight(target_dsn: str, *, sql_root: Path | None = None, to: str | None = None,
+              limit: int = PF.DEFAULT_LIMIT) -> PF.Report:
+    """The pre-flight alone (read-only): see :mod:`harness.preflight`."""
+    return PF.run(target_dsn, sql_root=sql_root, to=to, limit=limit)
+
+
+def plan(target_dsn: str, sql_root: Path | None = None, to: str | None = None,
+         limit: int = PF.DEFAULT_LIMIT) -> dict:
+    """What apply would do (read-only), with the pre-flight's report (``preflight``)
+    and the pending file that adds FAILED, if any (``failed_door``)."""
+    p = _plan(target_dsn, sql_root=sql_root, to=to)
+    p["preflight"] = PF.run(target_dsn, sql_root=sql_root, to=to, limit=limit)
+    p["failed_door"] = p["preflight"].failed_door
+    return p
 
 
 # ---------------------------------------------------------------------------
@@ -355,8 +401,8 @@ def rollback(target_dsn: str, *, to: str | None = None, steps: int | None = None
              progress: Progress | None = None, lock_wait: float = 30.0,
              dry_run: bool = False, err=None, lock_retries: int | None = None,
              retry_max_delay: float | None = None,
-             concurrent_lock_timeout: str = DEFAULT_CONCURRENT_LOCK_TIMEOUT
-             ) -> RollbackResult:
+             concurrent_lock_timeout: str = DEFAULT_CONCURRENT_LOCK_TIMEOUT,
+             failed_limit: int = PF.DEFAULT_LIMIT) -> RollbackResult:
     """Roll back to ``to`` (it stays applied) or the ``steps`` newest migrations."""
     if (to is None) == (steps is None):
         raise UsageError("rollback needs exactly one of --to VERSION or --steps N")
@@ -373,6 +419,7 @@ def rollback(target_dsn: str, *, to: str | None = None, steps: int | None = None
         st = compute_status(files, state, None)
         victims, incomplete = _rollback_victims(files, state, st, to, steps)
         refuse_rollback_drift(st, victims)
+        PF.refuse_rollback_below_failed_door(sess.conn, files, victims, limit=failed_limit)
         if dry_run:
             result.planned = victims
             return result

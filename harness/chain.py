@@ -10,7 +10,9 @@ Header directives are comment lines of the leading comment block of the form
 * ``no-transaction`` -- run statement by statement in autocommit mode;
 * ``baseline`` -- the adoptable production baseline (V0001 only);
 * ``public-function NAME reason`` -- (lint) a function deliberately left
-  executable by PUBLIC.
+  executable by PUBLIC;
+* ``precondition NAME [NAME...]`` -- the file needs the data pre-condition
+  ``sql/preflight/NAME.sql`` (:mod:`harness.preflight` runs it before apply).
 
 Checksums are the sha256 of the file's bytes.
 """
@@ -29,7 +31,7 @@ FILE_RE = re.compile(r"^V(?P<version>\d{4})__(?P<name>[A-Za-z0-9_]+)\.sql$")
 DIRECTIVE_RE = re.compile(r"^\s*--\s*harness:\s*(?P<name>[a-z][a-z0-9-]*)\s*(?P<args>.*?)\s*$")
 VERSIONED_DIRS = ("migrations", "triggers")
 ROLLBACK_DIR = "rollback"
-KNOWN_DIRECTIVES = {"no-transaction", "baseline", "public-function"}
+KNOWN_DIRECTIVES = {"no-transaction", "baseline", "public-function", "precondition"}
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,12 @@ class MigrationFile:
     @property
     def baseline(self) -> bool:
         return any(d.name == "baseline" for d in self.directives)
+
+    @property
+    def preconditions(self) -> tuple[str, ...]:
+        """The data pre-conditions it needs (``-- harness: precondition NAME``)."""
+        return tuple(n for d in self.directives if d.name == "precondition"
+                     for n in d.args.split())
 
     def relpath(self, root: Path | None = None) -> str:
         return _rel(self.path, root)

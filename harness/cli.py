@@ -256,28 +256,82 @@ def status(target, as_json):
     run(go)
 
 
+PREFLIGHT_EPILOG = """\b
+Exit codes of preflight:
+  0  every pre-condition that could be evaluated holds (deferred and
+     unchecked ones are listed; warnings never fail)
+  1  a database error
+  2  usage error
+  3  a pre-condition of a pending file does not hold: its rows are listed
+  4  the PostgreSQL server could not be started or reached
+"""
+
+
+def _limit_option(fn):
+    return click.option("--limit", default=20, show_default=True, type=click.IntRange(min=0),
+                        help="rows shown per failed pre-condition (the total is always "
+                             "given)")(fn)
+
+
+@cli.command(epilog=PREFLIGHT_EPILOG)
+@click.option("--target", metavar="DSN", help=TARGET_HELP)
+@click.option("--to", "to", metavar="VERSION", help="check the files up to and including VERSION")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@_limit_option
+def preflight(target, to, as_json, limit):
+    """Every data pre-condition of every pending file, read-only (sql/preflight/).
+
+    \b
+    One READ ONLY transaction, rolled back; any role that can read the
+    tables will do (forgea_readonly, plus SELECT on the harness bookkeeping).
+    plan, apply --dry-run and apply run it first.
+    """
+    from . import apply as A
+    from . import preflight as PF
+    from .errors import EXIT_REFUSED
+
+    def go():
+        r = A.preflight(resolve_target(target), sql_root=_sql_root(), to=to, limit=limit)
+        if as_json:
+            click.echo(json.dumps(r.as_dict(), indent=2, default=str))
+        else:
+            click.echo(f"pre-flight of {len(r.pending)} pending file(s) against {r.target}")
+            for line in PF.render(r):
+                click.echo(line)
+            click.echo("pre-flight: " + ("ok" if r.ok else
+                                         f"{len(r.failures)} pre-condition(s) do not hold"))
+        sys.exit(EXIT_OK if r.ok else EXIT_REFUSED)
+    run(go)
+
+
 @cli.command(epilog=EPILOG)
 @click.option("--target", metavar="DSN", help=TARGET_HELP)
 @click.option("--to", "to", metavar="VERSION", help="plan up to and including VERSION")
 @click.option("--sql", "as_sql", is_flag=True,
               help="print the exact SQL (one psql script) that apply would run")
-def plan(target, to, as_sql):
-    """Pending migrations; with --sql the script a DBA can review or run with psql."""
+@_limit_option
+def plan(target, to, as_sql, limit):
+    """Pending migrations and their pre-flight; with --sql the script a DBA can
+    review or run with psql. Exits 3 when a pre-condition does not hold."""
     from . import apply as A
+    from . import preflight as PF
 
     def go():
         dsn = resolve_target(target)
-        p = A.plan(dsn, sql_root=_sql_root(), to=to)
+        p = A.plan(dsn, sql_root=_sql_root(), to=to, limit=limit)
         if as_sql:
             click.echo(A.plan_sql(p), nl=False)
-            return
-        click.echo(f"target: {p['target']}")
-        if not p["pending"]:
-            click.echo("nothing pending")
-        for f in p["pending"]:
-            what = "adopt" if (f.baseline and p["adopt_baseline"]) else "apply"
-            extra = " [no-transaction]" if f.no_transaction else ""
-            click.echo(f"  {what} {f.id}  ({f.relpath()}){extra}")
+        else:
+            click.echo(f"target: {p['target']}")
+            if not p["pending"]:
+                click.echo("nothing pending")
+            for f in p["pending"]:
+                what = "adopt" if (f.baseline and p["adopt_baseline"]) else "apply"
+                extra = " [no-transaction]" if f.no_transaction else ""
+                click.echo(f"  {what} {f.id}  ({f.relpath()}){extra}")
+            if p["failed_door"]:
+                click.echo(PF.door_note(p["failed_door"]))
+        PF.refuse(p["preflight"], what="apply would be")
     run(go)
 
 

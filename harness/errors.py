@@ -26,6 +26,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_USAGE: "usage error (bad option, unknown version)",
     EXIT_REFUSED: "refused, or stopped cleanly at a recorded version: drift (apply and "
                   "rollback), adoption mismatch, another run holds the migration lock, "
+                  "a data pre-condition of a pending file that does not hold (preflight), "
                   "a pre-flight (FM001) or rollback (FM002) refusal in the probe or the "
                   "real run, locks not granted within the retry budget; the message "
                   "names the version the database is at and what this run committed",
@@ -109,6 +110,12 @@ class PreflightRefused(MigrationFailed):
     recorded version before that file changed anything."""
 
     exit_code = EXIT_REFUSED
+
+
+class PreflightFailed(RefusedError):
+    """A data pre-condition of a pending file does not hold (``harness preflight``,
+    run first by plan, apply --dry-run and apply): refused before anything changed,
+    or, for one evaluated right before its file, before that file changed anything."""
 
 
 class LockNotGranted(MigrationFailed):

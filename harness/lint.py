@@ -17,6 +17,9 @@ The pack's own rules
                           ``-- harness: public-function NAME reason``
     no-transaction-idempotent  ``CREATE INDEX CONCURRENTLY`` in a no-transaction file
                           uses ``IF NOT EXISTS`` (the file may be re-run)
+    precondition-*        every ``-- harness: precondition NAME`` has its
+                          ``sql/preflight/NAME.sql``; every such file is needed by a
+                          versioned file, holds one ordered SELECT and says its remedy
 
 squawk exclusions live in :data:`SQUAWK_EXCLUSIONS` below, each with its reason
 (by path pattern, never blanket without a reason); sqlfluff's in ``.sqlfluff``.
@@ -107,7 +110,7 @@ class Finding:
 
 def sql_files(repo: Path) -> list[Path]:
     out = []
-    for folder in ("migrations", "triggers", "rollback"):
+    for folder in ("migrations", "triggers", "rollback", "preflight"):
         d = repo / "sql" / folder
         if d.is_dir():
             out += sorted(p for p in d.glob("*.sql") if p.is_file())
@@ -218,6 +221,8 @@ def own_rules(repo: Path) -> list[Finding]:
     """The pack's own rules over every SQL file (the chain's problems included)."""
     findings: list[Finding] = []
     _files, problems = scan(repo / "sql")
+    from .preflight import lint_problems
+    problems += lint_problems(repo / "sql", _files)
     for p in problems:
         findings.append(Finding(p.file, p.line, p.rule, p.message))
 

@@ -6,11 +6,17 @@ builders (ids, sha, users, labs, sessions, pushes, jobs) are in tests/builders.p
 - ``table_digest(conn, table)``: (row count, md5 of every row in id order), to
   prove that an attack changed nothing.
 - ``digests(conn, tables)``: the same for several tables at once.
+- ``tree_without_preconditions(sql_root, dest)``: a copy of the sql/ tree whose
+  files declare no data pre-condition, so that apply reaches the files' own
+  in-file checks (FM001), the last line of defence behind the pre-flight.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
+import shutil
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -56,3 +62,18 @@ def digests(conn: psycopg.Connection, tables=LEDGER_TABLES) -> dict[str, tuple[i
         )
     }
     return {t: table_digest(conn, t) for t in tables if t in present}
+
+
+def tree_without_preconditions(sql_root: Path, dest: Path) -> Path:
+    """A copy of ``sql_root`` under ``dest`` without any ``-- harness: precondition``
+    line (and without sql/preflight/): the pre-flight checks nothing, so a run
+    meets the files' own FM001 checks. Files without such a line keep their bytes
+    (and their checksums)."""
+    root = Path(dest) / "sql"
+    shutil.copytree(sql_root, root, ignore=shutil.ignore_patterns("preflight"))
+    for f in list(root.glob("migrations/*.sql")) + list(root.glob("triggers/*.sql")):
+        text = f.read_text(encoding="utf-8")
+        stripped = re.sub(r"^-- harness: precondition .*\n", "", text, flags=re.M)
+        if stripped != text:
+            f.write_text(stripped, encoding="utf-8")
+    return root

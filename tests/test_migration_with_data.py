@@ -23,7 +23,7 @@ from tests.builders import (
     add_user_and_labs, claim_and_complete, create_session, ids, push_head_job, session_row,
     sha,
 )
-from tests.helpers import raises_sqlstate
+from tests.helpers import raises_sqlstate, tree_without_preconditions
 from tests.prodlike import (
     HUGE_TEXT,
     LOG_KINDS,
@@ -265,7 +265,11 @@ def test_the_migrated_database_is_fully_applied(migrated):
 # ------------------------------------------------------------------ pre-flight checks
 
 
-def test_preflight_two_active_sessions_for_one_user_and_lab_stops_before_the_one_active_index(baseline_db, sql_root):
+def test_preflight_two_active_sessions_for_one_user_and_lab_stops_before_the_one_active_index(
+        baseline_db, sql_root, scratch_dir):
+    """The in-file check, the last line of defence behind the pre-flight (whose
+    own test is tests/test_preflight.py): a tree without pre-conditions."""
+    sql_root = tree_without_preconditions(sql_root, scratch_dir)
     owner = baseline_db.connect("owner")
     seed = seed_production_like(owner)
     user, lab = seed["free_pairs"][0]
@@ -296,8 +300,11 @@ def test_preflight_two_active_sessions_for_one_user_and_lab_stops_before_the_one
     assert st["pending"] == []
 
 
-def test_preflight_session_without_lab_version_stops_before_the_session_constraints(baseline_db, sql_root):
-    """A lab created between V0004 and V0005 has no version: V0010 names its session."""
+def test_preflight_session_without_lab_version_stops_before_the_session_constraints(
+        baseline_db, sql_root, scratch_dir):
+    """A lab created between V0004 and V0005 has no version: V0010 names its session
+    (its in-file check: a tree without pre-conditions)."""
+    sql_root = tree_without_preconditions(sql_root, scratch_dir)
     owner = baseline_db.connect("owner")
     seed_production_like(owner)
     dsn = baseline_db.dsn("owner")

@@ -27,6 +27,7 @@ from harness import apply as A
 from harness import verify as V
 from harness.errors import LockNotGranted
 from tests.builders import add_lab, add_user
+from tests.helpers import tree_without_preconditions
 
 REPO = Path(__file__).resolve().parent.parent
 V0003 = "V0003__legacy_append_only_hardening"
@@ -129,10 +130,14 @@ def test_rollback_overtaken_by_the_app_stops_at_a_recorded_version_and_exits_3(
     assert rep.ok, V.render_table(rep)
 
 
-def test_preflight_refusal_in_the_real_run_exits_3_and_names_the_stop(baseline_db, sql_root):
-    """V0013's pre-flight refuses (two active sessions for one user and lab) after
-    V0003..V0012 were applied by the same run: exit 3, `apply stopped at V0012`, the
-    files it applied listed, and the file's "Nothing was changed" narrowed to V0013."""
+def test_preflight_refusal_in_the_real_run_exits_3_and_names_the_stop(baseline_db, sql_root,
+                                                                      scratch_dir):
+    """V0013's in-file pre-flight refuses (two active sessions for one user and lab)
+    after V0003..V0012 were applied by the same run: exit 3, `apply stopped at V0012`,
+    the files it applied listed, and the file's "Nothing was changed" narrowed to
+    V0013. (A tree without pre-conditions: with them the harness's pre-flight refuses
+    before the first file, tests/test_preflight.py.)"""
+    sql_root = tree_without_preconditions(sql_root, scratch_dir)
     owner = baseline_db.connect("owner")
     user, lab = add_user(owner, 1), add_lab(owner, 1)
     dups = [uuid.uuid4(), uuid.uuid4()]

@@ -1,4 +1,7 @@
 -- V0010__lab_session_constraints: pre-flight, then the session and timestamp constraints NOT VALID
+-- harness: precondition session_lifecycle_columns
+-- harness: precondition restorable_timestamps
+-- harness: precondition restorable_timestamps_verification_token
 --
 -- What:
 --   a pre-flight check, then two CHECK constraints added NOT VALID (checked
@@ -64,7 +67,9 @@ BEGIN
             'V0010 pre-flight failed: LabSession rows without labVersionId or with completedAt inconsistent with status'
             USING ERRCODE = 'FM001',
             DETAIL = format('offending sessions (first 20): %s', rows_text),
-            HINT = 'Rerun V0008 (resumable backfill) and check that every lab has a LabVersion; then apply again. Nothing was changed.';
+            HINT = 'List them all: psql -f sql/preflight/session_lifecycle_columns.sql. '
+            || 'Rerun V0008 (resumable backfill) and check that every lab has a '
+            || 'LabVersion; then apply again. Nothing was changed.';
     END IF;
 END;
 $$;

@@ -1,5 +1,6 @@
 -- V0013__lab_session_one_active: at most one active session per user and lab
 -- harness: no-transaction
+-- harness: precondition one_active_session
 --
 -- What: a pre-flight check, then the partial unique index
 --   "LabSession_userId_labId_active_key" on ("userId", "labId") WHERE status
@@ -42,7 +43,14 @@ BEGIN
             'V0013 pre-flight failed: users with more than one active session of a lab'
             USING ERRCODE = 'FM001',
             DETAIL = format('duplicates (first 20): %s', rows_text),
-            HINT = 'Move all but one of each group to FAILED (or VERIFIED_PASS through verification), then apply again. Nothing was changed.';
+            HINT = 'List them all: psql -f sql/preflight/one_active_session.sql. '
+            || 'DEFERRED does not help (it is an active status). While the app runs a '
+            || 'Prisma client without FAILED: let verification close a session that '
+            || 'really passed (VERIFIED_PASS), or delete an extra session that has no '
+            || 'VerificationLog or ResumeBullet row (export it first). Once the '
+            || 'regenerated client runs: move the extra sessions to FAILED (no rollback '
+            || 'below the file that adds FAILED afterwards). Then apply again. '
+            || 'Nothing was changed.';
     END IF;
 END;
 $$;

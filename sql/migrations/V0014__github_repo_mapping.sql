@@ -1,4 +1,5 @@
 -- V0014__github_repo_mapping: canonical_repo_url(), "GitHubRepoMapping" and its backfill procedure
+-- harness: precondition shared_active_fork_url
 --
 -- What:
 --   canonical_repo_url(url text) RETURNS text, IMMUTABLE, NULL for NULL or
@@ -174,7 +175,12 @@ BEGIN
             'V0014__github_repo_mapping pre-flight failed: active LabSessions share a canonical fork URL'
             USING ERRCODE = 'FM001',
             DETAIL = 'canonical URL: session ids (first 20 URLs): ' || v_dups,
-            HINT = 'Move all but one of each group to a terminal state, then re-run.';
+            HINT = 'List them all: psql -f sql/preflight/shared_active_fork_url.sql. '
+            || 'Keep one active session per repository; DEFERRED is active and does '
+            || 'not help. While the app runs a Prisma client without FAILED: '
+            || 'VERIFIED_PASS only through verification, otherwise the application '
+            || 'owners decide; once the regenerated client runs: FAILED. Then re-run. '
+            || 'Nothing was changed.';
     END IF;
 END;
 $$;

@@ -1,5 +1,6 @@
 -- V0016__github_repo_mapping_backfill: run the mapping backfill in batches
 -- harness: no-transaction
+-- harness: precondition unparseable_fork_url
 --
 -- What: CALL backfill_github_repo_mapping(500, 100): one GitHubRepoMapping row
 --   per existing LabSession whose userForkUrl parses, in batches of 500 sessions
