@@ -137,8 +137,11 @@ def apply(target, to, dry_run, preserve, lock_timeout, lock_retries, lock_retry_
 @click.option("--preserve", is_flag=True,
               help="archive rows the old schema cannot hold (forgea.rollback_preserve = on)")
 @click.option("--dry-run", is_flag=True, help="show what would be rolled back")
+@click.option("--sql", "as_sql", is_flag=True,
+              help="print the psql script that does this rollback, as safely (checked at "
+                   "run time, bookkeeping kept true); change nothing")
 @lock_options
-def rollback(target, to, steps, preserve, dry_run, lock_timeout, lock_retries,
+def rollback(target, to, steps, preserve, dry_run, as_sql, lock_timeout, lock_retries,
              lock_retry_max_delay, concurrent_lock_timeout, statement_timeout, lock_wait):
     """Roll back migrations: --to VERSION or --steps N.
 
@@ -155,6 +158,17 @@ def rollback(target, to, steps, preserve, dry_run, lock_timeout, lock_retries,
 
     def go():
         dsn = resolve_target(target)
+        if as_sql:
+            from . import rollback_sql as R
+            from .dsn import session_options
+            session_options(lock_timeout, statement_timeout)   # validates both (exit 2)
+            plan = R.rollback_plan(dsn, to=to, steps=steps, sql_root=_sql_root())
+            click.echo(R.rollback_sql(plan, preserve=preserve,
+                                      lock_timeout=lock_timeout.replace(" ", ""),
+                                      statement_timeout=statement_timeout.replace(" ", ""),
+                                      concurrent_lock_timeout=concurrent_lock_timeout),
+                       nl=False)
+            return
         r = A.rollback(dsn, to=to, steps=steps, preserve=preserve, dry_run=dry_run,
                        lock_timeout=lock_timeout, statement_timeout=statement_timeout,
                        lock_wait=lock_wait, sql_root=_sql_root(), lock_retries=lock_retries,
@@ -260,16 +274,31 @@ def status(target, as_json):
 @click.option("--target", metavar="DSN", help=TARGET_HELP)
 @click.option("--to", "to", metavar="VERSION", help="plan up to and including VERSION")
 @click.option("--sql", "as_sql", is_flag=True,
-              help="print the exact SQL (one psql script) that apply would run")
-def plan(target, to, as_sql):
-    """Pending migrations; with --sql the script a DBA can review or run with psql."""
+              help="print the psql script that does what apply would do, as safely: "
+                   "checked at run time against the state it was generated for")
+@click.option("--lock-timeout", default="100ms", show_default=True,
+              help="--sql: lock_timeout of each transaction of the script")
+@click.option("--statement-timeout", default="0", show_default=True,
+              help="--sql: statement_timeout of the migration statements (0 = none)")
+def plan(target, to, as_sql, lock_timeout, statement_timeout):
+    """Pending migrations; with --sql the script a DBA can review or run with psql.
+
+    \b
+    Checks, like apply, that the role owns the baseline's tables or can SET ROLE
+    to their owner (exit 3 otherwise); the script sets that role. See
+    docs/dba.md, "Apply by hand".
+    """
     from . import apply as A
+    from .dsn import session_options
 
     def go():
+        session_options(lock_timeout, statement_timeout)     # validates both (exit 2)
         dsn = resolve_target(target)
         p = A.plan(dsn, sql_root=_sql_root(), to=to)
         if as_sql:
-            click.echo(A.plan_sql(p), nl=False)
+            click.echo(A.plan_sql(p, lock_timeout=lock_timeout.replace(" ", ""),
+                                  statement_timeout=statement_timeout.replace(" ", "")),
+                       nl=False)
             return
         click.echo(f"target: {p['target']}")
         if not p["pending"]:

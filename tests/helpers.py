@@ -56,3 +56,11 @@ def digests(conn: psycopg.Connection, tables=LEDGER_TABLES) -> dict[str, tuple[i
         )
     }
     return {t: table_digest(conn, t) for t in tables if t in present}
+
+
+def run_psql(cluster, dsn: str, script: str, *, timeout: float = 600):
+    """Run ``script`` with the cluster's own psql (``psql -X -f -``, nothing set on
+    the command line: the script sets ON_ERROR_STOP itself); the CompletedProcess."""
+    import subprocess
+    return subprocess.run([str(cluster.bin_dir / "psql"), "-X", "-q", "-d", dsn, "-f", "-"],
+                          input=script, capture_output=True, text=True, timeout=timeout)
