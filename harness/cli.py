@@ -310,6 +310,88 @@ def plan(target, to, as_sql, lock_timeout, statement_timeout):
     run(go)
 
 
+REPAIR_EPILOG = """\b
+Exit codes of repair:
+  0  check-adoption: the adoption record is true (or there is none), or --fix
+     removed a false one; mark-applied / mark-pending: recorded
+  1  check-adoption: the adoption record is false (the differences are listed)
+  2  usage error (--reason missing, unknown version)
+  3  refused, nothing changed: the live catalog is not what the chain up to
+     that version creates (the differences are listed), files out of order,
+     newer files recorded, another run holds the migration lock
+  4  the PostgreSQL server could not be started or reached
+\b
+Every change is logged in harness._harness_repair_log (current_user,
+session_user, when, what, --reason, the evidence). docs/dba.md, "Repair".
+"""
+
+
+@cli.group(epilog=REPAIR_EPILOG)
+def repair():
+    """Change the bookkeeping explicitly, after proving it against the live catalog."""
+
+
+def _repair_out(r, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"target": r.target, "action": r.action, "id": r.migration_id,
+                               "ok": r.ok, "changed": r.changed, "message": r.message,
+                               "differences": r.differences}, indent=2))
+    else:
+        click.echo(f"target: {r.target}")
+        click.echo(r.message)
+        for d in r.differences:
+            click.echo("  " + d.replace("\n", "\n  "))
+    if not r.ok and not r.changed:
+        sys.exit(EXIT_FAILED)
+
+
+@repair.command("check-adoption", epilog=REPAIR_EPILOG)
+@click.option("--target", metavar="DSN", help=TARGET_HELP)
+@click.option("--fix", is_flag=True, help="remove the adoption record when it is false "
+              "(refused while newer files are recorded on top of it)")
+@click.option("--reason", metavar="TEXT", help="why (required with --fix; logged)")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.option("--lock-wait", default=30.0, show_default=True, type=float,
+              help="seconds to wait for another run's migration lock")
+def repair_check_adoption(target, fix, reason, as_json, lock_wait):
+    """Re-check the baseline's adoption record against the live catalog."""
+    from . import repair as R
+
+    def go():
+        _repair_out(R.check_adoption(resolve_target(target), fix=fix, reason=reason,
+                                     sql_root=_sql_root(), lock_wait=lock_wait), as_json)
+    run(go)
+
+
+def _mark(which):
+    @click.argument("version")
+    @click.option("--target", metavar="DSN", help=TARGET_HELP)
+    @click.option("--reason", metavar="TEXT", required=True,
+                  help="why the bookkeeping is changed (logged)")
+    @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+    @click.option("--lock-wait", default=30.0, show_default=True, type=float,
+                  help="seconds to wait for another run's migration lock")
+    def cmd(version, target, reason, as_json, lock_wait):
+        from . import repair as R
+        fn = R.mark_applied if which == "applied" else R.mark_pending
+
+        def go():
+            _repair_out(fn(resolve_target(target), version, reason=reason,
+                           sql_root=_sql_root(), lock_wait=lock_wait), as_json)
+        run(go)
+    return cmd
+
+
+repair.command("mark-applied", epilog=REPAIR_EPILOG,
+               help="Record VERSION as applied after a DBA ran it by hand: only when every "
+                    "older file is recorded and the live catalog and grants are what the "
+                    "chain up to VERSION creates.")(_mark("applied"))
+repair.command("mark-pending", epilog=REPAIR_EPILOG,
+               help="Remove VERSION's records after a DBA rolled it back by hand: only when "
+                    "it is the newest recorded file and the live catalog and grants are what "
+                    "the chain before it creates.")(_mark("pending"))
+
+
 @cli.command(epilog=EPILOG)
 @click.option("--json", "as_json", is_flag=True, help="print findings as JSON")
 def lint(as_json):
