@@ -6,10 +6,10 @@ The script (:func:`plan_sql`, its parts shared with ``rollback --sql``):
 * ``\\set ON_ERROR_STOP on``; the harness's ``lock_timeout`` per transaction
   (default 100ms: the application queues behind a lock request at most that
   long) and ``statement_timeout``;
-* first, before anything changes, a DO block that takes the migration lock and
+* ``SET ROLE`` to the owner of the baseline's tables when they exist;
+* then, before anything changes, a DO block that takes the migration lock and
   checks at run time that the database is in the state the script was generated
   for (catalog fingerprint and bookkeeping, :mod:`harness.script_check`);
-* ``SET ROLE`` to the owner of the baseline's tables when they exist;
 * each transactional file in ``BEGIN; ... COMMIT;`` together with its
   bookkeeping; a no-transaction file recorded as 'applying' first, its
   statements run one by one in autocommit, then recorded as applied (an
@@ -200,7 +200,7 @@ def set_role_sql(owner: str | None) -> list[str]:
     if not owner:
         return []
     q = '"' + owner.replace('"', '""') + '"'
-    return [f"-- every object is created as the owner of the baseline's tables",
+    return ["-- every object is created as the owner of the baseline's tables",
             f"SET ROLE {q};", ""]
 
 
@@ -295,10 +295,10 @@ def plan_sql(p: dict, *, lock_timeout: str = "100ms", statement_timeout: str = "
             body += _guard(_recorded(f, "rolling_back"), inner)
         body += apply_block(f, sim, lock_timeout, statement_timeout, concurrent_lock_timeout)
         body.append("")
+    out += set_role_sql(p.get("owner"))
     out += ["-- the run-time check: this database, in the state this script was made for",
             script_check.check_block(p["fingerprint"], sim, what="plan", target=p["target"]),
             ""]
-    out += set_role_sql(p.get("owner"))
     out += body
     out.append("\\echo done: every step of this script is recorded")
     return "\n".join(out) + "\n"

@@ -109,10 +109,10 @@ def rollback_sql(r: dict, *, preserve: bool = False, lock_timeout: str = "100ms"
         body += rollback_block(f, sim, lock_timeout, statement_timeout,
                                concurrent_lock_timeout)
         body.append("")
+    out += set_role_sql(r.get("owner"))
     out += ["-- the run-time check: this database, in the state this script was made for",
             script_check.check_block(r["fingerprint"], sim, what="rollback",
                                      target=r["target"]), ""]
-    out += set_role_sql(r.get("owner"))
     if preserve:
         out += ["-- --preserve: archive rows the older schema cannot hold",
                 "SET forgea.rollback_preserve = on;", ""]
