@@ -16,6 +16,7 @@ import click
 
 from .errors import (EXIT_CODES, EXIT_FAILED, EXIT_OK, EXIT_USAGE, ServerUnavailable,
                      translate)
+from .dsn import DEFAULT_LOCK_TIMEOUT
 from .target import repo_root, resolve_target
 from .target import sql_root as _sql_root
 
@@ -276,7 +277,7 @@ def status(target, as_json):
 @click.option("--sql", "as_sql", is_flag=True,
               help="print the psql script that does what apply would do, as safely: "
                    "checked at run time against the state it was generated for")
-@click.option("--lock-timeout", default="100ms", show_default=True,
+@click.option("--lock-timeout", default=DEFAULT_LOCK_TIMEOUT, show_default=True,
               help="--sql: lock_timeout of each transaction of the script")
 @click.option("--statement-timeout", default="0", show_default=True,
               help="--sql: statement_timeout of the migration statements (0 = none)")

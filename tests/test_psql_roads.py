@@ -253,3 +253,16 @@ def test_a_role_that_cannot_become_the_table_owner_is_refused_with_nothing_chang
         assert "does not own the baseline's tables" in p.stderr
         assert "run as forgea_owner" in p.stderr
     assert (catalog.snapshot(conn), bookkeeping(conn)) == before
+
+
+def test_repair_is_a_command_group_whose_changes_need_a_reason():
+    out = harness("--help").stdout
+    assert "repair" in out
+    p = harness("repair", "--help")
+    assert p.returncode == 0
+    for cmd in ("check-adoption", "mark-applied", "mark-pending"):
+        assert cmd in p.stdout
+    p = harness("repair", "mark-applied", version_of("legacy_hardening"), "--target", "postgresql://u@127.0.0.1:1/x")
+    assert p.returncode == 2 and "--reason" in p.stderr
+    p = harness("repair", "mark-pending", "--help")
+    assert p.returncode == 0 and "Exit codes of repair:" in p.stdout
