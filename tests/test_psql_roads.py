@@ -266,3 +266,19 @@ def test_repair_is_a_command_group_whose_changes_need_a_reason():
     assert p.returncode == 2 and "--reason" in p.stderr
     p = harness("repair", "mark-pending", "--help")
     assert p.returncode == 0 and "Exit codes of repair:" in p.stdout
+
+
+def test_the_adoption_is_recorded_only_if_the_live_catalog_is_still_the_baseline(
+        upstream_db, empty_db, pg_cluster, sql_root):
+    """Even without the script's first check, the adoption's own transaction proves
+    the catalog before it records anything."""
+    script = plan_script(upstream_db, sql_root)
+    head, rest = script.split("DO $harness_check$", 1)
+    unchecked = head + rest.split("$harness_check$;", 1)[1]
+    r = run_psql(pg_cluster, empty_db.dsn(), unchecked)
+    assert r.returncode == 3, r.stderr
+    assert f"refusing to record {BASELINE} as adopted" in r.stderr
+    conn = empty_db.connect()
+    assert conn.execute('SELECT count(*) FROM harness."_harness_migration"').fetchone()[0] == 0
+    assert catalog.is_empty(catalog.snapshot(conn))
+    assert A.status(empty_db.dsn(), sql_root)["applied"] == []
