@@ -321,6 +321,8 @@ Exit codes of repair:
      that version creates (the differences are listed), files out of order,
      newer files recorded, another run holds the migration lock
   4  the PostgreSQL server could not be started or reached
+  5  could not check: the throwaway server that builds what the files create
+     could not be started (nothing changed)
 \b
 Every change is logged in harness._harness_repair_log (current_user,
 session_user, when, what, --reason, the evidence). docs/dba.md, "Repair".

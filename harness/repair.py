@@ -37,8 +37,15 @@ from .bookkeeping import (BOOKKEEPING_SCHEMA, BOOKKEEPING_SQL, HARNESS_TABLE, LE
 from .chain import MigrationFile, find, find_repo_root, load_chain
 from .chain_state import compute_status
 from .dsn import connect, redact
-from .errors import RefusedError, UsageError
+from .errors import EXIT_LOCAL, HarnessError, RefusedError, UsageError
 from .migration_lock import MigrationLock
+
+
+class CouldNotCheck(HarnessError):
+    """The reference could not be built (binaries, a throwaway server): nothing was
+    checked, nothing was changed."""
+
+    exit_code = EXIT_LOCAL
 
 
 @dataclass
@@ -104,7 +111,13 @@ class _Repair:
             cache = find_repo_root() / ".harness" / "reference"
         except Exception:
             cache = None
-        return reference.build(major, files, self.sql_root, cache)
+        try:
+            return reference.build(major, files, self.sql_root, cache)
+        except Exception as e:
+            raise CouldNotCheck(
+                f"could not build what the files create on a throwaway PostgreSQL {major} "
+                f"server, so nothing was checked and nothing was changed: "
+                f"{type(e).__name__}: {str(e).strip()}") from e
 
     def write(self, f: MigrationFile, action: str, reason: str, evidence: str) -> None:
         """Change ``f``'s records (``action``: mark-applied, mark-pending, or
