@@ -12,12 +12,14 @@ from harness import apply as A
 from harness import catalog, chain
 from harness.bookkeeping import BOOKKEEPING_SQL, bookkeeping_tables
 from harness.plan_sql import bookkeeping_sql
+from harness.runner import created_indexes
 from tests.chain_ids import BASELINE, CHAIN, version_of
 from tests.helpers import run_psql
 from tests.prodlike import seed_production_like, snapshot_rows
 from tests.test_adoption import acls
 from tests.test_cli import harness
 from tests.test_lock_retries import AppReads, long_reader
+from tests.test_no_transaction_recovery import hold_bookkeeping, index_state, records
 
 
 def bookkeeping(conn) -> dict:
@@ -282,3 +284,29 @@ def test_the_adoption_is_recorded_only_if_the_live_catalog_is_still_the_baseline
     assert conn.execute('SELECT count(*) FROM harness."_harness_migration"').fetchone()[0] == 0
     assert catalog.is_empty(catalog.snapshot(conn))
     assert A.status(empty_db.dsn(), sql_root)["applied"] == []
+
+
+def test_a_no_transaction_file_stopped_in_the_script_is_incomplete_and_a_rerun_finishes_it(
+        db, pg_cluster, sql_root):
+    files = chain.load_chain(sql_root)
+    f = next(g for g in files if g.no_transaction and created_indexes(g.sql))
+    previous = files[files.index(f) - 1]
+    A.rollback(db.dsn(), to=previous.id, sql_root=sql_root)
+    script = plan_script(db, sql_root, "--to", f.id)
+    conn = db.connect()
+    blocker = hold_bookkeeping(db)       # the final record waits, hits lock_timeout
+    try:
+        r = run_psql(pg_cluster, db.dsn(), script)
+    finally:
+        blocker.rollback()
+    assert r.returncode == 3 and "lock timeout" in r.stderr, r.stderr
+    name = created_indexes(f.sql)[0]
+    assert index_state(conn, name) == (True, True)       # its statements committed
+    assert records(conn, f.id) == (0, "applying")       # recorded as in progress only
+    st = A.status(db.dsn(), sql_root)
+    assert [i["id"] for i in st["incomplete"]] == [f.id] and st["current"] == previous.id
+    r = run_psql(pg_cluster, db.dsn(), script)
+    assert r.returncode == 0 and "resuming" in r.stderr, r.stderr
+    assert records(conn, f.id) == (1, "applied") and index_state(conn, name) == (True, True)
+    st = A.status(db.dsn(), sql_root)
+    assert st["incomplete"] == [] and st["current"] == f.id
