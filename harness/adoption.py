@@ -12,6 +12,7 @@ differences. An adopted baseline is never rolled back.
 from __future__ import annotations
 
 import random
+import re
 import string
 
 import psycopg
@@ -19,7 +20,7 @@ from psycopg import sql as pgsql
 
 from . import catalog
 from .chain import MigrationFile
-from .errors import MigrationFailed, describe_pg_error
+from .errors import MigrationFailed, RefusedError, describe_pg_error
 
 
 def expected_baseline_catalog(conn, baseline: MigrationFile) -> dict:
@@ -54,3 +55,65 @@ def adoption_check(conn, baseline: MigrationFile) -> list[str] | None:
         return None
     expected = expected_baseline_catalog(conn, baseline)
     return catalog.diff(expected, live, labels=("baseline", "production"))
+
+
+# ---------------------------------------------------------------------------
+# the right owner
+
+_CREATE_TABLE = re.compile(r'CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(?:public\.)?"([^"]+)"',
+                           re.I)
+
+
+def baseline_tables(baseline: MigrationFile) -> list[str]:
+    """The tables the baseline creates ("User", "LabSession", ...)."""
+    return _CREATE_TABLE.findall(baseline.sql)
+
+
+def baseline_owner(conn, baseline: MigrationFile) -> tuple[str | None, str]:
+    """(the role owning the baseline's tables present in public, or None when there
+    are none; the current role). Several owners: refused (exit 3)."""
+    rows = conn.execute(
+        "SELECT pg_catalog.pg_get_userbyid(c.relowner), "
+        "string_agg(quote_ident(c.relname), ', ' ORDER BY c.relname) "
+        "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND c.relname = ANY(%s) "
+        "GROUP BY 1 ORDER BY 1", (baseline_tables(baseline),)).fetchall()
+    me = conn.execute("SELECT current_user").fetchone()[0]
+    if len(rows) > 1:
+        raise RefusedError(
+            "refusing to proceed: the baseline's tables are owned by several roles; every "
+            "object the pack creates must have one owner; nothing was changed",
+            details=[f"{owner}: {tables}" for owner, tables in rows]
+            + ["ALTER TABLE ... OWNER TO one role (as a superuser), then run as that role"])
+    return (rows[0][0] if rows else None), me
+
+
+def check_owner(conn, baseline: MigrationFile | None, say, *, set_role: bool = True
+                ) -> str | None:
+    """Before the first change: the role must own the baseline's tables, or be a
+    member of their owner, which it then becomes (``SET ROLE``, said on ``say``),
+    so that every object the pack creates is owned by the tables' owner. Else
+    refused (exit 3) naming the role to use. Returns the role set, if any."""
+    if baseline is None:
+        return None
+    owner, me = baseline_owner(conn, baseline)
+    if owner is None or owner == me:
+        return None
+    member = conn.execute("SELECT pg_catalog.pg_has_role(current_user, %s, 'MEMBER')",
+                          (owner,)).fetchone()[0]
+    refusal = RefusedError(
+        f'refusing to proceed: the role {me} does not own the baseline\'s tables ("LabSession" '
+        f"and the others are owned by {owner}) and cannot SET ROLE {owner}; objects it "
+        "created would have the wrong owner; nothing was changed",
+        details=[f"run as {owner} (--target with user={owner}), or, as a superuser: "
+                 f'GRANT "{owner}" TO "{me}";'])
+    if not member:
+        raise refusal
+    if set_role:
+        try:
+            conn.execute(pgsql.SQL("SET ROLE {}").format(pgsql.Identifier(owner)))
+        except psycopg.errors.InsufficientPrivilege:
+            raise refusal from None
+        say(f"running as {owner} (SET ROLE from {me}): {owner} owns the baseline's tables, "
+            "so every object created is owned by it")
+    return owner

@@ -53,7 +53,7 @@ from typing import Callable
 
 import psycopg
 
-from .adoption import adoption_check
+from .adoption import adoption_check, check_owner
 from .bookkeeping import (BOOKKEEPING_SCHEMA, BOOKKEEPING_TABLES, HARNESS_TABLE,
                           LEGACY_SCHEMA, MIGRATION_TABLE, bk, bookkeeping_schema,
                           bookkeeping_tables, read_state)
@@ -238,11 +238,22 @@ def _stopped(sess: MigrationSession, files, e: HarnessError, direction: str, don
 # ---------------------------------------------------------------------------
 # apply
 
+def _baseline(files) -> MigrationFile | None:
+    """The chain's baseline file (whose tables' owner every run acts as), if any."""
+    return files[0] if files and files[0].baseline else None
+
+
+def _say(err):
+    import sys
+    return lambda msg: print(msg, file=err or sys.stderr, flush=True)
+
+
 def _apply_dry_run(target_dsn, files, to, result: ApplyResult, lock_timeout,
                    statement_timeout) -> ApplyResult:
     """What apply would adopt and run; read-only, no migration lock."""
     with connect(target_dsn, lock_timeout=lock_timeout,
                  statement_timeout=statement_timeout) as conn:
+        check_owner(conn, _baseline(files), _say(None))
         st = compute_status(files, read_state(conn), None)
         refuse_if_unsafe(st)
         target, pending = select_pending(files, st, to)
@@ -325,6 +336,7 @@ def apply(target_dsn: str, to: str | None = None, *, dry_run: bool = False,
         PF.check_before(target_dsn, f, deferred, sql_root=sql_root, limit=preflight_limit)
 
     with _session(target_dsn, policy, statement_timeout, progress, err, lock_wait) as sess:
+        check_owner(sess.conn, _baseline(files), sess.say)   # before the first change
         steps = _apply_steps(sess, files, compute_status(files, read_state(sess.conn), None),
                              to)
         sess.bookkeeping.ensure()   # creates it, or moves an earlier harness's out of public
@@ -415,6 +427,7 @@ def rollback(target_dsn: str, *, to: str | None = None, steps: int | None = None
                                     concurrent_lock_timeout)
     with _session(target_dsn, policy, statement_timeout, progress, err,
                   None if dry_run else lock_wait) as sess:
+        check_owner(sess.conn, _baseline(files), sess.say)   # before the first change
         state = read_state(sess.conn)
         st = compute_status(files, state, None)
         victims, incomplete = _rollback_victims(files, state, st, to, steps)

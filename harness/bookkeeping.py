@@ -97,6 +97,22 @@ STATE_COLUMN_DDL = (
     f"CHECK (state IN ({', '.join(repr(x) for x in STATES)}))")
 
 
+#: every change ``harness repair`` makes to the bookkeeping, with who, when and why
+REPAIR_LOG_TABLE = "_harness_repair_log"
+REPAIR_LOG_DDL = f"""
+CREATE TABLE IF NOT EXISTS {bk(REPAIR_LOG_TABLE)} (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    repaired_at     timestamptz NOT NULL DEFAULT now(),
+    current_role_name text NOT NULL DEFAULT current_user,
+    session_role_name text NOT NULL DEFAULT session_user,
+    action          text NOT NULL,
+    migration_id    text NOT NULL,
+    reason          text NOT NULL CONSTRAINT _harness_repair_log_reason_check
+                    CHECK (btrim(reason) <> ''),
+    evidence        text
+)"""
+
+
 BOOKKEEPING_SQL = f"""\
 -- Bookkeeping tables (as the harness and yoyo-migrations 9 create them), in
 -- schema {BOOKKEEPING_SCHEMA}, out of the application's public schema.

@@ -16,6 +16,7 @@ import click
 
 from .errors import (EXIT_CODES, EXIT_FAILED, EXIT_OK, EXIT_USAGE, ServerUnavailable,
                      translate)
+from .dsn import DEFAULT_LOCK_TIMEOUT
 from .target import repo_root, resolve_target
 from .target import sql_root as _sql_root
 
@@ -137,8 +138,11 @@ def apply(target, to, dry_run, preserve, lock_timeout, lock_retries, lock_retry_
 @click.option("--preserve", is_flag=True,
               help="archive rows the old schema cannot hold (forgea.rollback_preserve = on)")
 @click.option("--dry-run", is_flag=True, help="show what would be rolled back")
+@click.option("--sql", "as_sql", is_flag=True,
+              help="print the psql script that does this rollback, as safely (checked at "
+                   "run time, bookkeeping kept true); change nothing")
 @lock_options
-def rollback(target, to, steps, preserve, dry_run, lock_timeout, lock_retries,
+def rollback(target, to, steps, preserve, dry_run, as_sql, lock_timeout, lock_retries,
              lock_retry_max_delay, concurrent_lock_timeout, statement_timeout, lock_wait):
     """Roll back migrations: --to VERSION or --steps N.
 
@@ -155,6 +159,17 @@ def rollback(target, to, steps, preserve, dry_run, lock_timeout, lock_retries,
 
     def go():
         dsn = resolve_target(target)
+        if as_sql:
+            from . import rollback_sql as R
+            from .dsn import session_options
+            session_options(lock_timeout, statement_timeout)   # validates both (exit 2)
+            plan = R.rollback_plan(dsn, to=to, steps=steps, sql_root=_sql_root())
+            click.echo(R.rollback_sql(plan, preserve=preserve,
+                                      lock_timeout=lock_timeout.replace(" ", ""),
+                                      statement_timeout=statement_timeout.replace(" ", ""),
+                                      concurrent_lock_timeout=concurrent_lock_timeout),
+                       nl=False)
+            return
         r = A.rollback(dsn, to=to, steps=steps, preserve=preserve, dry_run=dry_run,
                        lock_timeout=lock_timeout, statement_timeout=statement_timeout,
                        lock_wait=lock_wait, sql_root=_sql_root(), lock_retries=lock_retries,
@@ -308,31 +323,131 @@ def preflight(target, to, as_json, limit):
 @click.option("--target", metavar="DSN", help=TARGET_HELP)
 @click.option("--to", "to", metavar="VERSION", help="plan up to and including VERSION")
 @click.option("--sql", "as_sql", is_flag=True,
-              help="print the exact SQL (one psql script) that apply would run")
+              help="print the psql script that does what apply would do, as safely: "
+                   "checked at run time against the state it was generated for")
+@click.option("--lock-timeout", default=DEFAULT_LOCK_TIMEOUT, show_default=True,
+              help="--sql: lock_timeout of each transaction of the script")
+@click.option("--statement-timeout", default="0", show_default=True,
+              help="--sql: statement_timeout of the migration statements (0 = none)")
 @_limit_option
-def plan(target, to, as_sql, limit):
+def plan(target, to, as_sql, lock_timeout, statement_timeout, limit):
     """Pending migrations and their pre-flight; with --sql the script a DBA can
-    review or run with psql. Exits 3 when a pre-condition does not hold."""
+    review or run with psql. Exits 3 when a pre-condition does not hold.
+
+    \b
+    Checks, like apply, that the role owns the baseline's tables or can SET ROLE
+    to their owner (exit 3 otherwise); the script sets that role. See
+    docs/dba.md, "Apply by hand".
+    """
     from . import apply as A
     from . import preflight as PF
+    from .dsn import session_options
 
     def go():
+        session_options(lock_timeout, statement_timeout)     # validates both (exit 2)
         dsn = resolve_target(target)
         p = A.plan(dsn, sql_root=_sql_root(), to=to, limit=limit)
         if as_sql:
-            click.echo(A.plan_sql(p), nl=False)
-        else:
-            click.echo(f"target: {p['target']}")
-            if not p["pending"]:
-                click.echo("nothing pending")
-            for f in p["pending"]:
-                what = "adopt" if (f.baseline and p["adopt_baseline"]) else "apply"
-                extra = " [no-transaction]" if f.no_transaction else ""
-                click.echo(f"  {what} {f.id}  ({f.relpath()}){extra}")
-            if p["failed_door"]:
-                click.echo(PF.door_note(p["failed_door"]))
+            PF.refuse(p["preflight"], what="apply would be")   # no script for a refused run
+            click.echo(A.plan_sql(p, lock_timeout=lock_timeout.replace(" ", ""),
+                                  statement_timeout=statement_timeout.replace(" ", "")),
+                       nl=False)
+            return
+        click.echo(f"target: {p['target']}")
+        if not p["pending"]:
+            click.echo("nothing pending")
+        for f in p["pending"]:
+            what = "adopt" if (f.baseline and p["adopt_baseline"]) else "apply"
+            extra = " [no-transaction]" if f.no_transaction else ""
+            click.echo(f"  {what} {f.id}  ({f.relpath()}){extra}")
+        if p["failed_door"]:
+            click.echo(PF.door_note(p["failed_door"]))
         PF.refuse(p["preflight"], what="apply would be")
     run(go)
+
+
+REPAIR_EPILOG = """\b
+Exit codes of repair:
+  0  check-adoption: the adoption record is true (or there is none), or --fix
+     removed a false one; mark-applied / mark-pending: recorded
+  1  check-adoption: the adoption record is false (the differences are listed)
+  2  usage error (--reason missing, unknown version)
+  3  refused, nothing changed: the live catalog is not what the chain up to
+     that version creates (the differences are listed), files out of order,
+     newer files recorded, another run holds the migration lock
+  4  the PostgreSQL server could not be started or reached
+  5  could not check: the throwaway server that builds what the files create
+     could not be started (nothing changed)
+\b
+Every change is logged in harness._harness_repair_log (current_user,
+session_user, when, what, --reason, the evidence). docs/dba.md, "Repair".
+"""
+
+
+@cli.group(epilog=REPAIR_EPILOG)
+def repair():
+    """Change the bookkeeping explicitly, after proving it against the live catalog."""
+
+
+def _repair_out(r, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"target": r.target, "action": r.action, "id": r.migration_id,
+                               "ok": r.ok, "changed": r.changed, "message": r.message,
+                               "differences": r.differences}, indent=2))
+    else:
+        click.echo(f"target: {r.target}")
+        click.echo(r.message)
+        for d in r.differences:
+            click.echo("  " + d.replace("\n", "\n  "))
+    if not r.ok and not r.changed:
+        sys.exit(EXIT_FAILED)
+
+
+@repair.command("check-adoption", epilog=REPAIR_EPILOG)
+@click.option("--target", metavar="DSN", help=TARGET_HELP)
+@click.option("--fix", is_flag=True, help="remove the adoption record when it is false "
+              "(refused while newer files are recorded on top of it)")
+@click.option("--reason", metavar="TEXT", help="why (required with --fix; logged)")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.option("--lock-wait", default=30.0, show_default=True, type=float,
+              help="seconds to wait for another run's migration lock")
+def repair_check_adoption(target, fix, reason, as_json, lock_wait):
+    """Re-check the baseline's adoption record against the live catalog."""
+    from . import repair as R
+
+    def go():
+        _repair_out(R.check_adoption(resolve_target(target), fix=fix, reason=reason,
+                                     sql_root=_sql_root(), lock_wait=lock_wait), as_json)
+    run(go)
+
+
+def _mark(which):
+    @click.argument("version")
+    @click.option("--target", metavar="DSN", help=TARGET_HELP)
+    @click.option("--reason", metavar="TEXT", required=True,
+                  help="why the bookkeeping is changed (logged)")
+    @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+    @click.option("--lock-wait", default=30.0, show_default=True, type=float,
+                  help="seconds to wait for another run's migration lock")
+    def cmd(version, target, reason, as_json, lock_wait):
+        from . import repair as R
+        fn = R.mark_applied if which == "applied" else R.mark_pending
+
+        def go():
+            _repair_out(fn(resolve_target(target), version, reason=reason,
+                           sql_root=_sql_root(), lock_wait=lock_wait), as_json)
+        run(go)
+    return cmd
+
+
+repair.command("mark-applied", epilog=REPAIR_EPILOG,
+               help="Record VERSION as applied after a DBA ran it by hand: only when every "
+                    "older file is recorded and the live catalog and grants are what the "
+                    "chain up to VERSION creates.")(_mark("applied"))
+repair.command("mark-pending", epilog=REPAIR_EPILOG,
+               help="Remove VERSION's records after a DBA rolled it back by hand: only when "
+                    "it is the newest recorded file and the live catalog and grants are what "
+                    "the chain before it creates.")(_mark("pending"))
 
 
 @cli.command(epilog=EPILOG)

@@ -77,3 +77,11 @@ def tree_without_preconditions(sql_root: Path, dest: Path) -> Path:
         if stripped != text:
             f.write_text(stripped, encoding="utf-8")
     return root
+
+
+def run_psql(cluster, dsn: str, script: str, *, timeout: float = 600):
+    """Run ``script`` with the cluster's own psql (``psql -X -f -``, nothing set on
+    the command line: the script sets ON_ERROR_STOP itself); the CompletedProcess."""
+    import subprocess
+    return subprocess.run([str(cluster.bin_dir / "psql"), "-X", "-q", "-d", dsn, "-f", "-"],
+                          input=script, capture_output=True, text=True, timeout=timeout)
