@@ -158,6 +158,15 @@ class Backend(PostgresqlPsycopgBackend):
     def version_table_quoted(self) -> str:
         return self._qualified(self.version_table)
 
+    def connect(self, dburi):
+        """yoyo passes ``dbname=''`` for a URI without a database, which libpq takes
+        as given (and then defaults to the user name), hiding $PGDATABASE; pass
+        none, so that an empty conninfo gets every parameter from the libpq
+        environment as psql would."""
+        if not dburi.database:
+            dburi = dburi._replace(database=None)
+        return super().connect(dburi)
+
     def init_database(self):
         raise NotImplementedError("the harness creates the bookkeeping (Bookkeeping.ensure)")
 

@@ -26,7 +26,7 @@ from yoyo.connections import parse_uri
 
 from .bookkeeping import MIGRATION_TABLE, Backend, Bookkeeping
 from .dsn import redact, session_options, to_uri
-from .errors import ServerUnavailable
+from .errors import connection_failed
 from .lock_retry import LockRetry, Retrier
 from .migration_lock import MigrationLock
 
@@ -69,7 +69,7 @@ class MigrationSession:
             # creates the tables in the bookkeeping schema later.
             self.backend = Backend(parse_uri(to_uri(d)), MIGRATION_TABLE)
         except psycopg.OperationalError as e:
-            raise ServerUnavailable(f"cannot connect to {redact(dsn)}: {str(e).strip()}")
+            raise connection_failed(e, redact(dsn))
         self.conn: psycopg.Connection = self.backend.connection
         self.conn.add_notice_handler(self._notice)
         self.lock = MigrationLock(self.conn)
