@@ -53,8 +53,9 @@ from .chain import MigrationFile, find, load_chain
 from .chain_state import (compute_status, refuse_if_unsafe, refuse_rollback_drift,
                           select_pending, status)
 from .dsn import DEFAULT_LOCK_TIMEOUT, connect, redact
-from .errors import (AdoptionMismatch, HarnessError, LockNotGranted, PreflightRefused,
-                     RefusedError, RollbackRefused, UsageError)
+from .errors import (AdoptionMismatch, HarnessError, Interrupted, LockNotGranted,
+                     PreflightRefused, RefusedError, RollbackRefused, UsageError,
+                     signal_name)
 from .lock_retry import (DEFAULT_CONCURRENT_LOCK_TIMEOUT, MAX_LOCK_RETRIES,
                          RETRY_BASE_DELAY, RETRY_MAX_DELAY, LockRetry)
 from .migration_lock import LOCK_KEY
@@ -128,6 +129,17 @@ def _session(target_dsn: str, policy: LockRetry, statement_timeout, progress, er
         sess.close()
 
 
+@contextlib.contextmanager
+def _interruptible(sess: MigrationSession, files, direction: str):
+    """SIGINT / SIGTERM before the first file (waiting for the lock, the adoption
+    check, the rollback probe): the same stop report, naming the version."""
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        raise _stopped(sess, files, _interruption(sess, e, direction, None),
+                       direction, [], None) from None
+
+
 def _execute(sess: MigrationSession, files, steps: list[Step], direction: str,
              record: dict[str, list[str]], *, preserve: bool,
              probe_passed: bool = False) -> None:
@@ -151,6 +163,34 @@ def _execute(sess: MigrationSession, files, steps: list[Step], direction: str,
     except HarnessError as e:
         raise _stopped(sess, files, e, direction, committed,
                        step.file.id if step else None, probe_passed=probe_passed) from e
+    except KeyboardInterrupt as e:      # SIGINT, or SIGTERM through the CLI's handler
+        runner.interrupted = True
+        raise _stopped(sess, files, _interruption(sess, e, direction, step, runner),
+                       direction, committed, step.file.id if step else None) from None
+
+
+def _interruption(sess: MigrationSession, exc: KeyboardInterrupt, direction: str,
+                  step: Step | None, runner: FileRunner | None = None) -> Interrupted:
+    """The error of a run stopped by SIGINT / SIGTERM: psycopg has cancelled the
+    statement under way; what the file under way committed is told as for an error
+    (:attr:`FileRunner.state_after`), :func:`_stopped` adds the rest."""
+    sess.settle()
+    name = signal_name(exc)
+    doing = {"apply": "applying", "rollback": "rolling back", "adopt": "adopting"}
+    where = (f"while {doing[step.op]} {step.file.id}" if step
+             else "before its first file (nothing of the chain ran)")
+    details = []
+    committed = runner.committed_so_far() if (runner and step) else None
+    if committed:
+        details.append(committed)
+    again = ("run `harness apply` again to resume: it finishes the interrupted file "
+             "(what it committed stays; its statements are written to be rerun) and "
+             "applies the rest" if direction == "apply" else
+             "run the same `harness rollback` again to finish, or `harness apply` to "
+             "return to the newest version")
+    details.append(again)
+    sess.say(f"interrupted by {name}; reading where the database is")
+    return Interrupted(f"interrupted by {name} {where}", signal_name=name, details=details)
 
 
 def _recorded_position(sess: MigrationSession, files) -> tuple[str | None, list[dict], str | None]:
@@ -212,7 +252,7 @@ def _stopped(sess: MigrationSession, files, e: HarnessError, direction: str, don
     if sqlstate == "FM001" and not isinstance(e, RefusedError):
         return PreflightRefused(f"{stop}: {message}", sqlstate=sqlstate,
                                 file=getattr(e, "file", None), details=details + summary)
-    if isinstance(e, LockNotGranted):
+    if isinstance(e, (LockNotGranted, Interrupted)):
         e.message = f"{stop}: {message}"
     else:
         e.message = message
@@ -297,7 +337,8 @@ def apply(target_dsn: str, to: str | None = None, *, dry_run: bool = False,
                                     concurrent_lock_timeout)
     if dry_run:
         return _apply_dry_run(target_dsn, files, to, result, lock_timeout, statement_timeout)
-    with _session(target_dsn, policy, statement_timeout, progress, err, lock_wait) as sess:
+    with _session(target_dsn, policy, statement_timeout, progress, err, lock_wait) as sess, \
+            _interruptible(sess, files, "apply"):
         steps = _apply_steps(sess, files, compute_status(files, read_state(sess.conn), None),
                              to)
         sess.bookkeeping.ensure()   # creates it, or moves an earlier harness's out of public
@@ -366,7 +407,8 @@ def rollback(target_dsn: str, *, to: str | None = None, steps: int | None = None
     policy = LockRetry.from_options(lock_timeout, lock_retries, retry_max_delay,
                                     concurrent_lock_timeout)
     with _session(target_dsn, policy, statement_timeout, progress, err,
-                  None if dry_run else lock_wait) as sess:
+                  None if dry_run else lock_wait) as sess, \
+            _interruptible(sess, files, "rollback"):
         state = read_state(sess.conn)
         st = compute_status(files, state, None)
         victims, incomplete = _rollback_victims(files, state, st, to, steps)

@@ -111,6 +111,22 @@ class MigrationSession:
                 pass
             b._in_transaction = False
 
+    def settle(self) -> None:
+        """After an interrupt (psycopg has cancelled the running statement): roll
+        back any open transaction so that the bookkeeping can be read again on this
+        connection; a connection left busy is closed (a new one reads it)."""
+        self.backend._in_transaction = False
+        if self.conn.closed or self.conn.broken:
+            return
+        try:
+            if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                self.conn.execute("ROLLBACK")
+        except psycopg.Error:
+            try:
+                self.conn.close()
+            except Exception:
+                pass
+
     def set_timeout(self, *, local: bool) -> None:
         """The statement_timeout asked for, for the migration's own statements."""
         scope = "LOCAL " if local else ""
