@@ -86,14 +86,20 @@ def describe(dsn: str) -> str:
 
 
 def redact(dsn: str) -> str:
-    """The DSN with any password removed (for printing)."""
+    """The DSN with any password (and connect_timeout) removed, for printing; a DSN
+    that leaves the server to the libpq environment is shown as :func:`describe`
+    resolves it."""
     try:
         d = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError:
         return dsn
-    if "password" not in d and ":" not in dsn.split("@")[0].split("//")[-1]:
+    if not (d.get("host") or d.get("hostaddr") or d.get("service")):
+        return describe(dsn)
+    if ("password" not in d and "connect_timeout" not in d
+            and ":" not in dsn.split("@")[0].split("//")[-1]):
         return dsn
     d.pop("password", None)
+    d.pop("connect_timeout", None)
     return to_uri(d, scheme="postgresql")
 
 
