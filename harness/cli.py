@@ -465,9 +465,7 @@ VERIFY_EPILOG = exit_epilog("verify", {
     0: "no check failed (info findings are allowed)",
     1: "a check failed, or the checkpoint file cannot be used",
     2: "usage error (a bad option, a malformed DSN, a --checkpoint file that does not "
-       "exist)",
-    5: "could not check: the reference (a throwaway server of the same major) could "
-       "not be built"}) + "\n" + TARGETS
+       "exist)"}) + "\n" + TARGETS
 
 
 @cli.command(epilog=VERIFY_EPILOG)
