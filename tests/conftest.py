@@ -119,10 +119,9 @@ def pytest_sessionstart(session):
             servers.find_bin_dir(version)
     except (servers.ServerNotFound, servers.ServerError) as e:
         pytest.exit(str(e), returncode=pytest.ExitCode.TESTS_FAILED)
-    workers = config.getoption("numprocesses", None)
     progress.say(
-        f"each {'xdist worker' if workers else 'run'} starts its own PostgreSQL {version} "
-        "server and builds the template databases its tests need (the whole chain, "
+        f"the suite starts a PostgreSQL {version} server (one per xdist worker) and "
+        "builds the template databases its tests need (the whole chain, "
         "production as Prisma built it, production adopted, production with rows "
         "migrated) before its first test: lines 'setup N: ...' say which, and when "
         "each is done")
