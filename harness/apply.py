@@ -116,15 +116,18 @@ class Step:
 
 @contextlib.contextmanager
 def _session(target_dsn: str, policy: LockRetry, statement_timeout, progress, err,
-             lock_wait: float | None):
+             lock_wait: float | None, files, direction: str):
     """A migration session holding the migration lock (``lock_wait`` None: not
-    taken, for a dry run), closed (and the lock released) at the end."""
+    taken, for a dry run), closed (and the lock released) at the end. SIGINT /
+    SIGTERM from the wait for the lock on, before the first file: the run's stop
+    report (:func:`_interruptible`)."""
     sess = MigrationSession(target_dsn, policy=policy, statement_timeout=statement_timeout,
                             progress=progress, err=err)
     try:
-        if lock_wait is not None:
-            sess.lock.acquire(lock_wait, sess.say)
-        yield sess
+        with _interruptible(sess, files, direction):
+            if lock_wait is not None:
+                sess.lock.acquire(lock_wait, sess.say)
+            yield sess
     finally:
         sess.close()
 
@@ -337,8 +340,8 @@ def apply(target_dsn: str, to: str | None = None, *, dry_run: bool = False,
                                     concurrent_lock_timeout)
     if dry_run:
         return _apply_dry_run(target_dsn, files, to, result, lock_timeout, statement_timeout)
-    with _session(target_dsn, policy, statement_timeout, progress, err, lock_wait) as sess, \
-            _interruptible(sess, files, "apply"):
+    with _session(target_dsn, policy, statement_timeout, progress, err, lock_wait,
+                  files, "apply") as sess:
         steps = _apply_steps(sess, files, compute_status(files, read_state(sess.conn), None),
                              to)
         sess.bookkeeping.ensure()   # creates it, or moves an earlier harness's out of public
@@ -407,8 +410,7 @@ def rollback(target_dsn: str, *, to: str | None = None, steps: int | None = None
     policy = LockRetry.from_options(lock_timeout, lock_retries, retry_max_delay,
                                     concurrent_lock_timeout)
     with _session(target_dsn, policy, statement_timeout, progress, err,
-                  None if dry_run else lock_wait) as sess, \
-            _interruptible(sess, files, "rollback"):
+                  None if dry_run else lock_wait, files, "rollback") as sess:
         state = read_state(sess.conn)
         st = compute_status(files, state, None)
         victims, incomplete = _rollback_victims(files, state, st, to, steps)

@@ -535,6 +535,9 @@ def bench(target, pg_version, scale, as_json, report, keep):
     from . import bench as B
 
     def go():
+        if target:   # only --target: without it bench builds its own throwaway cluster
+            from .target import resolve
+            resolve(target).announce()
         sys.exit(B.run(target, scale, as_json, report=report, keep=keep,
                        version=int(pg_version or 18)))
     run(go)

@@ -43,7 +43,12 @@ def parse(dsn: str, *, origin: str = "--target") -> dict:
     try:
         return conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as e:
-        raise UsageError(f"malformed DSN in {origin}: {str(e).strip()}")
+        prisma = re.search(r"invalid URI query parameter: \"?(schema|connection_limit|"
+                           r"pool_timeout|pgbouncer|sslaccept|socket_timeout|"
+                           r"statement_cache_size)\b", str(e))
+        raise UsageError(f"malformed DSN in {origin}: {str(e).strip()}", details=(
+            [f"{prisma[1]} is a Prisma URL parameter libpq does not know; give the "
+             "harness the URL without it (as psql needs it)"] if prisma else []))
 
 
 def libpq_env() -> list[str]:

@@ -98,7 +98,8 @@ def test_printed_target_never_shows_the_password(db):
 
 
 @pytest.mark.parametrize("dsn", ["host=127.0.0.1 bogus_option=1", "host 127.0.0.1",
-                                 "postgresql://u@h/db?not_an_option=1"])
+                                 "postgresql://u@h/db?not_an_option=1",
+                                 "postgresql://u@h/db?schema=public"])
 def test_malformed_dsn_is_a_usage_error_before_any_connection(db, dsn):
     conn = db.connect()
     before = conn.execute("SELECT count(*) FROM pg_stat_activity").fetchone()[0]
@@ -109,6 +110,8 @@ def test_malformed_dsn_is_a_usage_error_before_any_connection(db, dsn):
         assert p.returncode == EXIT_USAGE, (args, p.stderr)
         assert "malformed DSN" in p.stderr and "Traceback" not in p.stderr
     assert "in DATABASE_URL" in p.stderr
+    if "schema=" in dsn:    # a Prisma URL: the message says which parameter to drop
+        assert "schema is a Prisma URL parameter" in p.stderr
     assert conn.execute("SELECT count(*) FROM pg_stat_activity").fetchone()[0] == before
 
 

@@ -176,3 +176,34 @@ def test_sigterm_during_a_batched_backfill_exits_143_with_the_same_report(
     st = A.status(db.dsn(), sql_root)
     assert st["incomplete"] == [] and st["current"] == BACKFILL
     assert backfilled(db.connect()) == SCALE
+
+
+def test_sigint_while_waiting_for_the_migration_lock_exits_130_and_changes_nothing(
+        baseline_db, sql_root):
+    db = baseline_db
+    before = A.status(db.dsn(), sql_root)
+    holder = db.connect()
+    holder.execute("SELECT pg_advisory_lock(%s::bigint)", (A.LOCK_KEY,))
+    proc = start_apply(db.dsn(), sql_root, "--lock-wait", "120")
+    try:
+        deadline = time.monotonic() + 60
+        while not holder.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = "
+                "current_database() AND application_name = 'harness')").fetchone()[0]:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        time.sleep(0.5)     # inside the wait for the lock
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == EXIT_SIGINT, err
+    assert "Traceback" not in err
+    assert (f"apply stopped at {before['current']}: interrupted by SIGINT before its first "
+            "file") in err, err
+    assert "this run committed no file" in err
+    assert f"the database is now at {before['current']}" in err
+    after = A.status(db.dsn(), sql_root)
+    assert after["applied"] == before["applied"] and after["incomplete"] == []
