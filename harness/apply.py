@@ -59,7 +59,7 @@ from .errors import (AdoptionMismatch, HarnessError, Interrupted, LockNotGranted
 from .lock_retry import (DEFAULT_CONCURRENT_LOCK_TIMEOUT, MAX_LOCK_RETRIES,
                          RETRY_BASE_DELAY, RETRY_MAX_DELAY, LockRetry)
 from .migration_lock import LOCK_KEY
-from .plan_sql import plan, plan_sql
+from .plan_sql import plan, plan_document, plan_sql
 from .probe import probe_rollback
 from .runner import FileRunner, split_statements
 from .session import MigrationSession, progress_bar
@@ -67,6 +67,7 @@ from .session import MigrationSession, progress_bar
 #: names the CLI, the other modules and the tests use from here
 __all__ = [
     "ApplyResult", "RollbackResult", "apply", "rollback", "status", "plan", "plan_sql",
+    "plan_document",
     "progress_bar", "split_statements", "connect", "redact", "find", "load_chain",
     "UsageError", "LockRetry", "LOCK_KEY", "BOOKKEEPING_SCHEMA", "BOOKKEEPING_TABLES",
     "HARNESS_TABLE", "LEGACY_SCHEMA", "MIGRATION_TABLE", "bk", "bookkeeping_schema",

@@ -321,7 +321,7 @@ def plan(target, to, as_sql, as_json):
             click.echo(A.plan_sql(p), nl=False)
             return
         if as_json:
-            click.echo(json.dumps(_plan_document(p), indent=2))
+            click.echo(json.dumps(A.plan_document(p), indent=2))
             return
         click.echo(f"target: {p['target']}")
         if not p["pending"]:
@@ -331,20 +331,6 @@ def plan(target, to, as_sql, as_json):
             extra = " [no-transaction]" if f.no_transaction else ""
             click.echo(f"  {what} {f.id}  ({f.relpath()}){extra}")
     run(go)
-
-
-def _plan_document(p: dict) -> dict:
-    """``plan --json``: the plan as data."""
-    return {
-        "target": p["target"],
-        "pending": [{
-            "id": f.id, "file": f.relpath(),
-            "action": "adopt" if (f.baseline and p["adopt_baseline"]) else "apply",
-            "no_transaction": f.no_transaction,
-            "incomplete": p["incomplete"].get(f.id),
-            "directives": [{"name": d.name, "args": d.args} for d in f.directives],
-        } for f in p["pending"]],
-    }
 
 
 @cli.command(epilog=exit_epilog("lint"))
