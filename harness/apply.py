@@ -62,14 +62,15 @@ from .chain_state import (compute_status, refuse_if_unsafe, refuse_prerelease,
                           refuse_rollback_drift,
                           select_pending, status)
 from .dsn import DEFAULT_LOCK_TIMEOUT, connect, redact
-from .errors import (AdoptionMismatch, HarnessError, LockNotGranted, PreflightFailed,
-                     PreflightRefused, RefusedError, RollbackRefused, UsageError)
+from .errors import (AdoptionMismatch, HarnessError, Interrupted, LockNotGranted,
+                     PreflightFailed, PreflightRefused, RefusedError, RollbackRefused,
+                     UsageError, signal_name)
 from .lock_retry import (DEFAULT_CONCURRENT_LOCK_TIMEOUT, MAX_LOCK_RETRIES,
                          RETRY_BASE_DELAY, RETRY_MAX_DELAY, LockRetry)
 from .migration_lock import LOCK_KEY
 from . import preflight as PF
 from .plan_sql import plan as _plan
-from .plan_sql import plan_sql
+from .plan_sql import plan_document, plan_sql
 from .probe import probe_rollback
 from .runner import FileRunner, split_statements
 from .session import MigrationSession, progress_bar
@@ -77,7 +78,7 @@ from .session import MigrationSession, progress_bar
 #: names the CLI, the other modules and the tests use from here
 __all__ = [
     "ApplyResult", "RollbackResult", "apply", "rollback", "status", "plan", "plan_sql",
-    "preflight",
+    "preflight", "plan_document",
     "progress_bar", "split_statements", "connect", "redact", "find", "load_chain",
     "UsageError", "LockRetry", "LOCK_KEY", "BOOKKEEPING_SCHEMA", "BOOKKEEPING_TABLES",
     "HARNESS_TABLE", "LEGACY_SCHEMA", "MIGRATION_TABLE", "bk", "bookkeeping_schema",
@@ -127,17 +128,31 @@ class Step:
 
 @contextlib.contextmanager
 def _session(target_dsn: str, policy: LockRetry, statement_timeout, progress, err,
-             lock_wait: float | None):
+             lock_wait: float | None, files, direction: str):
     """A migration session holding the migration lock (``lock_wait`` None: not
-    taken, for a dry run), closed (and the lock released) at the end."""
+    taken, for a dry run), closed (and the lock released) at the end. SIGINT /
+    SIGTERM from the wait for the lock on, before the first file: the run's stop
+    report (:func:`_interruptible`)."""
     sess = MigrationSession(target_dsn, policy=policy, statement_timeout=statement_timeout,
                             progress=progress, err=err)
     try:
-        if lock_wait is not None:
-            sess.lock.acquire(lock_wait, sess.say)
-        yield sess
+        with _interruptible(sess, files, direction):
+            if lock_wait is not None:
+                sess.lock.acquire(lock_wait, sess.say)
+            yield sess
     finally:
         sess.close()
+
+
+@contextlib.contextmanager
+def _interruptible(sess: MigrationSession, files, direction: str):
+    """SIGINT / SIGTERM before the first file (waiting for the lock, the adoption
+    check, the rollback probe): the same stop report, naming the version."""
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        raise _stopped(sess, files, _interruption(sess, e, direction, None),
+                       direction, [], None) from None
 
 
 def _execute(sess: MigrationSession, files, steps: list[Step], direction: str,
@@ -166,6 +181,34 @@ def _execute(sess: MigrationSession, files, steps: list[Step], direction: str,
     except HarnessError as e:
         raise _stopped(sess, files, e, direction, committed,
                        step.file.id if step else None, probe_passed=probe_passed) from e
+    except KeyboardInterrupt as e:      # SIGINT, or SIGTERM through the CLI's handler
+        runner.interrupted = True
+        raise _stopped(sess, files, _interruption(sess, e, direction, step, runner),
+                       direction, committed, step.file.id if step else None) from None
+
+
+def _interruption(sess: MigrationSession, exc: KeyboardInterrupt, direction: str,
+                  step: Step | None, runner: FileRunner | None = None) -> Interrupted:
+    """The error of a run stopped by SIGINT / SIGTERM: psycopg has cancelled the
+    statement under way; what the file under way committed is told as for an error
+    (:attr:`FileRunner.state_after`), :func:`_stopped` adds the rest."""
+    sess.settle()
+    name = signal_name(exc)
+    doing = {"apply": "applying", "rollback": "rolling back", "adopt": "adopting"}
+    where = (f"while {doing[step.op]} {step.file.id}" if step
+             else "before its first file (nothing of the chain ran)")
+    details = []
+    committed = runner.committed_so_far() if (runner and step) else None
+    if committed:
+        details.append(committed)
+    again = ("run `harness apply` again to resume: it finishes the interrupted file "
+             "(what it committed stays; its statements are written to be rerun) and "
+             "applies the rest" if direction == "apply" else
+             "run the same `harness rollback` again to finish, or `harness apply` to "
+             "return to the newest version")
+    details.append(again)
+    sess.say(f"interrupted by {name}; reading where the database is")
+    return Interrupted(f"interrupted by {name} {where}", signal_name=name, details=details)
 
 
 def _recorded_position(sess: MigrationSession, files) -> tuple[str | None, list[dict], str | None]:
@@ -227,7 +270,7 @@ def _stopped(sess: MigrationSession, files, e: HarnessError, direction: str, don
     if sqlstate == "FM001" and not isinstance(e, RefusedError):
         return PreflightRefused(f"{stop}: {message}", sqlstate=sqlstate,
                                 file=getattr(e, "file", None), details=details + summary)
-    if isinstance(e, (LockNotGranted, PreflightFailed)):
+    if isinstance(e, (LockNotGranted, PreflightFailed, Interrupted)):
         e.message = f"{stop}: {message}"
     else:
         e.message = message
@@ -335,7 +378,8 @@ def apply(target_dsn: str, to: str | None = None, *, dry_run: bool = False,
     def before_apply(f: MigrationFile) -> None:
         PF.check_before(target_dsn, f, deferred, sql_root=sql_root, limit=preflight_limit)
 
-    with _session(target_dsn, policy, statement_timeout, progress, err, lock_wait) as sess:
+    with _session(target_dsn, policy, statement_timeout, progress, err, lock_wait,
+                  files, "apply") as sess:
         check_owner(sess.conn, _baseline(files), sess.say)   # before the first change
         steps = _apply_steps(sess, files, compute_status(files, read_state(sess.conn), None),
                              to)
@@ -426,7 +470,7 @@ def rollback(target_dsn: str, *, to: str | None = None, steps: int | None = None
     policy = LockRetry.from_options(lock_timeout, lock_retries, retry_max_delay,
                                     concurrent_lock_timeout)
     with _session(target_dsn, policy, statement_timeout, progress, err,
-                  None if dry_run else lock_wait) as sess:
+                  None if dry_run else lock_wait, files, "rollback") as sess:
         check_owner(sess.conn, _baseline(files), sess.say)   # before the first change
         state = read_state(sess.conn)
         st = compute_status(files, state, None)

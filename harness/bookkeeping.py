@@ -34,7 +34,9 @@ Where it lives
 
 What it records
     A file's yoyo mark and log row, and our ``_harness_migration`` row with the
-    sha256 of the file and of its rollback (drift) and its ``state``: 'applied',
+    sha256 of the file and of its rollback (drift), who and when (``applied_by``,
+    the role that ran it, ``current_user``; ``applied_at``; both rewritten when a
+    no-transaction file starts and again when it completes) and its ``state``: 'applied',
     or, for a no-transaction file whose statements have started to commit,
     'applying' / 'rolling_back' (see :mod:`harness.runner`). :func:`read_state`
     reads it back; every write names the table it is writing in
@@ -174,6 +176,15 @@ class Backend(PostgresqlPsycopgBackend):
     def version_table_quoted(self) -> str:
         return self._qualified(self.version_table)
 
+    def connect(self, dburi):
+        """yoyo passes ``dbname=''`` for a URI without a database, which libpq takes
+        as given (and then defaults to the user name), hiding $PGDATABASE; pass
+        none, so that an empty conninfo gets every parameter from the libpq
+        environment as psql would."""
+        if not dburi.database:
+            dburi = dburi._replace(database=None)
+        return super().connect(dburi)
+
     def init_database(self):
         raise NotImplementedError("the harness creates the bookkeeping (Bookkeeping.ensure)")
 
@@ -234,20 +245,22 @@ def read_state(conn) -> dict[str, dict]:
     for mid, at in cur.fetchall():
         state[mid] = {"id": mid, "applied_at": at.replace(tzinfo=timezone.utc).isoformat()
                       if at else None, "checksum": None, "rollback_checksum": None,
-                      "adopted": False, "state": "applied"}
+                      "adopted": False, "state": "applied", "applied_by": None}
     if has_harness:
-        has_state = cur.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = "
-            "to_regclass(%s) AND attname = 'state' AND NOT attisdropped)",
-            (f'{schema}."{HARNESS_TABLE}"',)).fetchone()[0]
+        cols = {r[0] for r in cur.execute(
+            "SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = to_regclass(%s) "
+            "AND attname IN ('state', 'applied_by') AND NOT attisdropped",
+            (f'{schema}."{HARNESS_TABLE}"',)).fetchall()}
         cur.execute("SELECT migration_id, checksum, rollback_checksum, adopted, applied_at, "
-                    + ("state " if has_state else "'applied' ")
+                    + ("state, " if "state" in cols else "'applied', ")
+                    + ("applied_by " if "applied_by" in cols else "NULL::text ")
                     + f'FROM {schema}."{HARNESS_TABLE}"')
-        for mid, cs, rcs, adopted, at, st in cur.fetchall():
+        for mid, cs, rcs, adopted, at, st, by in cur.fetchall():
             if mid not in state and st != "applying":
                 continue    # a row without yoyo mark: only an interrupted apply has one
             rec = state.setdefault(mid, {"id": mid, "applied_at": None})
             rec.update(checksum=cs, rollback_checksum=rcs, adopted=adopted, state=st,
+                       applied_by=by,
                        applied_at=at.isoformat() if at else rec["applied_at"])
     return state
 

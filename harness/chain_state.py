@@ -39,14 +39,15 @@ def compute_status(files: list[MigrationFile], state: dict[str, dict], root: Pat
                 # rollback undoes it
                 op = "apply" if rec["state"] == "applying" else "rollback"
                 incomplete.append({"id": f.id, "version": f.version, "file": f.relpath(root),
-                                   "operation": op, "since": rec["applied_at"]})
+                                   "operation": op, "since": rec["applied_at"],
+                                   "by": rec.get("applied_by")})
             pending.append({"id": f.id, "version": f.version, "file": f.relpath(root),
                             "checksum": f.checksum, "no_transaction": f.no_transaction,
                             "baseline": f.baseline, "incomplete": op})
         else:
             applied.append({"id": f.id, "version": f.version, "file": f.relpath(root),
                             "checksum": rec["checksum"], "applied_at": rec["applied_at"],
-                            "adopted": rec["adopted"]})
+                            "applied_by": rec.get("applied_by"), "adopted": rec["adopted"]})
         if rec is None:
             continue
         if rec["checksum"] and rec["checksum"] != f.checksum:

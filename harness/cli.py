@@ -9,43 +9,67 @@ Library modules never import this one.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
 import click
 
-from .errors import (EXIT_CODES, EXIT_FAILED, EXIT_OK, EXIT_USAGE, ServerUnavailable,
+from .errors import (COMMAND_EXIT_CODES, EXIT_CODES, EXIT_FAILED, EXIT_OK, EXIT_SIGINT,
+                     EXIT_SIGTERM, EXIT_USAGE, LocalProblem, Terminated, signal_name,
                      translate)
 from .dsn import DEFAULT_LOCK_TIMEOUT
 from .target import repo_root, resolve_target
 from .target import sql_root as _sql_root
 
 
-def _exit_code_lines(width: int = 72) -> str:
+def _exit_code_lines(codes, meanings: dict[int, str] | None = None, width: int = 72) -> str:
     import textwrap
+    text = {**EXIT_CODES, **(meanings or {})}
     out = []
-    for code, text in EXIT_CODES.items():
-        out += textwrap.wrap(text, width, initial_indent=f"  {code}  ",
-                             subsequent_indent="     ")
+    for code in codes:
+        head = f"  {code}  "
+        out += textwrap.wrap(text[code], width, initial_indent=head,
+                             subsequent_indent=" " * len(head))
     return "\n".join(out)
 
 
-EPILOG = f"""\b
-Exit codes:
-{_exit_code_lines()}
+def exit_epilog(command: str, meanings: dict[int, str] | None = None) -> str:
+    """The ``--help`` epilog listing the exit codes ``command`` can return (its
+    subset of EXIT_CODES; ``meanings`` words a code the way this command uses it)."""
+    return (f"\b\nExit codes of {command}:\n"
+            f"{_exit_code_lines(COMMAND_EXIT_CODES[command], meanings)}\n")
 
-\b
-Without --target, commands use the embedded PostgreSQL 18 kept under
-./.harness/ (started on demand, stopped by `harness stop`).
+
+TARGETS = """\b
+Without --target, commands that connect use $DATABASE_URL; else, when a libpq
+variable (PGHOST, PGPORT, PGDATABASE, PGUSER, PGSERVICE, PGPASSFILE,
+PGSSLMODE, ...) is set, what libpq makes of them; else the embedded
+PostgreSQL 18 kept under ./.harness/ (started on demand, stopped by `harness
+stop`). Each prints its target first, on stderr; connect_timeout is 10 s
+unless the DSN or PGCONNECT_TIMEOUT sets one.
 """
 
-TARGET_HELP = "libpq DSN/URI of the target database (default: the embedded server)"
+EPILOG = f"""\b
+Exit codes (each command's --help lists the ones it can return):
+{_exit_code_lines(EXIT_CODES)}
+
+{TARGETS}"""
+
+TARGET_HELP = ("libpq DSN/URI of the target database (default: $DATABASE_URL, the PG* "
+               "variables, else the embedded server)")
 
 
 def run(fn):
-    """Run ``fn``; every known error becomes one clear message and its exit code."""
+    """Run ``fn``; every known error becomes one clear message and its exit code;
+    SIGINT / SIGTERM (a KeyboardInterrupt that apply and rollback did not already
+    turn into their stop report) exits 130 / 143."""
     try:
         return fn()
+    except KeyboardInterrupt as e:
+        name = signal_name(e)
+        click.echo(f"harness: interrupted by {name}", err=True)
+        sys.exit(EXIT_SIGTERM if name == "SIGTERM" else EXIT_SIGINT)
     except Exception as e:
         known = translate(e)
         if known is None:
@@ -55,7 +79,28 @@ def run(fn):
         sys.exit(code)
 
 
+def _print_version(ctx, _param, value):
+    if not value or ctx.resilient_parsing:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        pack = version("forgea-schema-pack")
+    except PackageNotFoundError:
+        pack = "(not installed)"
+    try:
+        from .chain import load_chain
+        root = _sql_root()
+        head = f"chain head {load_chain(root)[-1].id} ({root})"
+    except Exception as e:   # a broken chain must not hide the pack's version
+        head = f"chain head unknown ({str(e).splitlines()[0]})"
+    click.echo(f"harness (forgea-schema-pack) {pack}; {head}")
+    ctx.exit(EXIT_OK)
+
+
 @click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_print_version,
+              help="print the pack's version and the chain's head version, and exit")
 def cli():
     """Forgea schema pack: apply, roll back, inspect and lint the migrations."""
 
@@ -91,7 +136,7 @@ def lock_options(fn):
     return fn
 
 
-@cli.command(epilog=EPILOG)
+@cli.command(epilog=exit_epilog("apply") + "\n" + TARGETS)
 @click.option("--target", metavar="DSN", help=TARGET_HELP)
 @click.option("--to", "to", metavar="VERSION", help="apply up to and including VERSION")
 @click.option("--dry-run", is_flag=True, help="show what would run; change nothing")
@@ -130,7 +175,7 @@ def apply(target, to, dry_run, preserve, lock_timeout, lock_retries, lock_retry_
     run(go)
 
 
-@cli.command(epilog=EPILOG)
+@cli.command(epilog=exit_epilog("rollback") + "\n" + TARGETS)
 @click.option("--target", metavar="DSN", help=TARGET_HELP)
 @click.option("--to", "to", metavar="VERSION",
               help="roll back everything newer than VERSION (VERSION stays applied)")
@@ -200,12 +245,12 @@ What status reports (text and --json alike):
                     rollback refuse
   out_of_order      pending files older than the newest applied one (they
                     would run out of order): apply refuses
-\b
-Exit codes of status:
-  0  nothing above needs attention (pending files are normal)
-  1  drift, rollback_changed, unknown, out_of_order or incomplete found
-  4  the PostgreSQL server could not be started or reached
-"""
+Each applied file also says who applied it (applied_by: the role that ran
+it) and when (applied_at).
+
+""" + exit_epilog("status", {
+    0: "nothing above needs attention (pending files are normal)",
+    1: "drift, rollback_changed, unknown, out_of_order or incomplete found"}) + "\n" + TARGETS
 
 
 def _print_status(st: dict) -> None:
@@ -215,7 +260,8 @@ def _print_status(st: dict) -> None:
     click.echo(f"applied ({len(st['applied'])}), oldest first:")
     for a in st["applied"]:
         flag = "  [adopted: recorded, not run]" if a["adopted"] else ""
-        click.echo(f"  {a['id']}  {a['applied_at']}{flag}")
+        by = f" by {a['applied_by']}" if a.get("applied_by") else ""
+        click.echo(f"  {a['id']}  {a['applied_at']}{by}{flag}")
     click.echo(f"pending ({len(st['pending'])}), in the order apply runs them:")
     for p in st["pending"]:
         click.echo(f"  {p['id']}" + ("  [no-transaction]" if p["no_transaction"] else "")
@@ -271,15 +317,11 @@ def status(target, as_json):
     run(go)
 
 
-PREFLIGHT_EPILOG = """\b
-Exit codes of preflight:
-  0  every pre-condition that could be evaluated holds (deferred and
-     unchecked ones are listed; warnings never fail)
-  1  a database error
-  2  usage error
-  3  a pre-condition of a pending file does not hold: its rows are listed
-  4  the PostgreSQL server could not be started or reached
-"""
+PREFLIGHT_EPILOG = exit_epilog("preflight", {
+    0: "every pre-condition that could be evaluated holds (deferred and unchecked "
+       "ones are listed; warnings never fail)",
+    3: "a pre-condition of a pending file does not hold: its rows are listed",
+}) + "\n" + TARGETS
 
 
 def _limit_option(fn):
@@ -319,7 +361,7 @@ def preflight(target, to, as_json, limit):
     run(go)
 
 
-@cli.command(epilog=EPILOG)
+@cli.command(epilog=exit_epilog("plan") + "\n" + TARGETS)
 @click.option("--target", metavar="DSN", help=TARGET_HELP)
 @click.option("--to", "to", metavar="VERSION", help="plan up to and including VERSION")
 @click.option("--sql", "as_sql", is_flag=True,
@@ -329,8 +371,11 @@ def preflight(target, to, as_json, limit):
               help="--sql: lock_timeout of each transaction of the script")
 @click.option("--statement-timeout", default="0", show_default=True,
               help="--sql: statement_timeout of the migration statements (0 = none)")
+@click.option("--json", "as_json", is_flag=True,
+              help="print the plan as JSON: the pending files in order, each with id, "
+                   "action (apply / adopt), no_transaction and its header directives")
 @_limit_option
-def plan(target, to, as_sql, lock_timeout, statement_timeout, limit):
+def plan(target, to, as_sql, lock_timeout, statement_timeout, as_json, limit):
     """Pending migrations and their pre-flight; with --sql the script a DBA can
     review or run with psql. Exits 3 when a pre-condition does not hold.
 
@@ -353,6 +398,10 @@ def plan(target, to, as_sql, lock_timeout, statement_timeout, limit):
                                   statement_timeout=statement_timeout.replace(" ", "")),
                        nl=False)
             return
+        if as_json:
+            click.echo(json.dumps(A.plan_document(p), indent=2))
+            PF.refuse(p["preflight"], what="apply would be")
+            return
         click.echo(f"target: {p['target']}")
         if not p["pending"]:
             click.echo("nothing pending")
@@ -366,22 +415,19 @@ def plan(target, to, as_sql, lock_timeout, statement_timeout, limit):
     run(go)
 
 
-REPAIR_EPILOG = """\b
-Exit codes of repair:
-  0  check-adoption: the adoption record is true (or there is none), or --fix
-     removed a false one; mark-applied / mark-pending: recorded
-  1  check-adoption: the adoption record is false (the differences are listed)
-  2  usage error (--reason missing, unknown version)
-  3  refused, nothing changed: the live catalog is not what the chain up to
-     that version creates (the differences are listed), files out of order,
-     newer files recorded, another run holds the migration lock
-  4  the PostgreSQL server could not be started or reached
-  5  could not check: the throwaway server that builds what the files create
-     could not be started (nothing changed)
-\b
+REPAIR_EPILOG = exit_epilog("repair", {
+    0: "check-adoption: the adoption record is true (or there is none), or --fix "
+       "removed a false one; mark-applied / mark-pending: recorded",
+    1: "check-adoption: the adoption record is false (the differences are listed)",
+    3: "refused, nothing changed: the live catalog is not what the chain up to that "
+       "version creates (the differences are listed), files out of order, newer files "
+       "recorded, another run holds the migration lock",
+    5: "could not check: the throwaway server that builds what the files create could "
+       "not be started (nothing changed)",
+}) + """\b
 Every change is logged in harness._harness_repair_log (current_user,
 session_user, when, what, --reason, the evidence). docs/dba.md, "Repair".
-"""
+""" + "\n" + TARGETS
 
 
 @cli.group(epilog=REPAIR_EPILOG)
@@ -450,7 +496,7 @@ repair.command("mark-pending", epilog=REPAIR_EPILOG,
                     "the chain before it creates.")(_mark("pending"))
 
 
-@cli.command(epilog=EPILOG)
+@cli.command(epilog=exit_epilog("lint"))
 @click.option("--json", "as_json", is_flag=True, help="print findings as JSON")
 def lint(as_json):
     """sqlfluff + squawk + the pack's own rules over every SQL file."""
@@ -469,7 +515,7 @@ def lint(as_json):
     run(go)
 
 
-@cli.command(epilog=EPILOG)
+@cli.command(epilog=exit_epilog("checkpoint") + "\n" + TARGETS)
 @click.option("--target", metavar="DSN", help=TARGET_HELP)
 @click.option("--out", "out", metavar="FILE", type=click.Path(dir_okay=False),
               help="write the checkpoint document here (default: standard output)")
@@ -518,7 +564,8 @@ def checkpoint(target, out, previous, no_record, compare):
     run(go)
 
 
-@cli.command(epilog=EPILOG)
+@cli.command(epilog=exit_epilog("schema", {
+    5: "the throwaway server the chain is built on could not be started"}))
 @click.option("--out", metavar="FILE", type=click.Path(dir_okay=False),
               help="where to write it (default: sql/schema.sql)")
 @click.option("--check", is_flag=True,
@@ -534,7 +581,7 @@ def schema(out, check, pg_version):
         try:
             cluster = servers.start_throwaway(pg_version)
         except Exception as e:
-            raise ServerUnavailable(f"could not start PostgreSQL {pg_version}: {e}")
+            raise LocalProblem(f"could not start PostgreSQL {pg_version}: {e}")
         try:
             text = schema_file.generate(cluster.dsn(), _sql_root())
         finally:
@@ -549,7 +596,8 @@ def schema(out, check, pg_version):
     run(go)
 
 
-@cli.command(epilog=EPILOG)
+@cli.command(epilog=exit_epilog("stop", {
+    5: "the embedded server could not be stopped"}))
 def stop():
     """Stop the embedded PostgreSQL server."""
     def go():
@@ -557,18 +605,16 @@ def stop():
         try:
             was = servers.stop_embedded(repo_root())
         except Exception as e:
-            raise ServerUnavailable(f"could not stop the embedded server: {e}")
+            raise LocalProblem(f"could not stop the embedded server: {e}")
         click.echo("embedded server stopped" if was else "embedded server was not running")
     run(go)
 
 
-VERIFY_EPILOG = """\b
-Exit codes of verify:
-  0  no check failed (info findings are allowed)
-  1  a check failed, or the checkpoint file cannot be used
-  2  usage error
-  4  the PostgreSQL server could not be started or reached
-"""
+VERIFY_EPILOG = exit_epilog("verify", {
+    0: "no check failed (info findings are allowed)",
+    1: "a check failed, or the checkpoint file cannot be used",
+    2: "usage error (a bad option, a malformed DSN, a --checkpoint file that does not "
+       "exist)"}) + "\n" + TARGETS
 
 
 @cli.command(epilog=VERIFY_EPILOG)
@@ -576,7 +622,8 @@ Exit codes of verify:
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 @click.option("--sql-root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="sql/ tree to compare with (default: $HARNESS_SQL_ROOT or the repo's)")
-@click.option("--checkpoint", metavar="FILE", type=click.Path(path_type=Path), default=None,
+@click.option("--checkpoint", metavar="FILE", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="also check that the live ledger still extends this checkpoint "
                    "(written earlier by `harness checkpoint`)")
 @click.option("--no-reference", is_flag=True,
@@ -607,13 +654,9 @@ def verify(target, as_json, sql_root, checkpoint, no_reference, require_complete
     run(go)
 
 
-BENCH_EPILOG = """\b
-Exit codes of bench:
-  0  every phase ran and every figure was measured
-  1  a phase failed or a figure is missing
-  2  usage error
-  4  the PostgreSQL server could not be started or reached
-"""
+BENCH_EPILOG = exit_epilog("bench", {
+    0: "every phase ran and every figure was measured",
+    1: "a phase failed or a figure is missing"})
 
 
 def _bench_versions() -> list[str]:
@@ -641,12 +684,22 @@ def bench(target, pg_version, scale, as_json, report, keep):
     from . import bench as B
 
     def go():
+        if target:   # only --target: without it bench builds its own throwaway cluster
+            from .target import resolve
+            resolve(target).announce()
         sys.exit(B.run(target, scale, as_json, report=report, keep=keep,
                        version=int(pg_version or 18)))
     run(go)
 
 
+def _on_sigterm(_signum, _frame):
+    raise Terminated()
+
+
 def main(argv=None) -> int:
+    # SIGTERM raises like Ctrl-C (psycopg cancels the running statement), so that
+    # apply and rollback stop with the same account of where the database is
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         cli.main(args=argv, prog_name="harness", standalone_mode=False)
     except click.exceptions.NoSuchOption as e:
@@ -655,7 +708,11 @@ def main(argv=None) -> int:
     except click.UsageError as e:
         e.show()
         return EXIT_USAGE
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:
+        if isinstance(e.__cause__, KeyboardInterrupt):
+            name = signal_name(e.__cause__)
+            click.echo(f"harness: interrupted by {name}", err=True)
+            return EXIT_SIGTERM if name == "SIGTERM" else EXIT_SIGINT
         click.echo("aborted", err=True)
         return EXIT_FAILED
     except click.exceptions.Exit as e:

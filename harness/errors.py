@@ -7,6 +7,8 @@ prints and the exit code it returns. Nothing else maps errors to exit codes.
 
 from __future__ import annotations
 
+import re
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -30,7 +32,32 @@ EXIT_CODES: dict[int, str] = {
                   "a pre-flight (FM001) or rollback (FM002) refusal in the probe or the "
                   "real run, locks not granted within the retry budget; the message "
                   "names the version the database is at and what this run committed",
-    EXIT_SERVER: "the PostgreSQL server could not be started or reached",
+    EXIT_SERVER: "the PostgreSQL server could not be started or reached (refused, "
+                 "unknown host, or no answer within connect_timeout)",
+    EXIT_LOCAL: "could not check: a problem on the operator's side (the throwaway or "
+                "embedded server's binaries or files)",
+    EXIT_AUTH: "the server answered but refused the credentials (wrong password, "
+               "unknown role, no pg_hba.conf entry)",
+    EXIT_SIGINT: "interrupted by SIGINT (Ctrl-C); apply and rollback first say where "
+                 "the database is, as for exit 3, and the next apply resumes",
+    EXIT_SIGTERM: "terminated by SIGTERM; as for 130",
+}
+
+#: the exit codes each command can return (its ``--help`` lists these, with the
+#: meanings of :data:`EXIT_CODES`)
+COMMAND_EXIT_CODES: dict[str, tuple[int, ...]] = {
+    "apply": (0, 1, 2, 3, 4, 6, 130, 143),
+    "rollback": (0, 1, 2, 3, 4, 6, 130, 143),
+    "status": (0, 1, 2, 4, 6, 130, 143),
+    "plan": (0, 1, 2, 3, 4, 6, 130, 143),
+    "preflight": (0, 1, 2, 3, 4, 6, 130, 143),
+    "repair": (0, 1, 2, 3, 4, 5, 6, 130, 143),
+    "checkpoint": (0, 1, 2, 4, 6, 130, 143),
+    "verify": (0, 1, 2, 4, 6, 130, 143),
+    "bench": (0, 1, 2, 4, 6, 130, 143),
+    "lint": (0, 1, 2, 130, 143),
+    "schema": (0, 1, 2, 5, 130, 143),
+    "stop": (0, 2, 5, 130, 143),
 }
 
 
@@ -92,6 +119,38 @@ class RollbackRefused(RefusedError):
 
 class ServerUnavailable(HarnessError):
     exit_code = EXIT_SERVER
+
+
+class AuthenticationFailed(HarnessError):
+    """The server answered but refused the credentials."""
+
+    exit_code = EXIT_AUTH
+
+
+class LocalProblem(HarnessError):
+    """Could not check: the operator's side (binaries, a local server's files)."""
+
+    exit_code = EXIT_LOCAL
+
+
+class Interrupted(HarnessError):
+    """SIGINT or SIGTERM: the run stopped; the message says where the database is."""
+
+    def __init__(self, message: str, *, signal_name: str = "SIGINT",
+                 details: list[str] | None = None):
+        super().__init__(message, details=details)
+        self.signal_name = signal_name
+        self.exit_code = EXIT_SIGTERM if signal_name == "SIGTERM" else EXIT_SIGINT
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised by the CLI's SIGTERM handler; a KeyboardInterrupt, so that psycopg
+    cancels the running statement on the server exactly as for Ctrl-C."""
+
+
+def signal_name(exc: BaseException) -> str:
+    """'SIGTERM' for :class:`Terminated`, else 'SIGINT'."""
+    return "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
 
 
 class MigrationFailed(HarnessError):
@@ -158,6 +217,31 @@ def describe_pg_error(exc: BaseException, *, file: str | None = None,
     return line, extra
 
 
+_AUTH_MESSAGE = re.compile(
+    r"password authentication failed|authentication failed for user|no password supplied|"
+    r"pg_hba\.conf|role \"[^\"]*\" does not exist|password is required|"
+    r"server requested .*password", re.I)
+
+
+def auth_failed(exc: BaseException) -> bool:
+    """A psycopg error that means the server refused the credentials (SQLSTATE
+    28P01 / 28000, or libpq's message when the error carries no SQLSTATE)."""
+    import psycopg
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = getattr(exc, "sqlstate", None)
+    return state in ("28P01", "28000") or bool(_AUTH_MESSAGE.search(str(exc)))
+
+
+def connection_failed(exc: BaseException, shown: str) -> HarnessError:
+    """The error for a connection to ``shown`` (a redacted DSN) that failed:
+    refused credentials (exit 6) or a server not reached (exit 4)."""
+    text = f"cannot connect to {shown}: {str(exc).strip()}"
+    if auth_failed(exc):
+        return AuthenticationFailed(text)
+    return ServerUnavailable(text)
+
+
 def _unreachable(exc: BaseException) -> bool:
     """A psycopg error that means the server was not reached (or the link to it broke)."""
     import psycopg
@@ -179,6 +263,8 @@ def translate(exc: BaseException) -> tuple[str, int] | None:
     import psycopg
     if isinstance(exc, HarnessError):
         return exc.render(), exc.exit_code
+    if auth_failed(exc):
+        return f"authentication failed: {str(exc).strip()}", EXIT_AUTH
     if _unreachable(exc):
         return f"cannot reach the database: {str(exc).strip()}", EXIT_SERVER
     if isinstance(exc, psycopg.Error):

@@ -72,6 +72,21 @@ def plan(target_dsn: str, sql_root: Path | None = None, to: str | None = None,
             "legacy_bookkeeping": found.get(LEGACY_SCHEMA, [])}
 
 
+def plan_document(p: dict) -> dict:
+    """``plan --json``: :func:`plan` as data (the pending files in the order apply runs
+    them, each with what apply does with it and its header directives)."""
+    return {
+        "target": p["target"],
+        "pending": [{
+            "id": f.id, "file": f.relpath(),
+            "action": "adopt" if (f.baseline and p["adopt_baseline"]) else "apply",
+            "no_transaction": f.no_transaction,
+            "incomplete": p["incomplete"].get(f.id),
+            "directives": [{"name": d.name, "args": d.args} for d in f.directives],
+        } for f in p["pending"]],
+    }
+
+
 def _lit(v) -> str:
     if v is None:
         return "NULL"

@@ -160,6 +160,15 @@ class FileRunner:
     def __init__(self, session):
         self.s = session
         self.stmts_done = 0   # statements of the current no-transaction file completed
+        #: what is committed if the step under way stops now (a string, or a function
+        #: returning one): the same account for an error and for an interrupt
+        self.state_after = None
+        self.interrupted = False
+
+    def committed_so_far(self) -> str | None:
+        """What the file under way has committed, for the report of an interrupt."""
+        st = self.state_after
+        return st() if callable(st) else st
 
     def run(self, f: MigrationFile, op: str, *, preserve: bool = False) -> None:
         """Apply (``op`` 'apply') or roll back (``op`` 'rollback') one file with its
@@ -251,8 +260,9 @@ class FileRunner:
 
         def partly():
             k, n = self.stmts_done, len(m.steps)
+            how = "was interrupted" if self.interrupted else "failed"
             return (f"{k} of the {n} statements of {d.path} completed before statement "
-                    f"{k + 1} failed (each commits on its own; a batched procedure keeps "
+                    f"{k + 1} {how} (each commits on its own; a batched procedure keeps "
                     f"the batches it finished); {incomplete}")
 
         self._retry(f, d, start, state_after=f"nothing of {d.path} ran")
@@ -266,6 +276,7 @@ class FileRunner:
         the error. A failure while writing the bookkeeping names the bookkeeping
         table, not a line of the file."""
         sess = self.s
+        self.state_after = state_after
 
         def on_error(e, *, exhausted, attempts=0, waited=0.0):
             lost = sess.conn.closed or sess.conn.broken

@@ -26,7 +26,7 @@ from yoyo.connections import parse_uri
 
 from .bookkeeping import MIGRATION_TABLE, Backend, Bookkeeping
 from .dsn import redact, session_options, to_uri
-from .errors import ServerUnavailable
+from .errors import connection_failed
 from .lock_retry import LockRetry, Retrier
 from .migration_lock import MigrationLock
 
@@ -69,7 +69,7 @@ class MigrationSession:
             # creates the tables in the bookkeeping schema later.
             self.backend = Backend(parse_uri(to_uri(d)), MIGRATION_TABLE)
         except psycopg.OperationalError as e:
-            raise ServerUnavailable(f"cannot connect to {redact(dsn)}: {str(e).strip()}")
+            raise connection_failed(e, redact(dsn))
         self.conn: psycopg.Connection = self.backend.connection
         self.conn.add_notice_handler(self._notice)
         self.lock = MigrationLock(self.conn)
@@ -110,6 +110,22 @@ class MigrationSession:
             except psycopg.Error:
                 pass
             b._in_transaction = False
+
+    def settle(self) -> None:
+        """After an interrupt (psycopg has cancelled the running statement): roll
+        back any open transaction so that the bookkeeping can be read again on this
+        connection; a connection left busy is closed (a new one reads it)."""
+        self.backend._in_transaction = False
+        if self.conn.closed or self.conn.broken:
+            return
+        try:
+            if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                self.conn.execute("ROLLBACK")
+        except psycopg.Error:
+            try:
+                self.conn.close()
+            except Exception:
+                pass
 
     def set_timeout(self, *, local: bool) -> None:
         """The statement_timeout asked for, for the migration's own statements."""

@@ -45,7 +45,7 @@ from psycopg import sql
 from pytest_postgresql.janitor import DatabaseJanitor
 
 from harness import servers
-from tests import upstream
+from tests import progress, upstream
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,6 +91,7 @@ def pytest_configure(config):
     0.2-0.5 s, on /dev/shm 0.01-0.02 s (measured on PostgreSQL 18). The servers
     are the same real PostgreSQL; only where their files live changes.
     """
+    progress.bind(config)
     if os.environ.get("HARNESS_CLUSTER_REGISTRY"):
         return
     try:
@@ -114,15 +115,32 @@ def pytest_sessionstart(session):
         return
     version = config.getoption("--pg-version")
     try:
-        servers.find_bin_dir(version)
+        with progress.phase(f"PostgreSQL {version} binaries (installed on first use)"):
+            servers.find_bin_dir(version)
     except (servers.ServerNotFound, servers.ServerError) as e:
         pytest.exit(str(e), returncode=pytest.ExitCode.TESTS_FAILED)
+    progress.say(
+        f"the suite starts a PostgreSQL {version} server (one per xdist worker) and "
+        "builds the template databases its tests need (the whole chain, "
+        "production as Prisma built it, production adopted, production with rows "
+        "migrated) before its first test: lines 'setup N: ...' say which, and when "
+        "each is done")
+
+
+#: the quick first run (``-m smoke``): the chain read from disk, the CLI and its
+#: exit codes, apply / rollback / status on real servers; no test marked slow
+SMOKE_MODULES = frozenset({"test_chain.py", "test_cli.py", "test_cli_environment.py",
+                           "test_apply.py"})
 
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``slow`` first, otherwise in collection order: pytest-xdist
     hands tests out in this order, and a long test handed out last keeps one
-    worker busy while the other has nothing left to do."""
+    worker busy while the other has nothing left to do. The tests of
+    SMOKE_MODULES that are not slow are marked ``smoke``."""
+    for item in items:
+        if item.path.name in SMOKE_MODULES and item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.smoke)
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
@@ -244,7 +262,8 @@ def pg_cluster(pg_version):
     # Any failure here (binaries missing, server won't start) errors every test
     # that needs a server: a version that cannot run is a failure, not a skip.
     try:
-        cluster = servers.start_throwaway(pg_version)
+        with progress.phase(f"starting a throwaway PostgreSQL {pg_version} server"):
+            cluster = servers.start_throwaway(pg_version)
     except (servers.ServerNotFound, servers.ServerError) as e:
         pytest.fail(f"PostgreSQL {pg_version} cannot be started: {e}", pytrace=False)
     try:
@@ -265,6 +284,15 @@ def owner_role(pg_cluster) -> str:
 def _build_template(cluster, name, to, sql_root, *, source=None, prepare=None):
     """A template database: cloned from ``source`` (or empty), ``prepare(conn)``
     run as the owner, then the chain applied through ``to`` (None: all; "": none)."""
+    what = ", ".join(x for x in (
+        f"cloned from {source}" if source else "",
+        prepare.__name__ if prepare else "",
+        "the whole chain" if to is None else f"the chain through {to}" if to else "") if x)
+    with progress.phase(f"template database {name} ({what})"):
+        return _build_template_now(cluster, name, to, sql_root, source, prepare)
+
+
+def _build_template_now(cluster, name, to, sql_root, source, prepare):
     janitor = _create_db(cluster, name, as_template=True, template_dbname=source)
     try:
         if prepare is not None:

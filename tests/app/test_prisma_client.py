@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import progress
+
 APP_DIR = Path(__file__).resolve().parent
 LOCKFILE = APP_DIR / "package-lock.json"
 INSTALLED = APP_DIR / "node_modules" / ".package-lock.json"  # written by npm on every install
@@ -62,12 +64,14 @@ def node_suite() -> str:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not INSTALLED.exists() or INSTALLED.stat().st_mtime < LOCKFILE.stat().st_mtime:
             start = time.monotonic()
-            res = _run([npm, "ci", "--no-audit", "--no-fund"], timeout=900)
+            with progress.phase("tests/app: npm ci (Prisma 7 and its clients' dependencies)"):
+                res = _run([npm, "ci", "--no-audit", "--no-fund"], timeout=900)
             if res.returncode != 0:
                 pytest.fail(f"npm ci failed in {APP_DIR} (exit {res.returncode}):\n"
                             f"{res.stdout}\n{res.stderr}", pytrace=False)
             print(f"npm ci in tests/app: {time.monotonic() - start:.1f} s")
-        res = _run([node, "scripts/generate-clients.mjs"], timeout=600)
+        with progress.phase("tests/app: generating the Prisma clients"):
+            res = _run([node, "scripts/generate-clients.mjs"], timeout=600)
         if res.returncode != 0:
             pytest.fail(f"generating the Prisma clients failed (exit {res.returncode}):\n"
                         f"{res.stdout}\n{res.stderr}", pytrace=False)
