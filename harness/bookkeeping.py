@@ -62,6 +62,9 @@ BOOKKEEPING_SCHEMA = "harness"
 LEGACY_SCHEMA = "public"
 MIGRATION_TABLE = "_yoyo_migration"
 HARNESS_TABLE = "_harness_migration"
+#: the one group role that may read the bookkeeping, and what it may read
+READER_ROLE = "forgea_readonly"
+READER_TABLES = (MIGRATION_TABLE, HARNESS_TABLE)
 #: every bookkeeping table; yoyo's probe tables ``yoyo_tmp_*`` are bookkeeping too
 BOOKKEEPING_TABLES = (MIGRATION_TABLE, "_yoyo_log", "_yoyo_version", "yoyo_lock",
                       HARNESS_TABLE)
@@ -263,6 +266,7 @@ class Bookkeeping:
                 "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = "
                 "to_regclass(%s) AND attname = 'state' AND NOT attisdropped)",
                 (bk(HARNESS_TABLE),)).fetchone()[0]:
+            self.grant_reader()
             return
         if legacy and present:
             raise RefusedError(
@@ -292,9 +296,30 @@ class Bookkeeping:
                     f"creating the bookkeeping in schema {BOOKKEEPING_SCHEMA}")
             raise MigrationFailed(f"{what} failed, nothing was changed: {line}",
                                   sqlstate=e.sqlstate, details=extra)
+        self.grant_reader()
         if legacy:
             self.session.say(f"moved the harness bookkeeping from schema {LEGACY_SCHEMA} "
                              f"to schema {BOOKKEEPING_SCHEMA}: {', '.join(legacy)}")
+
+    def grant_reader(self) -> None:
+        """USAGE on the bookkeeping schema and SELECT on :data:`READER_TABLES` to
+        :data:`READER_ROLE`, when that role exists and lacks them (in the current
+        transaction, or one of its own)."""
+        missing = self.conn.execute(
+            "SELECT r.oid IS NOT NULL AND to_regnamespace(%s) IS NOT NULL AND ("
+            "NOT pg_catalog.has_schema_privilege(r.oid, %s, 'USAGE') OR EXISTS ("
+            "SELECT 1 FROM unnest(%s::text[]) t WHERE to_regclass(%s || '.' || "
+            "quote_ident(t)) IS NOT NULL AND NOT pg_catalog.has_table_privilege("
+            "r.oid, to_regclass(%s || '.' || quote_ident(t)), 'SELECT'))) "
+            "FROM (SELECT (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = %s) AS oid) r",
+            (BOOKKEEPING_SCHEMA, BOOKKEEPING_SCHEMA, list(READER_TABLES), BOOKKEEPING_SCHEMA,
+             BOOKKEEPING_SCHEMA, READER_ROLE)).fetchone()[0]
+        if not missing:
+            return
+        with self.conn.transaction():
+            self.conn.execute(f"GRANT USAGE ON SCHEMA {BOOKKEEPING_SCHEMA} TO {READER_ROLE}")
+            for t in READER_TABLES:
+                self.conn.execute(f"GRANT SELECT ON {bk(t)} TO {READER_ROLE}")
 
     def _count(self, schema: str, table: str) -> int:
         return self.conn.execute(f'SELECT count(*) FROM {schema}."{table}"').fetchone()[0]
@@ -349,6 +374,7 @@ class Bookkeeping:
             "no_transaction = EXCLUDED.no_transaction, applied_at = now(), "
             "applied_by = current_user, state = 'applied'",
             (f.id, f.checksum, f.rollback_checksum, adopted, f.no_transaction))
+        self.grant_reader()     # the role exists once V0002 ran: grant in that run
         self.step = None
 
     def unrecord(self, f: MigrationFile, m: Migration) -> None:

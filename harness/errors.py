@@ -30,6 +30,9 @@ EXIT_CODES: dict[int, str] = {
                   "real run, locks not granted within the retry budget; the message "
                   "names the version the database is at and what this run committed",
     EXIT_SERVER: "the PostgreSQL server could not be started or reached",
+    EXIT_LOCAL: "could not check: a problem on this machine, not in the database (an "
+                "unusable cache directory, server binaries missing, no scratch server "
+                "for verify's reference); the message names it",
 }
 
 
@@ -91,6 +94,13 @@ class RollbackRefused(RefusedError):
 
 class ServerUnavailable(HarnessError):
     exit_code = EXIT_SERVER
+
+
+class LocalProblem(HarnessError):
+    """Could not check: a problem on the operator's machine (cache directory,
+    server binaries, a scratch server), never a verdict on the database."""
+
+    exit_code = EXIT_LOCAL
 
 
 class MigrationFailed(HarnessError):
