@@ -1,0 +1,125 @@
+"""status, verify and plan for the roles that must run them: a forgea_readonly login
+on a migrated database, the same on a hot standby (a physical replica made with
+pg_basebackup), and plan for a role without CREATE on the database."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from harness import chain, reference, servers
+from harness import verify as V
+from harness.cli import main as cli_main
+from harness.errors import EXIT_OK, EXIT_REFUSED
+from tests.builders import seed_world
+
+
+def run_cli(*args) -> tuple[int, str, str]:
+    """``harness ARGS`` in this process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli_main(list(args))
+    assert "Traceback" not in out.getvalue() + err.getvalue()
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def seeded_cache(tmp_path, monkeypatch, reference_snapshot, pg_version, sql_root):
+    """$HARNESS_CACHE_DIR holding the reference of the whole chain (taken by the session
+    fixture), so that verify's definitions check runs without building it again."""
+    files, _ = chain.scan(sql_root)
+    path = tmp_path / "cache" / "reference"
+    path.mkdir(parents=True, mode=0o700)
+    (tmp_path / "cache").chmod(0o700)
+    (path / f"{reference._digest(pg_version, files)}.json").write_text(
+        json.dumps(reference_snapshot))
+    monkeypatch.setenv(reference.CACHE_ENV, str(tmp_path / "cache"))
+    return path
+
+
+def assert_passes_as_reader(dsn: str):
+    """status and verify exit 0 through the CLI; verify's only check not run is the one
+    reading a table forgea_readonly may not read, and the definitions check ran."""
+    code, out, err = run_cli("status", "--target", dsn)
+    assert code == EXIT_OK, out + err
+    assert "pending (0)" in out
+    code, out, err = run_cli("verify", "--target", dsn, "--json")
+    doc = json.loads(out)
+    assert code == EXIT_OK, out + err
+    assert doc["could_not_run"] == ["restorable_values"], out
+    statuses = {c["name"]: c["status"] for c in doc["checks"]}
+    assert statuses["definitions"] == "info" and statuses["migration_chain"] == "pass"
+    assert statuses["lab_attempt_chain_recomputed"] == "info"
+
+
+def test_status_and_verify_pass_as_the_readonly_login(db, seeded_cache):
+    seed_world(db)
+    assert_passes_as_reader(db.dsn("readonly"))
+
+
+def test_without_the_bookkeeping_grant_the_checks_built_on_it_say_so_by_name(db):
+    seed_world(db)
+    db.connect("owner").execute("REVOKE USAGE ON SCHEMA harness FROM forgea_readonly")
+    rep = V.verify(db.dsn("readonly"), reference_snapshot=None)
+    for name in ("migration_chain", "guard_triggers"):
+        [f] = rep.by_name(name).findings
+        assert rep.by_name(name).status == "could_not_run"
+        assert "permission denied for schema harness" in f["message"], V.render_table(rep)
+    assert rep.by_name("lab_attempt_chain_recomputed").status == "info"
+    assert rep.by_name("schema_privileges").status == "info"   # the missing grant, named
+    assert rep.exit_code == EXIT_OK
+
+
+def _standby_of(primary: servers.Cluster, entry: Path) -> servers.Cluster:
+    """A hot standby of ``primary``: pg_basebackup -R (standby.signal, primary_conninfo)."""
+    standby = servers.Cluster(primary.version, primary.bin_dir, entry / "data", throwaway=True)
+    standby._prepare_dir()
+    servers._run([str(primary.bin_dir / "pg_basebackup"), "-D", str(standby.datadir),
+                  "-h", "127.0.0.1", "-p", str(primary.port), "-U", servers.SUPERUSER,
+                  "-X", "stream", "-R", "-c", "fast"], timeout=600)
+    assert (standby.datadir / "standby.signal").exists()
+    with (standby.datadir / "postgresql.conf").open("a") as conf:
+        conf.write(f"unix_socket_directories = '{standby.datadir}'\nhot_standby = on\n")
+    standby.start()
+    return standby
+
+
+@pytest.mark.slow
+def test_status_and_verify_pass_as_the_readonly_login_on_a_hot_standby(
+        db, pg_cluster, seeded_cache, scratch_dir):
+    seed_world(db)
+    standby = _standby_of(pg_cluster, scratch_dir)
+    try:
+        dsn = standby.dsn(user="readonly_login", dbname=db.name)
+        for _ in range(100):   # the clone's rows reach the standby by streaming
+            with contextlib.suppress(psycopg.OperationalError), \
+                    psycopg.connect(dsn, autocommit=True) as conn:
+                assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+                if conn.execute('SELECT count(*) FROM "LabAttempt"').fetchone()[0] == 4:
+                    break
+            time.sleep(0.1)
+        with psycopg.connect(dsn, autocommit=True) as conn, \
+                pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            conn.execute("CREATE TEMP TABLE nope (id int)")
+        assert_passes_as_reader(dsn)
+        # the owner too: nothing verify does needs a write
+        code, out, err = run_cli("verify", "--target", standby.dsn(user="forgea_owner",
+                                                                   dbname=db.name))
+        assert code == EXIT_OK and "verify: OK" in out, out + err
+    finally:
+        standby.destroy()
+
+
+def test_plan_without_create_on_the_database_names_the_grant(upstream_db):
+    """Adoption compares production with the baseline built in a scratch schema: a role
+    without CREATE on the database is told which privilege and which GRANT."""
+    code, out, err = run_cli("plan", "--target", upstream_db.dsn("readonly"))
+    assert code == EXIT_REFUSED, out + err
+    assert "lacks the CREATE privilege on database" in err
+    assert f'GRANT CREATE ON DATABASE "{upstream_db.name}" TO "readonly_login";' in err
