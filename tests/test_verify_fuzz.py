@@ -16,7 +16,7 @@ import re
 
 import psycopg
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
@@ -241,7 +241,9 @@ def test_hostile_row_content_ends_in_a_report(hostile_db, data):
     row_id, before = su.execute(sql.SQL("SELECT id, {}::text FROM {} ORDER BY id LIMIT 1").format(
         sql.Identifier(column), sql.Identifier(table))).fetchone()
     if not _write(su, modes, table, column, typ, row_id, value):
+        event("refused by the column's type")
         return
+    event(f"written: {table}.{column}")
     try:
         after = su.execute(sql.SQL("SELECT {}::text FROM {} WHERE id = %s").format(
             sql.Identifier(column), sql.Identifier(table)), (row_id,)).fetchone()[0]
@@ -255,3 +257,25 @@ def test_hostile_row_content_ends_in_a_report(hostile_db, data):
         json.loads(text)
     finally:
         assert _write(su, modes, table, column, typ, row_id, before)
+
+
+@pytest.mark.parametrize("column, typ, value, finding", [
+    ("changedFiles", "jsonb", '{"added": [' + "9" * 5000 + "]}",
+     "changedFiles cannot be read: ValueError"),
+    ("changedFiles", "jsonb", "[" * 2000 + "]" * 2000,
+     "changedFiles cannot be read: RecursionError"),
+    ("pushedAt", "timestamp(3)", "infinity", "has no place in the layout"),
+    ("authorName", "text", "\u202e\x1b[2J" + "x" * 100000, "rowHash does not match"),
+])
+def test_ledger_values_python_cannot_read_are_findings(hostile_db, column, typ, value,
+                                                      finding):
+    db, su, modes = hostile_db
+    row_id = su.execute('SELECT id FROM "LabAttempt" ORDER BY "sessionId", "chainSeq" '
+                        "LIMIT 1").fetchone()[0]
+    assert _write(su, modes, "LabAttempt", column, typ, row_id, value)
+    code, text = run_cli("verify", "--target", db.dsn(), "--no-reference")
+    assert code == 1, text
+    assert text.splitlines()[-1].startswith("verify: FAILED"), text
+    line = next(ln for ln in text.splitlines() if str(row_id) in ln and "recomputed" in ln
+                or finding in ln)
+    assert finding in line and len(line) < 1500 and "\x1b" not in text, line

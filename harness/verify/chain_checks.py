@@ -3,6 +3,7 @@ indexes, and every definition as the applied files create it."""
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -67,7 +68,10 @@ _DROP_TRIGGER = re.compile(rf"\bDROP\s+TRIGGER\s+(?:IF\s+EXISTS\s+)?({IDENT})"
 _ENABLE_ALWAYS = re.compile(rf"\bENABLE\s+ALWAYS\s+TRIGGER\s+({IDENT})", re.I)
 
 
+@functools.lru_cache(maxsize=512)
 def _strip_comments(text: str) -> str:
+    """The file without comments (sqlparse: about 1 s for the whole chain, so each
+    text is stripped once per process)."""
     import sqlparse
     return sqlparse.format(text, strip_comments=True)
 
