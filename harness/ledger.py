@@ -116,11 +116,15 @@ def row_hash(r: Row, prev_hash: bytes | None = None) -> bytes:
 ROWS_SQL = """
     SELECT a."id"::text, a."sessionId"::text, a."commitSha", a."deliveryId",
            a."branch", a."authorName", a."authorEmail", a."authorLogin",
-           a."changedFiles"::text, a."pushedAt"::text, a."createdAt"::text,
+           a."changedFiles", a."pushedAt"::text, a."createdAt"::text,
            a."chainSeq", a."prevHash", a."rowHash"
     FROM public."LabAttempt" AS a
     ORDER BY a."sessionId", a."chainSeq"
 """
+
+#: ROWS_SQL with changedFiles as its JSON text, parsed row by row (_changed_files):
+#: a value Python cannot load must not stop the stream, only break its own row
+_STREAM_SQL = ROWS_SQL.replace('a."changedFiles",', 'a."changedFiles"::text,')
 
 ANCHORS_SQL = """
     SELECT al."id"::text, al."metadata" ->> 'sessionId', e.v ->> 'id',
@@ -181,7 +185,7 @@ def stream_rows(conn, batch: int = 5000):
     """Every LabAttempt row as a Row, in (sessionId, chainSeq) order, ``batch`` at a time."""
     with conn.cursor(name="forgea_ledger_rows") as cur:
         cur.itersize = batch
-        cur.execute(ROWS_SQL)
+        cur.execute(_STREAM_SQL)
         for rec in cur:
             yield Row(*rec[:8], _changed_files(rec[8]), *rec[9:11], chain_seq=rec[11],
                       prev_hash=bytes(rec[12] or b""), row_hash=bytes(rec[13] or b""))
