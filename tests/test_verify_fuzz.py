@@ -2,7 +2,7 @@
 row content end in a report or a one-line refusal with a documented exit code.
 
 Bounded for the suite: HARNESS_FUZZ_EXAMPLES examples per test (default 40), no
-deadline. A long fuzz run: ``HARNESS_FUZZ_EXAMPLES=2000 pytest tests/test_verify_fuzz.py``
+deadline. A long fuzz run: ``HARNESS_FUZZ_EXAMPLES=2000 pytest -n 0 --timeout 0 tests/test_verify_fuzz.py``
 (docs/security.md).
 """
 
@@ -105,6 +105,11 @@ def test_any_checkpoint_file_is_refused_with_exit_2_or_used(data, valid_checkpoi
         if code == 2:
             assert text.startswith("harness: ") and str(bad) in text, text
             assert len(text) < 2000
+    # verify reads the file before it connects: refused (2), or used and the
+    # unreachable server reported (4)
+    code, text = run_cli("verify", "--target", "postgresql://nobody@127.0.0.1:1/none",
+                         "--no-reference", "--checkpoint", str(bad))
+    assert code in (2, 4), text
 
 
 def test_a_refusal_names_the_field(valid_checkpoint, tmp_path):
