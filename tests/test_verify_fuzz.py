@@ -232,8 +232,8 @@ def _write(su, modes, table, column, typ, row_id, value) -> bool:
                 su.execute(sql.SQL("ALTER TABLE {} " + _ENABLE[mode] + " {}").format(
                     sql.Identifier(table), sql.Identifier(name)))
         return True
-    except (psycopg.errors.DataException, psycopg.errors.IntegrityConstraintViolation,
-            psycopg.errors.ProgramLimitExceeded, psycopg.errors.StatementTooComplex):
+    except (psycopg.DataError, psycopg.IntegrityError, psycopg.errors.ProgramLimitExceeded,
+            psycopg.errors.StatementTooComplex):
         return False
 
 
