@@ -247,6 +247,7 @@ class Bookkeeping:
     def __init__(self, session):
         self.session = session
         self.step: str | None = None
+        self._reader_warned = False
 
     @property
     def conn(self) -> psycopg.Connection:
@@ -316,10 +317,37 @@ class Bookkeeping:
              BOOKKEEPING_SCHEMA, READER_ROLE)).fetchone()[0]
         if not missing:
             return
-        with self.conn.transaction():
-            self.conn.execute(f"GRANT USAGE ON SCHEMA {BOOKKEEPING_SCHEMA} TO {READER_ROLE}")
-            for t in READER_TABLES:
-                self.conn.execute(f"GRANT SELECT ON {bk(t)} TO {READER_ROLE}")
+        can = self.conn.execute(
+            "SELECT pg_catalog.has_schema_privilege(%s, 'USAGE WITH GRANT OPTION') AND "
+            "NOT EXISTS (SELECT 1 FROM unnest(%s::text[]) t WHERE to_regclass(%s || '.' || "
+            "quote_ident(t)) IS NOT NULL AND NOT pg_catalog.has_table_privilege("
+            "to_regclass(%s || '.' || quote_ident(t)), 'SELECT WITH GRANT OPTION'))",
+            (BOOKKEEPING_SCHEMA, list(READER_TABLES), BOOKKEEPING_SCHEMA,
+             BOOKKEEPING_SCHEMA)).fetchone()[0]
+        if not can:
+            if not self._reader_warned:
+                self._reader_warned = True
+                self.session.say(
+                    f"warning: cannot let {READER_ROLE} read the bookkeeping (schema "
+                    f"{BOOKKEEPING_SCHEMA} is another role's), so `harness status` and "
+                    f"`verify` will not run as that role; as its owner: GRANT USAGE ON "
+                    f"SCHEMA {BOOKKEEPING_SCHEMA} TO {READER_ROLE}; GRANT SELECT ON "
+                    + ", ".join(bk(t) for t in READER_TABLES) + f" TO {READER_ROLE};")
+            return
+        try:
+            with self.conn.transaction():   # a savepoint inside a file's transaction
+                self.conn.execute(f"GRANT USAGE ON SCHEMA {BOOKKEEPING_SCHEMA} TO "
+                                  f"{READER_ROLE}")
+                for t in READER_TABLES:
+                    self.conn.execute(f"GRANT SELECT ON {bk(t)} TO {READER_ROLE}")
+        except psycopg.errors.InsufficientPrivilege as e:
+            # the schema belongs to another role: the run goes on, the DBA is told
+            self.session.say(f"warning: could not let {READER_ROLE} read the bookkeeping "
+                             f"({e.diag.message_primary}); as the owner of schema "
+                             f"{BOOKKEEPING_SCHEMA}: GRANT USAGE ON SCHEMA "
+                             f"{BOOKKEEPING_SCHEMA} TO {READER_ROLE}; GRANT SELECT ON "
+                             + ", ".join(bk(t) for t in READER_TABLES)
+                             + f" TO {READER_ROLE};")
 
     def _count(self, schema: str, table: str) -> int:
         return self.conn.execute(f'SELECT count(*) FROM {schema}."{table}"').fetchone()[0]

@@ -123,3 +123,19 @@ def test_plan_without_create_on_the_database_names_the_grant(upstream_db):
     assert code == EXIT_REFUSED, out + err
     assert "lacks the CREATE privilege on database" in err
     assert f'GRANT CREATE ON DATABASE "{upstream_db.name}" TO "readonly_login";' in err
+
+
+def test_apply_warns_and_goes_on_when_it_cannot_grant_the_bookkeeping_to_the_reader(
+        empty_db, sql_root):
+    """A DBA created schema harness for the migration role without giving it away:
+    the harness cannot grant USAGE on it, says what to run, and applies the chain."""
+    from harness import apply as A
+    su = empty_db.connect("superuser")
+    su.execute("CREATE SCHEMA harness")
+    su.execute("GRANT USAGE, CREATE ON SCHEMA harness TO forgea_owner")
+    err = io.StringIO()
+    r = A.apply(empty_db.dsn(), sql_root=sql_root, err=err)
+    assert r.applied and not A.status(empty_db.dsn(), sql_root)["pending"]
+    assert err.getvalue().count("warning: cannot let forgea_readonly read the bookkeeping") == 1
+    assert "GRANT USAGE ON SCHEMA harness TO forgea_readonly;" in err.getvalue()
+    assert "no privileges were granted" not in err.getvalue()
