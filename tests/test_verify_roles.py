@@ -80,7 +80,11 @@ def _standby_of(primary: servers.Cluster, entry: Path) -> servers.Cluster:
     """A hot standby of ``primary``: pg_basebackup -R (standby.signal, primary_conninfo)."""
     standby = servers.Cluster(primary.version, primary.bin_dir, entry / "data", throwaway=True)
     standby._prepare_dir()
-    servers._run([str(primary.bin_dir / "pg_basebackup"), "-D", str(standby.datadir),
+    # the npm builds of 16 and 17 ship no pg_basebackup: 18's client backs up older servers
+    tool = primary.bin_dir / "pg_basebackup"
+    if not tool.is_file():
+        tool = servers.find_bin_dir(18) / "pg_basebackup"
+    servers._run([str(tool), "-D", str(standby.datadir),
                   "-h", "127.0.0.1", "-p", str(primary.port), "-U", servers.SUPERUSER,
                   "-X", "stream", "-R", "-c", "fast"], timeout=600)
     assert (standby.datadir / "standby.signal").exists()
