@@ -112,6 +112,14 @@ def test_status_and_verify_pass_as_the_readonly_login_on_a_hot_standby(
                 pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             conn.execute("CREATE TEMP TABLE nope (id int)")
         assert_passes_as_reader(dsn)
+        # a checkpoint can be taken there, and verified against
+        kept = scratch_dir / "checkpoint.json"
+        code, out, err = run_cli("checkpoint", "--target", dsn, "--no-record", "--out",
+                                 str(kept))
+        assert code == EXIT_OK and "2 sessions, 4 rows" in err, out + err
+        code, out, err = run_cli("verify", "--target", dsn, "--no-reference",
+                                 "--checkpoint", str(kept))
+        assert code == EXIT_OK, out + err
         # the owner too: nothing verify does needs a write
         code, out, err = run_cli("verify", "--target", standby.dsn(user="forgea_owner",
                                                                    dbname=db.name))
