@@ -54,7 +54,7 @@ from yoyo.backends.core.postgresql import PostgresqlPsycopgBackend
 from yoyo.migrations import Migration
 
 from .chain import MigrationFile
-from .errors import MigrationFailed, RefusedError, describe_pg_error
+from .errors import HarnessError, MigrationFailed, RefusedError, describe_pg_error
 
 #: the schema that holds every bookkeeping table (see "Where the bookkeeping lives")
 BOOKKEEPING_SCHEMA = "harness"
@@ -205,7 +205,22 @@ def bookkeeping_schema(conn) -> str | None:
 
 
 def read_state(conn) -> dict[str, dict]:
-    """Applied migrations by id (empty when the bookkeeping tables are missing)."""
+    """Applied migrations by id (empty when the bookkeeping tables are missing); a
+    role that may not read them gets one line naming the grants (exit 1)."""
+    try:
+        return _read_state(conn)
+    except psycopg.errors.InsufficientPrivilege as e:
+        raise HarnessError(
+            f"cannot read the harness bookkeeping: {e.diag.message_primary}",
+            details=[f"`harness apply` (as the migration owner) grants {READER_ROLE} what "
+                     "status and verify read; or, as the owner of schema "
+                     f"{BOOKKEEPING_SCHEMA}: GRANT USAGE ON SCHEMA {BOOKKEEPING_SCHEMA} TO "
+                     f"{READER_ROLE}; GRANT SELECT ON "
+                     + ", ".join(bk(t) for t in READER_TABLES) + f" TO {READER_ROLE};"]
+        ) from None
+
+
+def _read_state(conn) -> dict[str, dict]:
     state: dict[str, dict] = {}
     schema = bookkeeping_schema(conn)
     if schema is None:

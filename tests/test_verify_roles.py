@@ -151,3 +151,11 @@ def test_apply_warns_and_goes_on_when_it_cannot_grant_the_bookkeeping_to_the_rea
     assert err.getvalue().count("warning: cannot let forgea_readonly read the bookkeeping") == 1
     assert "GRANT USAGE ON SCHEMA harness TO forgea_readonly;" in err.getvalue()
     assert "no privileges were granted" not in err.getvalue()
+
+
+def test_status_as_a_reader_without_the_grant_names_it(db):
+    db.connect("owner").execute("REVOKE USAGE ON SCHEMA harness FROM forgea_readonly")
+    code, out, err = run_cli("status", "--target", db.dsn("readonly"))
+    assert code == 1, out + err
+    assert "cannot read the harness bookkeeping: permission denied for schema harness" in err
+    assert "GRANT USAGE ON SCHEMA harness TO forgea_readonly;" in err
