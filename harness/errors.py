@@ -12,7 +12,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
 EXIT_SERVER = 4
-#: reserved: a problem on the operator's side (cache, binaries, scratch server): could not check
+#: could not check: a problem on the operator's side (cache, binaries, scratch server); LocalProblem
 EXIT_LOCAL = 5
 #: reserved: the server answered but refused the credentials
 EXIT_AUTH = 6

@@ -192,7 +192,9 @@ def definitions(c, ctx) -> None:
     nothing: the owner can replace what a name points at."""
     conn, ref = ctx.conn, ctx.reference
     if ref.get("local"):
-        c.could_not_run("reference", f"could not check: {ref['error']}", local=True)
+        why = str(ref["error"])
+        c.could_not_run("reference", why if why.startswith("could not check")
+                        else f"could not check: {why}", local=True)
         return
     if ref.get("denied"):
         c.could_not_run("reference", ref["error"])
