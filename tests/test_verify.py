@@ -16,6 +16,7 @@ from harness import verify as V
 from harness.cli import main as cli_main
 from harness.errors import LocalProblem
 from tests.builders import seed_world
+from tests.chain_ids import CHAIN
 
 
 def report(db, sql_root=None, role="owner", **kw) -> V.Report:
@@ -578,7 +579,7 @@ def test_extensions_installed_before_adoption_are_ignored(upstream_db, sql_root,
     names = _install_extensions(upstream_db)
     out = io.StringIO()
     r = A.apply(upstream_db.dsn(), sql_root=sql_root, err=out)
-    assert r.adopted == ["V0001__baseline"]
+    assert r.adopted == [CHAIN["baseline"]]
     assert "were ignored" in out.getvalue() and "pg_trgm" in out.getvalue()
     _assert_ok_naming_extensions(report(upstream_db, reference_snapshot=reference_snapshot),
                                  names)
