@@ -50,7 +50,8 @@ from .bookkeeping import (BOOKKEEPING_SCHEMA, BOOKKEEPING_TABLES, HARNESS_TABLE,
                           LEGACY_SCHEMA, MIGRATION_TABLE, bk, bookkeeping_schema,
                           bookkeeping_tables, read_state)
 from .chain import MigrationFile, find, load_chain
-from .chain_state import (compute_status, refuse_if_unsafe, refuse_rollback_drift,
+from .chain_state import (compute_status, refuse_if_unsafe, refuse_prerelease,
+                          refuse_rollback_drift,
                           select_pending, status)
 from .dsn import DEFAULT_LOCK_TIMEOUT, connect, redact
 from .errors import (AdoptionMismatch, HarnessError, LockNotGranted, PreflightRefused,
@@ -314,6 +315,7 @@ def _rollback_victims(files, state: dict, st: dict, to: str | None,
     """(the files a rollback undoes, newest first; the incomplete files), after
     its refusals (unknown versions, an adopted baseline)."""
     by_id = {f.id: f for f in files}
+    refuse_prerelease(st)
     if st["unknown"]:
         raise RefusedError("refusing to roll back: the database has migrations this "
                            "tree does not know", details=[u["id"] for u in st["unknown"]])

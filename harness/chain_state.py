@@ -90,9 +90,57 @@ def status(target_dsn: str, sql_root: Path | None = None) -> dict:
     out["bookkeeping_schema"] = schema
     return out
 
+#: The ids of the pre-release chain (45 files after the baseline, re-cut into the
+#: release chain before the first production apply; its history is in git). A
+#: database that recorded any of them was built by that chain and cannot be
+#: upgraded in place: it is refused as drift, with how to rebuild it.
+PRERELEASE_IDS = frozenset({
+    "V0002__roles", "V0004__rollback_archive", "V0005__lab_status_failed",
+    "V0006__lab_version", "V0007__lab_version_guards",
+    "V0008__lab_session_version_columns", "V0009__verification_attempt",
+    "V0010__verification_attempt_guards", "V0011__lab_session_lifecycle_v2",
+    "V0012__lab_session_backfill", "V0013__verification_attempt_copy",
+    "V0014__lab_session_constraints", "V0015__lab_session_constraints_validate",
+    "V0016__lab_session_version_not_null", "V0017__lab_session_one_active",
+    "V0020__canonical_repo_url", "V0021__github_repo_mapping",
+    "V0022__github_repo_mapping_guards",
+    "V0023__github_repo_mapping_backfill_procedure",
+    "V0024__github_repo_mapping_backfill", "V0025__lab_attempt",
+    "V0026__lab_attempt_guards", "V0027__lab_attempt_chain_verify",
+    "V0028__session_binding_api", "V0029__enqueue_verification_job_placeholder",
+    "V0030__record_push", "V0039__lab_attempt_job_key", "V0040__verification_job",
+    "V0041__verification_job_guards", "V0042__verification_job_api",
+    "V0043__auditlog_webhook_guard", "V0050__lab_session_app_update_columns",
+    "V0051__lab_session_identity_guard", "V0052__verification_job_lease_token",
+    "V0053__repo_binding_conflicts", "V0054__session_serialisation_row_locks",
+    "V0055__locale_independent_text_rules", "V0056__api_value_bounds",
+    "V0057__restorable_timestamps", "V0058__restorable_timestamps_validate",
+    "V0060__record_push_set_based", "V0061__verification_job_lease_token_lookup",
+    "V0070__ledger_checkpoint", "V0071__ledger_checkpoint_guards",
+})
+
+PRERELEASE_HELP = [
+    "this database was built by the pre-release chain (numbered before the release "
+    "re-cut); no production database ever ran it, and it cannot be upgraded in place",
+    "rebuild it: drop and recreate the development database (or restore a dump taken "
+    "before its first 'harness apply'), then run 'harness apply'",
+]
+
+
+def refuse_prerelease(st: dict) -> None:
+    """Refuse (exit 3) a database that recorded ids of the pre-release chain."""
+    found = sorted(u["id"] for u in st["unknown"] if u["id"] in PRERELEASE_IDS)
+    if found:
+        raise DriftError(
+            "refusing to proceed: the database was built by a pre-release chain "
+            f"({len(found)} recorded migration(s) of it, e.g. {found[0]})",
+            details=PRERELEASE_HELP)
+
 
 def refuse_if_unsafe(st: dict) -> None:
-    """Apply's refusals (exit 3): drift, unknown versions, out-of-order files."""
+    """Apply's refusals (exit 3): a pre-release database, drift, unknown versions,
+    out-of-order files."""
+    refuse_prerelease(st)
     if st["drift"]:
         raise DriftError(
             "refusing to proceed: applied migration files were edited since they were "
@@ -116,6 +164,7 @@ def refuse_rollback_drift(st: dict, victims: list[str]) -> None:
     """Rollback's drift rule: apply's (no applied file edited since it was
     applied), plus the rollback file of every file it would roll back (the probe
     and the run would execute an edited file)."""
+    refuse_prerelease(st)
     rb = [c for c in st["rollback_changed"] if c["id"] in victims]
     if not (st["drift"] or rb):
         return

@@ -1,7 +1,7 @@
 """Production-like data for ``harness bench``, generated set-based on the server.
 
 ``generate(dsn, scale)`` expects a database at the baseline (``V0001`` +
-``V0002__roles`` applied, nothing else) and fills it, entirely with
+``V0002__roles_and_archive`` applied, nothing else) and fills it, entirely with
 ``INSERT ... SELECT ... generate_series`` (no row crosses the network):
 
 * ``User``: ``scale // 100`` users (at least 20) plus spare users with no

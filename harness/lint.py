@@ -35,6 +35,7 @@ from pathlib import Path
 
 import sqlparse
 
+from . import chain_doc
 from .chain import FILE_RE, has_header_comment, parse_directives, scan
 from .sqlnames import QUALIFIED, unquote
 
@@ -64,23 +65,22 @@ SQUAWK_EXCLUSIONS: list[tuple[str, str, str]] = [
     ("sql/rollback/*.sql", "ban-drop-default", "rollbacks drop what their migration added"),
     ("sql/rollback/*.sql", "ban-drop-index", "rollbacks drop what their migration added"),
     ("sql/rollback/*.sql", "ban-drop-not-null", "rollbacks undo the NOT NULL their migration set"),
-    ("sql/migrations/V0012__lab_session_backfill.sql", "ban-drop-function",
+    ("sql/migrations/V0008__lab_session_backfill.sql", "ban-drop-function",
      "drops the temporary batch-backfill helper the same file created (same transaction)"),
-    ("sql/migrations/V0013__verification_attempt_copy.sql", "ban-drop-function",
+    ("sql/migrations/V0009__verification_attempt_copy.sql", "ban-drop-function",
      "drops the temporary copy helpers the same file created (same transaction)"),
-    ("sql/migrations/V0016__lab_session_version_not_null.sql", "adding-not-nullable-field",
-     "SET NOT NULL follows a validated CHECK (labVersionId IS NOT NULL) added by V0014, so "
+    ("sql/migrations/V0012__lab_session_version_not_null.sql", "adding-not-nullable-field",
+     "SET NOT NULL follows a validated CHECK (labVersionId IS NOT NULL) added by V0010, so "
      "PostgreSQL >= 12 skips the table scan (instant ACCESS EXCLUSIVE)"),
-    ("sql/migrations/V0016__lab_session_version_not_null.sql", "ban-drop-constraint",
+    ("sql/migrations/V0012__lab_session_version_not_null.sql", "ban-drop-constraint",
      "drops that helper CHECK once NOT NULL holds (the guarantee is kept by NOT NULL)"),
-    ("sql/migrations/V0052__verification_job_lease_token.sql", "ban-drop-function",
-     "claim_verification_job's result gains leaseToken and complete_verification_job a "
-     "defaulted p_lease_token: both need DROP + CREATE in one transaction; the CONTRACT's "
-     "calls resolve to the new functions"),
-    ("sql/rollback/V0005__lab_status_failed.sql", "renaming-object",
+    ("sql/rollback/V0012__lab_session_version_not_null.sql", "constraint-missing-not-valid",
+     "the rollback restores the CHECK validated, as V0011 left it, inside the ACCESS "
+     "EXCLUSIVE window DROP NOT NULL needs anyway (one scan; its header says so)"),
+    ("sql/rollback/V0004__lab_version.sql", "renaming-object",
      "an enum label cannot be dropped: the rollback renames LabStatus aside, recreates "
      "it without FAILED and retypes the columns"),
-    ("sql/rollback/V0005__lab_status_failed.sql", "changing-column-type",
+    ("sql/rollback/V0004__lab_version.sql", "changing-column-type",
      "same: retyping the status columns to the recreated LabStatus is the only way back"),
 ]
 
@@ -263,6 +263,51 @@ def own_rules(repo: Path) -> list[Finding]:
                                      revoked_in_chain=revoked_in_chain)
         if not is_rollback:
             revoked_in_chain |= revoked
+        if not baseline:
+            findings += _header_field_rules(rel, text, is_rollback=is_rollback)
+    return findings + created_once(repo)
+
+
+def _header_field_rules(rel: str, text: str, *, is_rollback: bool) -> list[Finding]:
+    """Every header has the named fields the chain table is generated from."""
+    return [Finding(rel, 1, "header-fields",
+                    f"the header has no '-- {name}:' field (docs/dba.md's chain table is "
+                    "generated from these fields; see harness/chain_doc.py)")
+            for name in chain_doc.missing_fields(text, rollback=is_rollback)]
+
+
+_CREATE_TRIGGER = re.compile(
+    r"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?(?:CONSTRAINT\s+)?TRIGGER\s+(" + QUALIFIED + ")",
+    re.I)
+
+
+def created_once(repo: Path) -> list[Finding]:
+    """The release rule: after the baseline, every function, procedure and trigger
+    is created by exactly one versioned file, in its final form."""
+    files, _problems = scan(repo / "sql")
+    first: dict[str, str] = {}
+    findings = []
+    for f in files:
+        if f.baseline:
+            continue
+        rel = f.relpath(repo)
+        seen_here = set()
+        for line, _stmt, body in _statements_with_lines(f.sql):
+            fm, tm = _CREATE_FUNC.match(body), _CREATE_TRIGGER.match(body)
+            if not (fm or tm):
+                continue
+            name = (f"function {unquote(fm.group(3)).lower()}" if fm
+                    else f"trigger {unquote(tm.group(1)).lower()}")
+            if name in first and first[name] != rel:
+                findings.append(Finding(rel, line, "created-once",
+                                        f"{name} is already created by {first[name]}: each "
+                                        "function, procedure and trigger is created by one "
+                                        "versioned file, in its final form"))
+            elif name in seen_here:
+                findings.append(Finding(rel, line, "created-once",
+                                        f"{name} is created twice in this file"))
+            first.setdefault(name, rel)
+            seen_here.add(name)
     return findings
 
 

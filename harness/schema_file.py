@@ -34,8 +34,8 @@ HEADER = """\
 
 _CREATE_FN = re.compile(r"CREATE\s+(?:OR\s+REPLACE\s+)?(?:FUNCTION|PROCEDURE)\s+"
                         r"(?:public\.)?\"?([a-z_][a-z0-9_]*)\"?\s*\(", re.I)
-_CREATE_TRIGGER = re.compile(r"CREATE\s+(?:OR\s+REPLACE\s+)?TRIGGER\s+\"?([a-z_][a-z0-9_]*)",
-                             re.I)
+_CREATE_TRIGGER = re.compile(r"CREATE\s+(?:OR\s+REPLACE\s+)?(?:CONSTRAINT\s+)?TRIGGER\s+"
+                             r"\"?([a-z_][a-z0-9_]*)", re.I)
 
 
 def _strip_comments(text: str) -> str:

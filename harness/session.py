@@ -7,7 +7,7 @@ It runs with ``application_name = 'harness'``, the ``lock_timeout`` of its
 ``statement_timeout`` asked for applies to the migrations' own statements only
 (:meth:`MigrationSession.set_timeout`), never to the bookkeeping. Server NOTICEs
 are printed to ``err`` as they arrive; backfill progress NOTICEs
-('V0012 progress: 5000/20000 rows') are drawn as a bar.
+('V0008 progress: 5000/20000 rows') are drawn as a bar.
 
 Its parts, each in a module of its own: :attr:`lock` (:mod:`harness.migration_lock`),
 :attr:`bookkeeping` (:mod:`harness.bookkeeping`), :attr:`retrier`
@@ -35,7 +35,7 @@ _PROGRESS = re.compile(
 
 
 def progress_bar(message: str, width: int = 30) -> str | None:
-    """Draw 'V0012 progress: 5000/20000 rows' (or '... pages') NOTICEs as a bar; None otherwise."""
+    """Draw 'V0008 progress: 5000/20000 rows' (or '... pages') NOTICEs as a bar; None otherwise."""
     m = _PROGRESS.match(message)
     if not m:
         return None

@@ -5,7 +5,7 @@ pack's SQL API as the right role, wherever an API exists:
 
   ids, sha                  deterministic uuids (``ids.user(1)``) and commit SHAs (``sha(7)``)
   add_user / add_users      "User" rows, as the owner (no API)
-  add_lab                   a "Lab" row, as the owner; the V0007 trigger makes its LabVersion 1
+  add_lab                   a "Lab" row, as the owner; the V0005 trigger makes its LabVersion 1
   add_user_and_labs         user n and its labs 100*n+k
   new_lab_version           change a lab's repoVersion (a new LabVersion), as any writer
   create_session            create_lab_session(...) as forgea_app: a session bound to a repository
@@ -128,7 +128,7 @@ def add_users(owner, count: int) -> list[uuid.UUID]:
 def add_lab(owner, n: int | None = None) -> uuid.UUID:
     """Lab ``n`` (ids.lab(n); a second call with the same ``n`` changes nothing), or
     without ``n`` a fresh lab; repoVersion LAB_REPO_VERSION, constraints LAB_CONSTRAINTS.
-    The V0007 trigger gives it LabVersion 1."""
+    The V0005 trigger gives it LabVersion 1."""
     lab = uuid.uuid4() if n is None else ids.lab(n)
     tag = str(n) if n is not None else lab.hex[:12]
     owner.execute(

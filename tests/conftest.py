@@ -12,7 +12,7 @@ Fixtures:
   tmpl_full    (session) name of the template with the whole chain applied
   tmpl_upstream(session) name of the template built by the seven real Prisma
                          migrations (tests/upstream.py): production, no rows
-  tmpl_baseline(session) production adopted by the harness, then V0002__roles
+  tmpl_baseline(session) production adopted by the harness, then V0002__roles_and_archive
   tmpl_prod_full(session) production with production-like rows (tests/prodlike.py),
                          adopted and migrated with the whole chain
   login_roles  (session) dict role-key -> role name (app_login, worker_login, ...)
@@ -52,7 +52,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # the attack summary must run in pytest-xdist's controller too
 pytest_plugins = ["tests.attack_summary"]
 OWNER = "forgea_owner"
-BASELINE_TARGET = "V0002__roles"
+BASELINE_TARGET = "V0002__roles_and_archive"
 
 # role key used by TestDB.connect/dsn -> (login role, group role it belongs to)
 LOGIN_ROLES = {
@@ -380,7 +380,7 @@ def db(pg_cluster, tmpl_full):
 
 @pytest.fixture
 def baseline_db(pg_cluster, tmpl_baseline):
-    """Fresh database cloned from tmpl_baseline (migrations up to V0002__roles)."""
+    """Fresh database cloned from tmpl_baseline (migrations up to V0002__roles_and_archive)."""
     with _fresh_db(pg_cluster, tmpl_baseline, "t_base") as testdb:
         yield testdb
 

@@ -198,10 +198,10 @@ def test_rollback_of_an_adopted_baseline_is_refused(upstream_db, sql_root):
         A.rollback(upstream_db.dsn(), steps=2, sql_root=sql_root)
     assert "adopted" in e.value.message and e.value.exit_code == 3
     assert [a["id"] for a in A.status(upstream_db.dsn(), sql_root)["applied"]] == \
-        ["V0001__baseline", "V0002__roles"]
+        ["V0001__baseline", "V0002__roles_and_archive"]
     # rolling back above the baseline is still allowed
     assert A.rollback(upstream_db.dsn(), to="V0001", sql_root=sql_root).rolled_back == \
-        ["V0002__roles"]
+        ["V0002__roles_and_archive"]
     assert snapshot_rows(conn) == rows
 
 

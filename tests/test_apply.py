@@ -60,7 +60,7 @@ def test_apply_rollback_to_baseline_apply_gives_identical_catalog(empty_db, sql_
 def test_status_shape_lists_applied_and_pending_oldest_first(baseline_db, sql_root):
     st = A.status(baseline_db.dsn(), sql_root)
     assert set(st) >= {"applied", "pending", "drift"}
-    assert ids(st["applied"]) == ["V0001__baseline", "V0002__roles"]
+    assert ids(st["applied"]) == ["V0001__baseline", "V0002__roles_and_archive"]
     all_ids = [f.id for f in chain.load_chain(sql_root)]
     assert ids(st["applied"]) + ids(st["pending"]) == all_ids
     for a in st["applied"]:
@@ -82,13 +82,13 @@ def test_status_of_a_database_without_bookkeeping_changes_nothing(empty_db, sql_
 def test_apply_to_and_dry_run(empty_db, sql_root):
     dsn = empty_db.dsn()
     r = A.apply(dsn, to="V0002", dry_run=True, sql_root=sql_root)
-    assert r.planned == ["V0001__baseline", "V0002__roles"] and not r.applied
+    assert r.planned == ["V0001__baseline", "V0002__roles_and_archive"] and not r.applied
     conn = empty_db.connect()
     assert conn.execute("SELECT to_regclass('\"User\"')").fetchone()[0] is None
     assert A.bookkeeping_tables(conn) == {}
     r = A.apply(dsn, to="V0002", sql_root=sql_root)
-    assert r.applied == ["V0001__baseline", "V0002__roles"]
-    assert ids(A.status(dsn, sql_root)["applied"]) == ["V0001__baseline", "V0002__roles"]
+    assert r.applied == ["V0001__baseline", "V0002__roles_and_archive"]
+    assert ids(A.status(dsn, sql_root)["applied"]) == ["V0001__baseline", "V0002__roles_and_archive"]
 
 
 def test_rollback_to_keeps_target_applied_and_steps_rolls_back_newest(db, sql_root):
@@ -97,7 +97,7 @@ def test_rollback_to_keeps_target_applied_and_steps_rolls_back_newest(db, sql_ro
     r = A.rollback(dsn, steps=2, sql_root=sql_root)
     assert r.rolled_back == [files[-1].id, files[-2].id]
     r = A.rollback(dsn, to="V0002", sql_root=sql_root)
-    assert ids(A.status(dsn, sql_root)["applied"]) == ["V0001__baseline", "V0002__roles"]
+    assert ids(A.status(dsn, sql_root)["applied"]) == ["V0001__baseline", "V0002__roles_and_archive"]
     with pytest.raises(UsageError):
         A.rollback(dsn, sql_root=sql_root)
 
@@ -121,13 +121,13 @@ def test_each_migration_and_its_records_commit_together(db, sql_root, tmp_path):
 def test_edited_file_is_reported_as_drift_and_stops_apply(db, sql_root, tmp_path):
     root = copy_tree(sql_root, tmp_path)
     plant(root, "V9990__later", "-- later\nCREATE TABLE \"Later\" (id int);\n")
-    edited = root / "migrations" / "V0002__roles.sql"
+    edited = root / "migrations" / "V0002__roles_and_archive.sql"
     edited.write_text(edited.read_text() + "\n-- an innocent-looking edit\n")
     st = A.status(db.dsn(), root)
-    assert ids(st["drift"]) == ["V0002__roles"]
+    assert ids(st["drift"]) == ["V0002__roles_and_archive"]
     with pytest.raises(DriftError) as e:
         A.apply(db.dsn(), sql_root=root)
-    assert "V0002__roles.sql" in e.value.render() and e.value.exit_code == 3
+    assert "V0002__roles_and_archive.sql" in e.value.render() and e.value.exit_code == 3
     conn = db.connect()
     assert conn.execute("""SELECT to_regclass('"Later"')""").fetchone()[0] is None
 

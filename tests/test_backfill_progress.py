@@ -7,13 +7,13 @@ from tests.builders import ids
 
 
 def test_progress_notice_is_drawn_as_a_bar():
-    assert progress_bar("V0012 progress: 5000/20000 rows") == (
-        "V0012 [########......................]  25.0% (5000/20000 rows)"
+    assert progress_bar("V0008 progress: 5000/20000 rows") == (
+        "V0008 [########......................]  25.0% (5000/20000 rows)"
     )
-    assert progress_bar("V0013 progress: 1000/4000 pages") == (
-        "V0013 [########......................]  25.0% (1000/4000 pages)"
+    assert progress_bar("V0009 progress: 1000/4000 pages") == (
+        "V0009 [########......................]  25.0% (1000/4000 pages)"
     )
-    assert progress_bar("V0012 done: 3 sessions backfilled") is None
+    assert progress_bar("V0008 done: 3 sessions backfilled") is None
 
 
 def test_backfill_of_existing_sessions_reports_progress_bars(baseline_db):
@@ -32,7 +32,7 @@ def test_backfill_of_existing_sessions_reports_progress_bars(baseline_db):
     err = io.StringIO()
     apply(baseline_db.dsn("owner"), err=err)
     lines = err.getvalue().splitlines()
-    bars = [line for line in lines if line.startswith("V0012 [")]
+    bars = [line for line in lines if line.startswith("V0008 [")]
     assert bars[-1].endswith("100.0% (12000/12000 rows)"), lines
     assert len(bars) == 3  # batches of 5000: 5000, 10000, 12000
     missing = conn.execute(

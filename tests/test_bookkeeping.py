@@ -146,7 +146,7 @@ def test_legacy_bookkeeping_in_public_is_read_then_moved_by_apply(baseline_db, s
     dsn = baseline_db.dsn()
     conn = baseline_db.connect()
     before = applied(dsn, sql_root)
-    assert [b[0] for b in before] == ["V0001__baseline", "V0002__roles"]
+    assert [b[0] for b in before] == ["V0001__baseline", "V0002__roles_and_archive"]
     make_legacy(conn)
     assert bookkeeping_in(conn, "public") == NAMES
     legacy_counts = counts(conn, "public")
@@ -168,7 +168,7 @@ def test_legacy_bookkeeping_in_public_is_read_then_moved_by_apply(baseline_db, s
     after = applied(dsn, sql_root)
     assert after[:2] == before          # same ids, checksums, applied_at, adopted
     assert [a[0] for a in after[2:]] == ["V0003__legacy_append_only_hardening",
-                                        "V0004__rollback_archive"]
+                                        "V0004__lab_version"]
     moved = counts(conn, SCHEMA)
     assert moved["_yoyo_log"] == legacy_counts["_yoyo_log"] + 2
     assert moved["_yoyo_version"] == legacy_counts["_yoyo_version"] == 1
@@ -180,7 +180,7 @@ def test_legacy_bookkeeping_is_moved_by_rollback(baseline_db, sql_root):
     conn = baseline_db.connect()
     make_legacy(conn)
     r = A.rollback(dsn, steps=1, sql_root=sql_root)
-    assert r.rolled_back == ["V0002__roles"]
+    assert r.rolled_back == ["V0002__roles_and_archive"]
     assert bookkeeping_in(conn, "public") == set()
     assert [a[0] for a in applied(dsn, sql_root)] == ["V0001__baseline"]
 
@@ -249,7 +249,7 @@ def test_owner_without_create_on_the_database_is_refused_clearly(empty_db, sql_r
     su.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
         sql.Identifier(empty_db.name), sql.Identifier("postgres")))
     su.execute("GRANT USAGE, CREATE ON SCHEMA public TO forgea_owner")
-    p = harness_cli("apply", "--target", empty_db.dsn(), "--to", "V0002", sql_root=sql_root)
+    p = harness_cli("apply", "--target", empty_db.dsn(), "--to", "V0001", sql_root=sql_root)
     assert p.returncode == 3, p.stderr
     assert "CREATE privilege on database" in p.stderr
     assert f'GRANT CREATE ON DATABASE "{empty_db.name}" TO "forgea_owner"' in p.stderr
@@ -260,8 +260,8 @@ def test_owner_without_create_on_the_database_is_refused_clearly(empty_db, sql_r
     # a DBA creates the schema for the migration role: it is used as it is
     su.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION forgea_owner").format(
         sql.Identifier(SCHEMA)))
-    assert A.apply(empty_db.dsn(), to="V0002", sql_root=sql_root).applied == [
-        "V0001__baseline", "V0002__roles"]
+    assert A.apply(empty_db.dsn(), to="V0001", sql_root=sql_root).applied == [
+        "V0001__baseline"]
     assert bookkeeping_in(conn, SCHEMA) == NAMES and bookkeeping_in(conn, "public") == set()
 
 

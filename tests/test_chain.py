@@ -60,6 +60,6 @@ def test_header_directives_are_parsed_only_from_the_header(tmp_path):
 
 def test_find_accepts_id_version_and_number(sql_root):
     files = chain.load_chain(sql_root)
-    assert chain.find(files, "V0002").id == "V0002__roles"
-    assert chain.find(files, "2").id == "V0002__roles"
-    assert chain.find(files, "V0002__roles.sql").id == "V0002__roles"
+    assert chain.find(files, "V0002").id == "V0002__roles_and_archive"
+    assert chain.find(files, "2").id == "V0002__roles_and_archive"
+    assert chain.find(files, "V0002__roles_and_archive.sql").id == "V0002__roles_and_archive"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 
 from harness import apply as A
+from harness import chain
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -34,7 +35,7 @@ def test_status_json_has_contract_shape_and_human_status_prints_dsn(baseline_db,
     p = harness("status", "--target", baseline_db.dsn(), "--json", sql_root=sql_root)
     assert p.returncode == 0, p.stderr
     st = json.loads(p.stdout)
-    assert [a["id"] for a in st["applied"]] == ["V0001__baseline", "V0002__roles"]
+    assert [a["id"] for a in st["applied"]] == ["V0001__baseline", "V0002__roles_and_archive"]
     assert st["drift"] == [] and all("id" in x for x in st["pending"])
     p = harness("status", "--target", baseline_db.dsn(), sql_root=sql_root)
     assert p.returncode == 0 and baseline_db.name in p.stdout and "psql" in p.stdout
@@ -55,7 +56,7 @@ def test_apply_rollback_exit_codes(baseline_db, sql_root):
 def test_drift_and_held_lock_exit_3_without_traceback(db, sql_root, tmp_path):
     root = tmp_path / "sql"
     shutil.copytree(sql_root, root)
-    f = root / "migrations" / "V0002__roles.sql"
+    f = root / "migrations" / "V0002__roles_and_archive.sql"
     f.write_text(f.read_text() + "\n-- edited\n")
     p = harness("apply", "--target", db.dsn(), sql_root=root)
     assert p.returncode == 3 and "drift" in p.stderr and "Traceback" not in p.stderr
@@ -120,23 +121,24 @@ def test_status_text_explains_what_json_reports_and_help_lists_its_exit_codes(
                  "1  drift, rollback_changed, unknown, out_of_order or incomplete",
                  "4  the PostgreSQL server"):
         assert part in out, part
-    # a pending file older than the newest applied one, and a version this tree lacks
-    root = tmp_path / "sql"
-    shutil.copytree(sql_root, root)
-    (root / "migrations" / "V0018__late_file.sql").write_text("-- late\nSELECT 1;\n")
-    (root / "rollback" / "V0018__late_file.sql").write_text("-- undo\nSELECT 1;\n")
+    # a pending file older than the newest applied one (its record removed; the release
+    # chain has no gap to plant one in), and a version this tree lacks
+    root = sql_root
+    late = chain.load_chain(sql_root)[-2].id
     conn = db.connect()
+    for table in (A.MIGRATION_TABLE, A.HARNESS_TABLE):
+        conn.execute(f"DELETE FROM {A.bk(table)} WHERE migration_id = %s", (late,))
     conn.execute(f"INSERT INTO {A.bk(A.MIGRATION_TABLE)} (migration_hash, migration_id, "
                  "applied_at_utc) VALUES ('f' || md5('x'), 'V9999__from_the_future', now())")
     p = harness("status", "--target", db.dsn(), "--json", sql_root=root)
     assert p.returncode == 1
     st = json.loads(p.stdout)
-    assert st["out_of_order"] == ["V0018__late_file"]
+    assert st["out_of_order"] == [late]
     assert [u["id"] for u in st["unknown"]] == ["V9999__from_the_future"]
     p = harness("status", "--target", db.dsn(), sql_root=root)
     assert p.returncode == 1
     assert "OUT OF ORDER (1): pending files older than the newest applied one" in p.stdout
-    assert "  V0018__late_file" in p.stdout
+    assert f"  {late}" in p.stdout
     assert "UNKNOWN (1): applied in the database but not in this tree" in p.stdout
     assert "  V9999__from_the_future" in p.stdout
     conn.execute(f"DELETE FROM {A.bk(A.MIGRATION_TABLE)} "

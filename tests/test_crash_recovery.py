@@ -1,7 +1,7 @@
 """Crashes where they hurt most, then `status`, `apply` and `verify` on the result.
 
-The long backfills (V0012 labVersionId/completedAt, V0013 VerificationLog copy,
-V0024 repository mappings) run on a production-like database (tests/prodlike.py
+The long backfills (V0008 labVersionId/completedAt, V0009 VerificationLog copy,
+V0016 repository mappings) run on a production-like database (tests/prodlike.py
 plus 6000 legacy sessions with their logs, so that each backfill has several
 batches). Each file is interrupted at two points, for real:
 
@@ -45,9 +45,9 @@ REPO = Path(__file__).resolve().parent.parent
 BULK = 6000
 #: where each backfill is blocked mid-way: the first session of its second batch
 FILES = {
-    "V0012__lab_session_backfill": "V0011__lab_session_lifecycle_v2",
-    "V0013__verification_attempt_copy": "V0012__lab_session_backfill",
-    "V0024__github_repo_mapping_backfill": "V0023__github_repo_mapping_backfill_procedure",
+    "V0008__lab_session_backfill": "V0007__lab_session_and_attempt_guards",
+    "V0009__verification_attempt_copy": "V0008__lab_session_backfill",
+    "V0016__github_repo_mapping_backfill": "V0015__github_repo_mapping_guards",
 }
 
 
@@ -203,13 +203,13 @@ def status_cli(db, sql_root):
 
 
 def second_batch_row(owner, fid):
-    if fid.startswith("V0012"):     # batches of 5000 sessions in id order
+    if fid.startswith("V0008"):     # batches of 5000 sessions in id order
         return owner.execute('SELECT "id" FROM "LabSession" ORDER BY "id" OFFSET 5000 '
                              "LIMIT 1").fetchone()[0]
-    if fid.startswith("V0024"):     # batches of 500 sessions in id order
+    if fid.startswith("V0016"):     # batches of 500 sessions in id order
         return owner.execute('SELECT "id" FROM "LabSession" ORDER BY "id" OFFSET 500 '
                              "LIMIT 1").fetchone()[0]
-    # V0013: batches of 1000 heap pages; the foreign key check of an attempt takes
+    # V0009: batches of 1000 heap pages; the foreign key check of an attempt takes
     # FOR KEY SHARE on its session, which the held FOR UPDATE blocks
     pages = owner.execute("SELECT pg_relation_size('\"VerificationLog\"') / "
                           "current_setting('block_size')::int").fetchone()[0]
@@ -219,17 +219,17 @@ def second_batch_row(owner, fid):
 
 
 def first_batches_committed(owner, fid) -> int:
-    q = {"V0012": 'SELECT count(*) FROM "LabSession" WHERE "labVersionId" IS NOT NULL',
-         "V0013": 'SELECT count(*) FROM "VerificationAttempt"',
-         "V0024": 'SELECT count(*) FROM "GitHubRepoMapping"'}[fid[:5]]
+    q = {"V0008": 'SELECT count(*) FROM "LabSession" WHERE "labVersionId" IS NOT NULL',
+         "V0009": 'SELECT count(*) FROM "VerificationAttempt"',
+         "V0016": 'SELECT count(*) FROM "GitHubRepoMapping"'}[fid[:5]]
     return owner.execute(q).fetchone()[0]
 
 
 def assert_backfill_complete(owner, fid):
-    if fid.startswith("V0012"):
+    if fid.startswith("V0008"):
         assert owner.execute('SELECT count(*) FROM "LabSession" WHERE "labVersionId" IS NULL'
                              ).fetchone()[0] == 0
-    elif fid.startswith("V0013"):
+    elif fid.startswith("V0009"):
         assert owner.execute(
             'SELECT count(*) FROM "VerificationLog" AS vl WHERE NOT EXISTS (SELECT 1 FROM '
             '"VerificationAttempt" AS a WHERE a."id" = vl."id")').fetchone()[0] == 0
@@ -302,32 +302,32 @@ def hold_record(db, mid):
 def test_rollback_interrupted_in_a_transactional_and_a_no_transaction_file(
         db, sql_root, reference_snapshot, how):
     su, owner = db.connect("superuser"), db.connect()
-    args = ("rollback", "--target", db.dsn(), "--to", "V0016__lab_session_version_not_null",
+    args = ("rollback", "--target", db.dsn(), "--to", "V0012__lab_session_version_not_null",
             "--lock-timeout", "120s")
-    # 1. inside V0042's rollback transaction (V0071, V0070, V0043 committed before it)
-    blocker = hold_record(db, "V0042__verification_job_api")
+    # 1. inside V0019's rollback transaction (V0021, V0020, V0018 committed before it)
+    blocker = hold_record(db, "V0019__push_and_queue_api")
     proc = cli(*args, sql_root=sql_root)
     backend = harness_waiting(su, db.name, "%_yoyo_migration%")
-    crash(how, proc, su, backend, blocker.rollback, now_at="V0042__verification_job_api",
-          fid="V0042__verification_job_api", operation="")
+    crash(how, proc, su, backend, blocker.rollback, now_at="V0019__push_and_queue_api",
+          fid="V0019__push_and_queue_api", operation="")
     rc, st = status_cli(db, sql_root)
     assert rc == 0 and st["incomplete"] == []
-    assert st["current"] == "V0042__verification_job_api"
+    assert st["current"] == "V0019__push_and_queue_api"
     assert owner.execute("SELECT to_regproc('claim_verification_job')").fetchone()[0]
 
-    # 2. V0017's DROP INDEX CONCURRENTLY committed, its record not yet removed
-    blocker = hold_record(db, "V0017__lab_session_one_active")
+    # 2. V0013's DROP INDEX CONCURRENTLY committed, its record not yet removed
+    blocker = hold_record(db, "V0013__lab_session_one_active")
     proc = cli(*args, sql_root=sql_root)
     backend = harness_waiting(su, db.name, "%_yoyo_migration%")
     crash(how, proc, su, backend, blocker.rollback,
-          now_at="V0016__lab_session_version_not_null",
-          fid="V0017__lab_session_one_active", operation="rollback")
-    st = assert_incomplete(db, sql_root, "V0017__lab_session_one_active", "rollback")
-    assert st["current"] == "V0016__lab_session_version_not_null"
+          now_at="V0012__lab_session_version_not_null",
+          fid="V0013__lab_session_one_active", operation="rollback")
+    st = assert_incomplete(db, sql_root, "V0013__lab_session_one_active", "rollback")
+    assert st["current"] == "V0012__lab_session_version_not_null"
     assert owner.execute("SELECT to_regclass('\"LabSession_userId_labId_active_key\"')"
                          ).fetchone()[0] is None
 
-    # 3. apply finishes the rollback of V0017, then applies everything again
+    # 3. apply finishes the rollback of V0013, then applies everything again
     rc, out, err = run_cli("apply", "--target", db.dsn(), sql_root=sql_root)
     assert rc == 0, err
     rc, st = status_cli(db, sql_root)

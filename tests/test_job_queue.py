@@ -10,6 +10,7 @@ import pytest
 from harness import apply as A
 from harness import chain
 from harness.errors import RollbackRefused
+from tests.chain_ids import version_of
 from tests.builders import claim, commit, complete, enqueue, job_row, push, queue_world, sha
 from tests.helpers import digests
 
@@ -251,11 +252,13 @@ def test_record_push_enqueues_the_head_commit_in_the_same_transaction(world, db)
 
 def _version_before_queue(sql_root) -> str:
     files = chain.load_chain(sql_root)
-    return [f.id for f in files if f.version < 40][-1]
+    first = int(version_of("verification_job")[1:])
+    return [f.id for f in files if f.version < first][-1]
 
 
 def _queue_ids(sql_root) -> list[str]:
-    return [f.id for f in chain.load_chain(sql_root) if f.version >= 40]
+    first = int(version_of("verification_job")[1:])
+    return [f.id for f in chain.load_chain(sql_root) if f.version >= first]
 
 
 def _jobs_in_every_state(world):
@@ -275,7 +278,7 @@ def test_rollback_is_refused_while_jobs_exist(world, db, sql_root):
     with pytest.raises(RollbackRefused) as e:
         A.rollback(db.dsn(), to=_version_before_queue(sql_root), sql_root=sql_root)
     assert e.value.sqlstate == "FM002"
-    assert "V0040__verification_job" in _applied(db.dsn(), sql_root)
+    assert "V0017__push_ledger_and_job_queue_tables" in _applied(db.dsn(), sql_root)
     owner = db.connect("owner")
     assert digests(owner) == before
 
@@ -283,8 +286,8 @@ def test_rollback_is_refused_while_jobs_exist(world, db, sql_root):
 def test_refused_rollback_leaves_the_queue_guards_and_api_in_place(world, db, sql_root):
     """A rollback refused with FM002 must not leave the queue half torn down.
 
-    The harness rolls back V0042, V0041, V0040 one transaction each; V0040 refuses
-    (jobs exist) after V0042 and V0041 were already rolled back: the transition
+    The harness rolls back V0019, V0018, V0017 one transaction each; V0017 refuses
+    (jobs exist) after V0019 and V0018 were already rolled back: the transition
     guard and claim/complete are gone while the jobs stay.
     """
     _jobs_in_every_state(world)
@@ -301,7 +304,7 @@ def test_refused_rollback_leaves_the_queue_guards_and_api_in_place(world, db, sq
 def _archive_tables(conn):
     return [r[0] for r in conn.execute(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = 'forgea_archive' AND c.relname LIKE 'VerificationJob\\_V0040\\_%%' "
+        "WHERE n.nspname = 'forgea_archive' AND c.relname LIKE 'VerificationJob\\_V0017\\_%%' "
         "AND c.relkind = 'r'")]
 
 
@@ -321,9 +324,9 @@ def test_rollback_with_preserve_archives_jobs_and_reapply_works(world, db, sql_r
         f'SELECT "row" FROM forgea_archive."{tables[0]}"').fetchall()
     assert sorted(r[0]["id"] for r in archived) == sorted(job_rows)
     assert {r[0]["status"] for r in archived} == {"QUEUED", "RUNNING"}
-    # enqueue is the placeholder again
-    assert world.app.execute("SELECT enqueue_verification_job(%s)",
-                             (world.attempts[0],)).fetchone()[0] is None
+    # the queue's API went with it (the release chain has no placeholder enqueue)
+    assert owner.execute("SELECT to_regprocedure('enqueue_verification_job(uuid)')"
+                         ).fetchone()[0] is None
 
     A.apply(db.dsn(), sql_root=sql_root)
     assert all(i in _applied(db.dsn(), sql_root) for i in _queue_ids(sql_root))
@@ -340,7 +343,7 @@ def test_rollback_with_preserve_after_completed_jobs_can_be_reapplied(world, db,
     """Completed jobs leave attempts whose verificationJobId points at them.
 
     After a preserving rollback those attempts still carry the archived job ids,
-    so re-applying V0040 must still succeed (its FK on
+    so re-applying V0017 must still succeed (its FK on
     "VerificationAttempt"."verificationJobId" must not trip over them).
     """
     j = world.running_job(worker_id="w")

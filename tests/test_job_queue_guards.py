@@ -96,7 +96,7 @@ def test_running_job_with_live_lease_cannot_be_requeued_by_hand(world):
 def test_owner_cannot_pass_a_running_job_under_another_workers_lease(world):
     """The queue's promise: 'Nobody can set a job to PASSED without holding its lease.'
 
-    V0041's header claims a PASS cannot be forged 'even by the table owner
+    V0018's header claims a PASS cannot be forged 'even by the table owner
     without disabling triggers'; the guard only checks that leaseOwner is
     unchanged, so a plain owner UPDATE of a RUNNING job passes it.
     """

@@ -1,4 +1,4 @@
-"""LabVersion (V0006, V0007): snapshots of a lab, append-only for everyone."""
+"""LabVersion (V0004, V0005): snapshots of a lab, append-only for everyone."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""LabSession lifecycle v2 (V0011, V0014-V0017): transitions, completedAt, versions.
+"""LabSession lifecycle v2 (V0007, V0010-V0013): transitions, completedAt, versions.
 
 Every refusal asserts its exact SQLSTATE and that the row is unchanged.
 States are reached the legal way only: IN_PROGRESS through create_lab_session
@@ -35,7 +35,7 @@ ALLOWED = {
 
 
 def _refusal(role: str) -> str:
-    """forgea_app has UPDATE on status and lastActivityAt only (V0050): any other
+    """forgea_app has UPDATE on status and lastActivityAt only (V0002): any other
     column is refused by PostgreSQL (42501) before the guards; every other role
     that can write (owner, superuser) meets the guards (FA002)."""
     return "42501" if role == "app" else "FA002"
@@ -207,7 +207,7 @@ def test_completed_at_supplied_by_the_owner_is_replaced_by_the_database(env):
 
 
 def test_the_app_cannot_supply_completed_at(env):
-    """forgea_app may UPDATE only status and lastActivityAt (V0050): 42501."""
+    """forgea_app may UPDATE only status and lastActivityAt (V0002): 42501."""
     sid = env.reach("STUCK")
     before = env.row(sid)
     with raises_sqlstate("42501"):

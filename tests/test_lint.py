@@ -88,13 +88,15 @@ def test_pack_rules_catch_a_planted_bad_file(small_tree):
 def test_revoke_or_public_function_directive_satisfies_the_execute_rule(small_tree):
     tree = small_tree
     (tree / "sql" / "migrations" / "V9990__ok.sql").write_text(
-        "-- fine\n-- harness: public-function ping used by health checks of every role\n"
+        "-- V9990__ok: fine\n-- harness: public-function ping used by health checks of every role\n"
+        "-- What: x\n-- Why: x\n-- Transaction: yes.\n-- Locks: none.\n-- Pre-conditions: none.\n"
+        "-- Rollback: x\n"
         "CREATE FUNCTION ping() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;\n"
         "CREATE FUNCTION priv() RETURNS int LANGUAGE sql SECURITY DEFINER\n"
         "SET search_path = pg_catalog, public AS $$ SELECT 1 $$;\n"
         "REVOKE ALL ON FUNCTION priv() FROM PUBLIC;\n")
     (tree / "sql" / "rollback" / "V9990__ok.sql").write_text(
-        "-- undo\nDROP FUNCTION priv();\nDROP FUNCTION ping();\n")
+        "-- undo\n-- What: drops both. Locks: none.\nDROP FUNCTION priv();\nDROP FUNCTION ping();\n")
     found = [f for f in lint.run_lint(tree, tools=False) if "V9990" in f.file]
     assert found == [], "\n".join(map(str, found))
 

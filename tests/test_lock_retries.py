@@ -1,7 +1,7 @@
 """A long-running reader never turns apply into an application outage.
 
 A report opened by the application sits idle in a transaction holding ACCESS
-SHARE on LabSession. V0008 needs ACCESS EXCLUSIVE on LabSession: its request
+SHARE on LabSession. V0006 needs ACCESS EXCLUSIVE on LabSession: its request
 queues behind the reader, and every application statement on LabSession queues
 behind the request. The harness waits at most ``lock_timeout`` (100ms) per
 attempt, rolls back, backs off with jitter and tries again, so the application
@@ -28,8 +28,8 @@ from harness import apply as A
 from harness.errors import LockNotGranted
 
 REPO = Path(__file__).resolve().parent.parent
-V0007 = "V0007__lab_version_guards"
-V0008 = "V0008__lab_session_version_columns"
+V0005 = "V0005__lab_version_guards"
+V0006 = "V0006__lab_session_columns_and_verification_attempt"
 #: what "about the lock_timeout" allows on a shared 2-core machine: 100ms of
 #: lock_timeout plus scheduling noise; the old behaviour stalled for seconds
 STALL_BOUND_S = 0.6
@@ -85,21 +85,21 @@ def names_the_reader(text: str, pid: int) -> bool:
 
 
 @pytest.fixture
-def at_v0007(baseline_db, sql_root):
-    A.apply(baseline_db.dsn(), to=V0007, sql_root=sql_root)
+def at_the_lab_version_guards(baseline_db, sql_root):
+    A.apply(baseline_db.dsn(), to=V0005, sql_root=sql_root)
     return baseline_db
 
 
 def test_app_is_not_stalled_beyond_the_lock_timeout_and_apply_succeeds_when_the_reader_ends(
-        at_v0007, sql_root):
-    db = at_v0007
+        at_the_lab_version_guards, sql_root):
+    db = at_the_lab_version_guards
     reader, reader_pid = long_reader(db)
     err = io.StringIO()
     result: dict = {}
 
     def run():
         try:
-            result["r"] = A.apply(db.dsn(), to=V0008, sql_root=sql_root, err=err)
+            result["r"] = A.apply(db.dsn(), to=V0006, sql_root=sql_root, err=err)
         except Exception as e:   # reported by the assertions below
             result["e"] = e
 
@@ -112,7 +112,7 @@ def test_app_is_not_stalled_beyond_the_lock_timeout_and_apply_succeeds_when_the_
         t.join(120)
         elapsed = time.monotonic() - t0
     assert "e" not in result, result.get("e")
-    assert result["r"].applied == [V0008]
+    assert result["r"].applied == [V0006]
     log = err.getvalue()
     assert "lock not available within lock_timeout 100ms" in log
     assert "blocked by " in log and names_the_reader(log, reader_pid), log
@@ -120,59 +120,59 @@ def test_app_is_not_stalled_beyond_the_lock_timeout_and_apply_succeeds_when_the_
           f"retries {log.count('lock not available')}")
     assert len(app.latencies) > 50
     assert app.worst < STALL_BOUND_S, f"the app was stalled {app.worst:.3f}s"
-    assert A.status(db.dsn(), sql_root)["current"] == V0008
+    assert A.status(db.dsn(), sql_root)["current"] == V0006
 
 
-def test_apply_reports_clearly_when_the_lock_window_never_comes(at_v0007, sql_root):
-    db = at_v0007
+def test_apply_reports_clearly_when_the_lock_window_never_comes(at_the_lab_version_guards, sql_root):
+    db = at_the_lab_version_guards
     reader, reader_pid = long_reader(db)
     try:
         with AppReads(db) as app:
             with pytest.raises(LockNotGranted) as e:
-                A.apply(db.dsn(), to=V0008, sql_root=sql_root, lock_retries=3,
+                A.apply(db.dsn(), to=V0006, sql_root=sql_root, lock_retries=3,
                         retry_max_delay=0.2, err=io.StringIO())
             env = dict(os.environ, HARNESS_SQL_ROOT=str(sql_root))
             p = subprocess.run([sys.executable, "-m", "harness.cli", "apply", "--target",
-                                db.dsn(), "--to", V0008, "--lock-retries", "2",
+                                db.dsn(), "--to", V0006, "--lock-retries", "2",
                                 "--lock-retry-max-delay", "0.2"],
                                cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
         text = e.value.render()
         assert e.value.exit_code == 3 and e.value.sqlstate == "55P03"
-        assert f"apply stopped at {V0007}" in text and f"applying {V0008}" in text
+        assert f"apply stopped at {V0005}" in text and f"applying {V0006}" in text
         assert "not granted in 4 attempt(s)" in text and "lock_timeout 100ms each" in text
         assert names_the_reader(text, reader_pid), text
-        assert f"nothing of {V0008} was committed" in text
+        assert f"nothing of {V0006} was committed" in text
         assert "pg_terminate_backend" in text
         assert p.returncode == 3, p.stderr
-        assert f"apply stopped at {V0007}" in p.stderr and names_the_reader(p.stderr, reader_pid)
+        assert f"apply stopped at {V0005}" in p.stderr and names_the_reader(p.stderr, reader_pid)
         assert "Traceback" not in p.stderr
         assert app.worst < STALL_BOUND_S, f"the app was stalled {app.worst:.3f}s"
     finally:
         reader.rollback()
     st = A.status(db.dsn(), sql_root)
-    assert st["current"] == V0007 and st["pending"][0]["id"] == V0008
+    assert st["current"] == V0005 and st["pending"][0]["id"] == V0006
     assert st["incomplete"] == []
     owner = db.connect()
     assert owner.execute("SELECT count(*) FROM pg_attribute WHERE attrelid = "
                          "'\"LabSession\"'::regclass AND attname = 'labVersionId'"
                          ).fetchone()[0] == 0
-    assert A.apply(db.dsn(), to=V0008, sql_root=sql_root).applied == [V0008]
+    assert A.apply(db.dsn(), to=V0006, sql_root=sql_root).applied == [V0006]
 
 
 def test_create_index_concurrently_waits_for_the_reader_without_stalling_the_app(
         baseline_db, sql_root):
-    """V0017's CREATE INDEX CONCURRENTLY waits for the open report, but holds only
+    """V0013's CREATE INDEX CONCURRENTLY waits for the open report, but holds only
     SHARE UPDATE EXCLUSIVE: it runs under the concurrent lock_timeout instead of
     being rebuilt every 100ms, and the application is not stalled meanwhile."""
     db = baseline_db
-    A.apply(db.dsn(), to="V0016__lab_session_version_not_null", sql_root=sql_root)
+    A.apply(db.dsn(), to="V0012__lab_session_version_not_null", sql_root=sql_root)
     reader, _pid = long_reader(db)
     err = io.StringIO()
     result: dict = {}
 
     def run():
         try:
-            result["r"] = A.apply(db.dsn(), to="V0017", sql_root=sql_root, err=err)
+            result["r"] = A.apply(db.dsn(), to="V0013", sql_root=sql_root, err=err)
         except Exception as e:   # reported by the assertions below
             result["e"] = e
 
@@ -184,7 +184,7 @@ def test_create_index_concurrently_waits_for_the_reader_without_stalling_the_app
         reader.commit()
         t.join(120)
     assert "e" not in result, result.get("e")
-    assert result["r"].applied == ["V0017__lab_session_one_active"]
+    assert result["r"].applied == ["V0013__lab_session_one_active"]
     assert "lock not available" not in err.getvalue() and "INVALID" not in err.getvalue()
     assert app.worst < STALL_BOUND_S, f"the app was stalled {app.worst:.3f}s"
     assert db.connect().execute(

@@ -33,7 +33,7 @@ from tests.prodlike import (
     snapshot_rows,
 )
 
-BASELINE = "V0002__roles"
+BASELINE = "V0002__roles_and_archive"
 
 
 def _applied(dsn, sql_root):
@@ -145,7 +145,7 @@ def _check_log_conversion(migrated, kind):
     log_id = migrated.seed["logs"][kind]
     logs = o.execute('SELECT "logs" FROM "VerificationAttempt" WHERE "id" = %s',
                      (log_id,)).fetchone()[0]
-    assert logs["source"] == {"table": "VerificationLog", "id": str(log_id), "migration": "V0013"}
+    assert logs["source"] == {"table": "VerificationLog", "id": str(log_id), "migration": "V0009"}
     for col, fmt_key in (("ciOutput", "ci_format"), ("prDiff", "diff_format")):
         text, fmt = spec[col], spec[fmt_key]
         assert logs[f"{col}Format"] == fmt, (kind, col)
@@ -220,7 +220,7 @@ def test_every_session_is_on_version_1_of_its_lab(migrated):
 
 
 def test_backfilled_lab_versions_match_the_trigger_snapshot_format(migrated):
-    """An identical UPDATE of a migrated lab must not append a version (V0006 == V0007 format)."""
+    """An identical UPDATE of a migrated lab must not append a version (V0004 == V0005 format)."""
     app = migrated.db.connect("app")
     for lab in migrated.seed["labs"]:
         app.execute('UPDATE "Lab" SET "title" = "title", "constraints" = "constraints"'
@@ -265,7 +265,7 @@ def test_the_migrated_database_is_fully_applied(migrated):
 # ------------------------------------------------------------------ pre-flight checks
 
 
-def test_preflight_two_active_sessions_for_one_user_and_lab_stops_at_v0017(baseline_db, sql_root):
+def test_preflight_two_active_sessions_for_one_user_and_lab_stops_before_the_one_active_index(baseline_db, sql_root):
     owner = baseline_db.connect("owner")
     seed = seed_production_like(owner)
     user, lab = seed["free_pairs"][0]
@@ -279,11 +279,11 @@ def test_preflight_two_active_sessions_for_one_user_and_lab_stops_at_v0017(basel
     dsn = baseline_db.dsn("owner")
 
     msg = _harness_error(lambda: happly.apply(dsn, sql_root=sql_root), "FM001")
-    assert "V0017" in msg
+    assert "V0013" in msg
     for sid in dups:
         assert str(sid) in msg
     applied = _applied(dsn, sql_root)
-    assert applied[-1] == "V0016__lab_session_version_not_null", applied
+    assert applied[-1] == "V0012__lab_session_version_not_null", applied
     assert snapshot_rows(owner) == rows_before
     assert owner.execute(
         "SELECT to_regclass('\"LabSession_userId_labId_active_key\"')").fetchone()[0] is None
@@ -296,12 +296,12 @@ def test_preflight_two_active_sessions_for_one_user_and_lab_stops_at_v0017(basel
     assert st["pending"] == []
 
 
-def test_preflight_session_without_lab_version_stops_at_v0014(baseline_db, sql_root):
-    """A lab created between V0006 and V0007 has no version: V0014 names its session."""
+def test_preflight_session_without_lab_version_stops_before_the_session_constraints(baseline_db, sql_root):
+    """A lab created between V0004 and V0005 has no version: V0010 names its session."""
     owner = baseline_db.connect("owner")
     seed_production_like(owner)
     dsn = baseline_db.dsn("owner")
-    happly.apply(dsn, to="V0006__lab_version", sql_root=sql_root)
+    happly.apply(dsn, to="V0004__lab_version", sql_root=sql_root)
     lab, sid = ids.lab(900), ids.session(900)
     owner.execute(
         'INSERT INTO "Lab" ("id", "title", "epic", "failureClass", "sourceGithubIssueUrl",'
@@ -311,22 +311,22 @@ def test_preflight_session_without_lab_version_stops_at_v0014(baseline_db, sql_r
                   " VALUES (%s, %s, %s, 'https://github.com/x/late')", (sid, ids.user(4), lab))
     rows_before = snapshot_rows(owner)
     msg = _harness_error(lambda: happly.apply(dsn, sql_root=sql_root), "FM001")
-    assert "V0014" in msg and str(sid) in msg
-    assert _applied(dsn, sql_root)[-1] == "V0013__verification_attempt_copy"
+    assert "V0010" in msg and str(sid) in msg
+    assert _applied(dsn, sql_root)[-1] == "V0009__verification_attempt_copy"
     assert snapshot_rows(owner) == rows_before
     assert owner.execute(
         "SELECT count(*) FROM pg_constraint WHERE conname = 'LabSession_completedAt_check'"
     ).fetchone()[0] == 0
 
 
-def test_v0013_rerun_after_an_interruption_keeps_copied_rows_and_copies_the_rest(
+def test_legacy_copy_rerun_after_an_interruption_keeps_copied_rows_and_copies_the_rest(
         baseline_db, sql_root):
-    """V0013 resumes: attempts already copied (an earlier, interrupted run) are kept
+    """V0009 resumes: attempts already copied (an earlier, interrupted run) are kept
     as they are, not duplicated, and every other VerificationLog row is copied."""
     owner = baseline_db.connect("owner")
     seed_production_like(owner)
     dsn = baseline_db.dsn("owner")
-    happly.apply(dsn, to="V0012__lab_session_backfill", sql_root=sql_root)
+    happly.apply(dsn, to="V0008__lab_session_backfill", sql_root=sql_root)
     total = owner.execute('SELECT count(*) FROM "VerificationLog"').fetchone()[0]
     assert total >= 10
     # what a run stopped half-way leaves behind; the marker proves nothing rewrites them
@@ -337,14 +337,14 @@ def test_v0013_rerun_after_an_interruption_keeps_copied_rows_and_copies_the_rest
                   "verifiedAt"
            FROM "VerificationLog" ORDER BY "id" LIMIT %s RETURNING "id" """,
         (total // 2,)).fetchall()
-    happly.apply(dsn, to="V0013__verification_attempt_copy", sql_root=sql_root)
+    happly.apply(dsn, to="V0009__verification_attempt_copy", sql_root=sql_root)
     rows = dict(owner.execute(
         'SELECT a."id", a."logs" FROM "VerificationAttempt" a').fetchall())
     assert len(rows) == total
     assert all(rows[i] == {"marker": "first run"} for (i,) in pre)
     others = [v for k, v in rows.items() if (k,) not in pre]
     assert len(others) == total - len(pre)
-    assert all(v["source"]["migration"] == "V0013" for v in others)
+    assert all(v["source"]["migration"] == "V0009" for v in others)
     assert owner.execute(
         'SELECT count(*) FROM "VerificationLog" vl WHERE NOT EXISTS'
         ' (SELECT 1 FROM "VerificationAttempt" a WHERE a."id" = vl."id"'
@@ -359,13 +359,13 @@ def _rows_without(rows, extra_ids):
     return {t: [r for r in rs if r[0] not in extra_ids] for t, rs in rows.items()}
 
 
-ISSUE3_TOP = "V0017__lab_session_one_active"
+ISSUE3_TOP = "V0013__lab_session_one_active"
 
 
 def _strip_later_issues(m: Migrated):
-    """Roll back everything above the lab-version, lifecycle and attempt files (V0020+), preserving their rows.
+    """Roll back everything above the lab-version, lifecycle and attempt files (V0014+), preserving their rows.
 
-    The V0021 rollback refuses even for GitHubRepoMapping rows that V0024 only
+    The V0014 rollback refuses even for GitHubRepoMapping rows that V0016 only
     derived from LabSession.userForkUrl (see
     test_rollback_round_trip_with_only_legacy_data), so the refusal tests of
     the lab-version, lifecycle and attempt files start below it.
@@ -461,7 +461,7 @@ def test_rollback_refuses_a_second_lab_version_and_preserves_it(migrated):
     assert snapshot_rows(m.owner) == m.rows_before
 
     happly.rollback(m.dsn, to=BASELINE, preserve=True, sql_root=m.sql_root)
-    archived = _archive_rows(m.owner, "LabVersion_V0006")
+    archived = _archive_rows(m.owner, "LabVersion_V0004")
     assert len(archived) == versions
     lab_rows = sorted((r for r in archived if r["labId"] == str(lab)),
                       key=lambda r: r["versionNumber"])
@@ -472,7 +472,7 @@ def test_rollback_refuses_a_second_lab_version_and_preserves_it(migrated):
     assert lab_rows[1]["snapshot"]["repoVersion"] == "v9.9.9"
     _round_trip_ends_clean(m)
     # the archive survives the re-apply
-    assert len(_archive_rows(m.owner, "LabVersion_V0006")) == versions
+    assert len(_archive_rows(m.owner, "LabVersion_V0004")) == versions
 
 
 def test_rollback_refuses_a_non_legacy_attempt_and_preserves_it(migrated):
@@ -486,18 +486,18 @@ def test_rollback_refuses_a_non_legacy_attempt_and_preserves_it(migrated):
         'SELECT "id" FROM "VerificationAttempt" WHERE "verificationJobId" = %s', (job,)).fetchone()[0]
 
     # take the job queue and the push ledger away (preserving them), so the
-    # refusal under test is VerificationAttempt's own (V0009)
-    happly.rollback(m.dsn, to="V0009__verification_attempt", preserve=True, sql_root=m.sql_root)
+    # refusal under test is VerificationAttempt's own (V0006)
+    happly.rollback(m.dsn, to="V0006__lab_session_columns_and_verification_attempt", preserve=True, sql_root=m.sql_root)
     rows_mid = snapshot_rows(m.owner)
     msg = _harness_error(
-        lambda: happly.rollback(m.dsn, to="V0008__lab_session_version_columns",
+        lambda: happly.rollback(m.dsn, to="V0005__lab_version_guards",
                                 sql_root=m.sql_root), "FM002")
     assert str(attempt_id) in msg
-    assert _applied(m.dsn, m.sql_root)[-1] == "V0009__verification_attempt"
+    assert _applied(m.dsn, m.sql_root)[-1] == "V0006__lab_session_columns_and_verification_attempt"
     assert snapshot_rows(m.owner) == rows_mid
 
     happly.rollback(m.dsn, to=BASELINE, preserve=True, sql_root=m.sql_root)
-    archived = _archive_rows(m.owner, "VerificationAttempt_V0009")
+    archived = _archive_rows(m.owner, "VerificationAttempt_V0006")
     by_id = {r["id"]: r for r in archived}
     assert len(by_id) == len(LOG_KINDS) + 1
     forged_free = by_id[str(attempt_id)]

@@ -28,8 +28,8 @@ from harness.errors import MigrationFailed
 from tests.test_apply import _start_cli_apply, _wait_sleeping, copy_tree, plant
 
 REPO = Path(__file__).resolve().parent.parent
-V0016 = "V0016__lab_session_version_not_null"
-V0017 = "V0017__lab_session_one_active"
+V0012 = "V0012__lab_session_version_not_null"
+V0013 = "V0013__lab_session_one_active"
 INDEX = '"LabSession_userId_labId_active_key"'
 
 
@@ -73,10 +73,10 @@ def cli(*args, sql_root=None):
                           capture_output=True, text=True, timeout=300)
 
 
-def interrupted_rollback_of_v0017(db, sql_root):
-    """Roll back to V0017, then roll V0017 back while its bookkeeping write times out."""
+def interrupted_rollback_of_the_one_active_index(db, sql_root):
+    """Roll back to V0013, then roll V0013 back while its bookkeeping write times out."""
     dsn = db.dsn()
-    A.rollback(dsn, to="V0017", sql_root=sql_root)
+    A.rollback(dsn, to="V0013", sql_root=sql_root)
     conn = db.connect()
     assert index_state(conn) == (True, True)
     blocker = hold_bookkeeping(db)
@@ -102,68 +102,68 @@ def assert_incomplete(db, sql_root, mid, operation):
 
 def test_rollback_whose_bookkeeping_fails_after_drop_index_concurrently_is_incomplete(
         db, sql_root, few_retries):
-    err = interrupted_rollback_of_v0017(db, sql_root)
+    err = interrupted_rollback_of_the_one_active_index(db, sql_root)
     # the error names the bookkeeping table and says what already committed
     assert err.sqlstate == "55P03"
     assert 'writing the bookkeeping (harness."_yoyo_migration") failed' in err.message
     text = err.render()
-    assert f"every statement of sql/rollback/{V0017}.sql committed" in text
+    assert f"every statement of sql/rollback/{V0013}.sql committed" in text
     assert "recorded as incomplete (rolling_back)" in text
     conn = db.connect()
     assert index_state(conn) is None                       # the drop committed
-    assert records(conn, V0017) == (1, "rolling_back")     # the mark is still there
-    st = assert_incomplete(db, sql_root, V0017, "rollback")
-    assert ids(st["applied"])[-1] == V0016                 # V0017 no longer counts
+    assert records(conn, V0013) == (1, "rolling_back")     # the mark is still there
+    st = assert_incomplete(db, sql_root, V0013, "rollback")
+    assert ids(st["applied"])[-1] == V0012                 # V0013 no longer counts
     # the CLI says so, in JSON and in text, and exits 1
     p = cli("status", "--json", "--target", db.dsn(), sql_root=sql_root)
     assert p.returncode == 1, p.stderr
     out = json.loads(p.stdout)
-    assert [(i["id"], i["operation"]) for i in out["incomplete"]] == [(V0017, "rollback")]
-    assert V0017 not in ids(out["applied"])
+    assert [(i["id"], i["operation"]) for i in out["incomplete"]] == [(V0013, "rollback")]
+    assert V0013 not in ids(out["applied"])
     p = cli("status", "--target", db.dsn(), sql_root=sql_root)
     assert p.returncode == 1 and "INCOMPLETE (1)" in p.stdout
-    assert f"{V0017}  interrupted rollback" in p.stdout
+    assert f"{V0013}  interrupted rollback" in p.stdout
     rep = V.verify(db.dsn(), sql_root=sql_root, require_complete=False)
-    assert any(V0017 in " ".join(f.get("rows", [])) and f["severity"] == "fail"
+    assert any(V0013 in " ".join(f.get("rows", [])) and f["severity"] == "fail"
                for f in rep.by_name("migration_chain").findings), V.render_table(rep)
 
 
 def test_next_rollback_finishes_an_interrupted_rollback(db, sql_root, few_retries):
-    interrupted_rollback_of_v0017(db, sql_root)
+    interrupted_rollback_of_the_one_active_index(db, sql_root)
     r = A.rollback(db.dsn(), steps=1, sql_root=sql_root)
-    assert r.rolled_back == [V0017]
+    assert r.rolled_back == [V0013]
     conn = db.connect()
     assert index_state(conn) is None
-    assert records(conn, V0017) == (0, None)
+    assert records(conn, V0013) == (0, None)
     st = A.status(db.dsn(), sql_root)
-    assert st["incomplete"] == [] and ids(st["applied"])[-1] == V0016
-    assert ids(st["pending"])[0] == V0017 and st["pending"][0]["incomplete"] is None
+    assert st["incomplete"] == [] and ids(st["applied"])[-1] == V0012
+    assert ids(st["pending"])[0] == V0013 and st["pending"][0]["incomplete"] is None
 
 
 def test_rollback_cannot_keep_an_incomplete_file_as_last_version(db, sql_root, few_retries):
-    interrupted_rollback_of_v0017(db, sql_root)
+    interrupted_rollback_of_the_one_active_index(db, sql_root)
     with pytest.raises(A.UsageError) as e:
-        A.rollback(db.dsn(), to="V0017", sql_root=sql_root)
+        A.rollback(db.dsn(), to="V0013", sql_root=sql_root)
     assert "incomplete (interrupted rollback)" in e.value.message
-    assert records(db.connect(), V0017) == (1, "rolling_back")
+    assert records(db.connect(), V0013) == (1, "rolling_back")
 
 
 def test_next_apply_redoes_an_interrupted_rollback_and_the_index_is_back(
         db, sql_root, few_retries):
-    interrupted_rollback_of_v0017(db, sql_root)
+    interrupted_rollback_of_the_one_active_index(db, sql_root)
     r = A.apply(db.dsn(), sql_root=sql_root)
-    assert r.applied[0] == V0017 and r.applied[-1] == A.load_chain(sql_root)[-1].id
+    assert r.applied[0] == V0013 and r.applied[-1] == A.load_chain(sql_root)[-1].id
     conn = db.connect()
     assert index_state(conn) == (True, True)
-    assert records(conn, V0017) == (1, "applied")
+    assert records(conn, V0013) == (1, "applied")
     st = A.status(db.dsn(), sql_root)
     assert st["incomplete"] == [] and st["pending"] == []
     assert V.verify(db.dsn(), sql_root=sql_root).ok
 
 
 def test_plan_sql_finishes_an_interrupted_rollback_then_applies(db, sql_root, few_retries):
-    interrupted_rollback_of_v0017(db, sql_root)
-    p = cli("plan", "--target", db.dsn(), "--to", "V0017", "--sql", sql_root=sql_root)
+    interrupted_rollback_of_the_one_active_index(db, sql_root)
+    p = cli("plan", "--target", db.dsn(), "--to", "V0013", "--sql", sql_root=sql_root)
     assert p.returncode == 0, p.stderr
     script = p.stdout
     finish = script.index("its rollback was interrupted")
@@ -174,9 +174,9 @@ def test_plan_sql_finishes_an_interrupted_rollback_then_applies(db, sql_root, fe
                        input=script, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     conn = db.connect()
-    assert index_state(conn) == (True, True) and records(conn, V0017) == (1, "applied")
+    assert index_state(conn) == (True, True) and records(conn, V0013) == (1, "applied")
     st = A.status(db.dsn(), sql_root)
-    assert st["incomplete"] == [] and ids(st["applied"])[-1] == V0017
+    assert st["incomplete"] == [] and ids(st["applied"])[-1] == V0013
 
 
 # ------------------------------------------------------------------ apply side
@@ -185,24 +185,24 @@ def test_plan_sql_finishes_an_interrupted_rollback_then_applies(db, sql_root, fe
 def test_apply_whose_bookkeeping_fails_after_create_index_concurrently_is_incomplete(
         db, sql_root, few_retries):
     dsn = db.dsn()
-    A.rollback(dsn, to="V0016", sql_root=sql_root)
+    A.rollback(dsn, to="V0012", sql_root=sql_root)
     conn = db.connect()
     blocker = hold_bookkeeping(db)
     try:
         with pytest.raises(MigrationFailed) as e:
-            A.apply(dsn, to="V0017", sql_root=sql_root, lock_timeout="200ms")
+            A.apply(dsn, to="V0013", sql_root=sql_root, lock_timeout="200ms")
     finally:
         blocker.rollback()
     assert e.value.sqlstate == "55P03" and 'harness."_yoyo_migration"' in e.value.message
-    assert f"every statement of sql/migrations/{V0017}.sql committed" in e.value.render()
+    assert f"every statement of sql/migrations/{V0013}.sql committed" in e.value.render()
     assert index_state(conn) == (True, True)              # the build committed
-    assert records(conn, V0017) == (0, "applying")        # but it is not applied
-    assert_incomplete(db, sql_root, V0017, "apply")
+    assert records(conn, V0013) == (0, "applying")        # but it is not applied
+    assert_incomplete(db, sql_root, V0013, "apply")
     # rollback undoes what it committed
-    assert A.rollback(dsn, steps=1, sql_root=sql_root).rolled_back == [V0017]
-    assert index_state(conn) is None and records(conn, V0017) == (0, None)
+    assert A.rollback(dsn, steps=1, sql_root=sql_root).rolled_back == [V0013]
+    assert index_state(conn) is None and records(conn, V0013) == (0, None)
     st = A.status(dsn, sql_root)
-    assert st["incomplete"] == [] and ids(st["applied"])[-1] == V0016
+    assert st["incomplete"] == [] and ids(st["applied"])[-1] == V0012
 
 
 def test_killed_during_a_no_transaction_file_it_is_incomplete_and_apply_redoes_it(

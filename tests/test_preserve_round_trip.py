@@ -3,9 +3,9 @@
 Production-like data (real upstream production, legacy rows, the whole chain)
 gets rows through every function of the SQL API and the app's direct writes;
 every table of schema public is then snapshotted (every column of every row),
-rolled back to V0004 with preservation and applied again: every row comes back
+rolled back to V0002 with preservation and applied again: every row comes back
 with the same id, values and timestamps, and `harness verify` passes. A legacy
-VerificationLog row copied by V0013 as a FAIL keeps reading FAIL after its
+VerificationLog row copied by V0009 as a FAIL keeps reading FAIL after its
 session really passed; the real PASS stays a live PASS. A row that cannot come
 back makes the apply refuse with FM003, naming it, and change nothing.
 """
@@ -26,7 +26,7 @@ from tests.builders import (
     push_head_job, repo_id_of,
 )
 
-TARGET = "V0004__rollback_archive"
+TARGET = "V0002__roles_and_archive"
 
 
 def _tables(conn) -> list[str]:
@@ -53,7 +53,7 @@ def _archive_state(owner):
 
 
 def _forged_pass_scenario(owner, app, worker):
-    """A legacy session whose VerificationLog row V0013 copied as FAIL, then passed for real."""
+    """A legacy session whose VerificationLog row V0009 copied as FAIL, then passed for real."""
     sid, log_id, sha_old, url = owner.execute(
         'SELECT s."id", a."id", a."commitSha", m."repoUrl" FROM "VerificationAttempt" a'
         ' JOIN "LabSession" s ON s."id" = a."sessionId"'
@@ -83,7 +83,7 @@ def _write_through_every_api(db):
     owner, app, worker = db.connect("owner"), db.connect("app"), db.connect("worker")
     scenario = _forged_pass_scenario(owner, app, worker)
 
-    # lab version publishing: an edit of a lab appends version 2 (V0007)
+    # lab version publishing: an edit of a lab appends version 2 (V0005)
     lab = add_lab(owner)
     owner.execute('UPDATE "Lab" SET "repoVersion" = \'v2\' WHERE "id" = %s', (lab,))
     # create_lab_session (binding with providerRepoId and idempotency key), twice
@@ -162,7 +162,7 @@ def test_preserving_rollback_then_apply_gives_back_every_row_exactly(prod_db, sq
     assert {r[0].rsplit("_", 2)[0] for r in comments} == {
         "LabVersion", "LabSession_version_columns", "VerificationAttempt",
         "GitHubRepoMapping", "LabAttempt", "GitHubPushDelivery", "VerificationJob",
-        "VerificationJob_lease_token", "LedgerCheckpoint"}
+        "LedgerCheckpoint"}
     assert all(c.startswith("restored by V") for _, c in comments), comments
 
     # the forged-PASS scenario: the legacy copy still FAIL, the real attempt PASS
@@ -192,7 +192,7 @@ def test_apply_refuses_to_restore_values_of_a_session_deleted_while_rolled_back(
     A.rollback(dsn, to=TARGET, preserve=True, sql_root=sql_root)
     # while rolled back, the session (no legacy rows reference it) is deleted
     owner.execute('DELETE FROM "LabSession" WHERE "id" = %s', (sid,))
-    A.apply(dsn, to="V0007__lab_version_guards", sql_root=sql_root)
+    A.apply(dsn, to="V0005__lab_version_guards", sql_root=sql_root)
     at = _applied(dsn, sql_root)
     before = _snapshot(owner)
     archives = _archive_state(owner)
@@ -201,7 +201,7 @@ def test_apply_refuses_to_restore_values_of_a_session_deleted_while_rolled_back(
         A.apply(dsn, sql_root=sql_root)
     assert exc.value.sqlstate == "FM003", exc.value
     assert str(sid) in str(exc.value)
-    assert "V0008" in str(exc.value)
+    assert "V0006" in str(exc.value)
 
     assert _applied(dsn, sql_root) == at
     assert _snapshot(owner) == before
@@ -218,13 +218,13 @@ def test_apply_refuses_an_archived_binding_whose_session_ended_while_rolled_back
     # the archived binding (sessionActive) now contradicts it
     owner.execute("""UPDATE "LabSession" SET "status" = 'VERIFIED_PASS' WHERE "id" = %s""",
                   (sid,))
-    A.apply(dsn, to="V0020__canonical_repo_url", sql_root=sql_root)
+    A.apply(dsn, to="V0013__lab_session_one_active", sql_root=sql_root)
     at, before, archives = _applied(dsn, sql_root), _snapshot(owner), _archive_state(owner)
 
     with pytest.raises(HarnessError) as exc:
         A.apply(dsn, sql_root=sql_root)
     assert exc.value.sqlstate == "FM003", exc.value
-    assert str(sid) in str(exc.value) and "V0021" in str(exc.value)
+    assert str(sid) in str(exc.value) and "V0014" in str(exc.value)
     assert _applied(dsn, sql_root) == at
     assert _snapshot(owner) == before
     assert _archive_state(owner) == archives

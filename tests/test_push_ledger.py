@@ -17,6 +17,7 @@ import pytest
 
 from harness import apply as A
 from harness.errors import RollbackRefused
+from tests.chain_ids import version_of
 from tests.builders import add_lab, add_user, commit, create_session, push, sha
 from tests.helpers import digests, raises_sqlstate
 
@@ -97,7 +98,7 @@ def test_push_records_one_attempt_per_commit_chained(db):
 
 
 def test_row_hash_matches_documented_layout(db):
-    """Recompute rowHash outside the database from the layout in V0026's header."""
+    """Recompute rowHash outside the database from the layout in V0018's header."""
     import hashlib
 
     r = Repo(db)
@@ -402,21 +403,21 @@ def test_rollback_refuses_then_preserves_ledger_rows(db, sql_root):
     first = push(db.connect("app"), [commit(1), commit(2)], repo_id=r.repo_id, url=r.url, delivery="d-rb", pushed_at=PUSHED_AT)
     dsn = db.dsn("owner")
     # everything above the push ledger (the job queue) goes first, preserved
-    A.rollback(dsn, to="V0030__record_push", preserve=True, sql_root=sql_root)
+    A.rollback(dsn, to="V0019__push_and_queue_api", preserve=True, sql_root=sql_root)
     owner = db.connect("owner")
     before = digests(owner, ("LabAttempt", "GitHubRepoMapping", "GitHubPushDelivery"))
     with pytest.raises(RollbackRefused) as exc:
-        A.rollback(dsn, to="V0024__github_repo_mapping_backfill", sql_root=sql_root)
+        A.rollback(dsn, to="V0016__github_repo_mapping_backfill", sql_root=sql_root)
     assert exc.value.sqlstate == "FM002"
-    assert "V0025__lab_attempt" in _applied(dsn)
+    assert "V0017__push_ledger_and_job_queue_tables" in _applied(dsn)
     assert digests(owner, tuple(before)) == before
 
-    A.rollback(dsn, to="V0024__github_repo_mapping_backfill", preserve=True, sql_root=sql_root)
+    A.rollback(dsn, to="V0016__github_repo_mapping_backfill", preserve=True, sql_root=sql_root)
     assert owner.execute("SELECT to_regclass('public.\"LabAttempt\"')").fetchone()[0] is None
     su = db.connect("superuser")
     archived = su.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'forgea_archive' "
-        "AND table_name LIKE 'LabAttempt_V0025%' OR table_name LIKE 'GitHubPushDelivery_V0025%'"
+        "AND table_name LIKE 'LabAttempt_V0017%' OR table_name LIKE 'GitHubPushDelivery_V0017%'"
     ).fetchall()
     assert len(archived) == 2
     n = su.execute(f'SELECT count(*) FROM forgea_archive."{[a[0] for a in archived if a[0].startswith("LabAttempt")][0]}"').fetchone()[0]
@@ -425,10 +426,10 @@ def test_rollback_refuses_then_preserves_ledger_rows(db, sql_root):
     # the mapping: refused, then archived
     mbefore = digests(owner, ("GitHubRepoMapping",))
     with pytest.raises(RollbackRefused) as exc:
-        A.rollback(dsn, to="V0020__canonical_repo_url", sql_root=sql_root)
+        A.rollback(dsn, to="V0013__lab_session_one_active", sql_root=sql_root)
     assert exc.value.sqlstate == "FM002"
     assert digests(owner, ("GitHubRepoMapping",)) == mbefore
-    A.rollback(dsn, to="V0020__canonical_repo_url", preserve=True, sql_root=sql_root)
+    A.rollback(dsn, to="V0013__lab_session_one_active", preserve=True, sql_root=sql_root)
     assert owner.execute("SELECT to_regclass('public.\"GitHubRepoMapping\"')").fetchone()[0] is None
 
     # and forward again: the archived binding and ledger rows come back exactly
@@ -453,7 +454,7 @@ def test_rollback_of_empty_ledger_restores_previous_schema(db, sql_root):
     from harness import catalog
 
     dsn = db.dsn("owner")
-    below = [m for m in _applied(dsn) if int(m[1:5]) < 20][-1]
+    below = [m for m in _applied(dsn) if m[:5] < version_of("canonical_url")][-1]
     A.rollback(dsn, to=below, sql_root=sql_root)
     owner = db.connect("owner")
     before = catalog.snapshot(owner)
@@ -462,7 +463,7 @@ def test_rollback_of_empty_ledger_restores_previous_schema(db, sql_root):
     for fn in ("record_push", "canonical_repo_url", "create_lab_session", "verify_lab_attempt_chain",
                "lab_status_is_active", "api_bad_input", "enqueue_verification_job"):
         assert owner.execute("SELECT count(*) FROM pg_proc WHERE proname = %s", (fn,)).fetchone()[0] == 0
-    A.apply(dsn, to="V0030__record_push", sql_root=sql_root)
+    A.apply(dsn, to="V0019__push_and_queue_api", sql_root=sql_root)
     A.rollback(dsn, to=below, sql_root=sql_root)
     assert catalog.diff(before, catalog.snapshot(owner), column_order=True) == []
     A.apply(dsn, sql_root=sql_root)

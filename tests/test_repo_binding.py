@@ -11,6 +11,7 @@ import pytest
 
 from harness import apply as A
 from harness.errors import MigrationFailed
+from tests.chain_ids import version_of
 from tests.helpers import digests, raises_sqlstate
 from tests.builders import (
     add_lab, add_user, commit, create_session, legacy_session, push, resolve_session,
@@ -327,13 +328,13 @@ def test_app_insert_of_session_is_bound_at_commit(db, ctx):
 # ------------------------------------------------------------------ backfill
 
 
-def _below_v0020(dsn):
-    return [m["id"] for m in A.status(dsn)["applied"] if int(m["id"][1:5]) < 20][-1]
+def _below_the_repo_mapping(dsn):
+    return [m["id"] for m in A.status(dsn)["applied"] if m["id"][:5] < version_of("repo_mapping")][-1]
 
 
 def test_backfill_maps_parseable_urls_and_reports_the_rest(db, sql_root):
     dsn = db.dsn("owner")
-    A.rollback(dsn, to=_below_v0020(dsn), sql_root=sql_root)
+    A.rollback(dsn, to=_below_the_repo_mapping(dsn), sql_root=sql_root)
     owner = db.connect("owner")
     lab = add_lab(owner)
     good = {}
@@ -371,7 +372,7 @@ def test_backfill_maps_parseable_urls_and_reports_the_rest(db, sql_root):
 
 def test_backfill_preflight_refuses_shared_active_url(db, sql_root):
     dsn = db.dsn("owner")
-    A.rollback(dsn, to=_below_v0020(dsn), sql_root=sql_root)
+    A.rollback(dsn, to=_below_the_repo_mapping(dsn), sql_root=sql_root)
     owner = db.connect("owner")
     lab = add_lab(owner)
     a = legacy_session(owner, add_user(owner), lab, "https://github.com/dup/repo")

@@ -30,10 +30,11 @@ from tests.builders import add_lab, add_user
 
 REPO = Path(__file__).resolve().parent.parent
 V0003 = "V0003__legacy_append_only_hardening"
-V0004 = "V0004__rollback_archive"
-V0008 = "V0008__lab_session_version_columns"
-V0016 = "V0016__lab_session_version_not_null"
-V0017 = "V0017__lab_session_one_active"
+V0002 = "V0002__roles_and_archive"
+V0004 = "V0004__lab_version"
+V0006 = "V0006__lab_session_columns_and_verification_attempt"
+V0012 = "V0012__lab_session_version_not_null"
+V0013 = "V0013__lab_session_one_active"
 
 
 def cli(*args, sql_root=None, **popen):
@@ -81,24 +82,24 @@ def assert_never_says_nothing_changed(text: str):
 
 def test_rollback_overtaken_by_the_app_stops_at_a_recorded_version_and_exits_3(
         db, sql_root, reference_snapshot):
-    """One active session; `rollback --to V0004` probes the whole rollback (it passes),
+    """One active session; `rollback --to V0002` probes the whole rollback (it passes),
     the first file commits, then the application moves the session to FAILED (a
-    completion the schema before V0008 cannot hold). The rollback stops at V0008,
-    exits 3, names V0008 and the session, lists what it rolled back, and never says
+    completion the schema before V0006 cannot hold). The rollback stops at V0006,
+    exits 3, names V0006 and the session, lists what it rolled back, and never says
     that nothing changed; `apply` then returns to the newest version."""
     owner, app = db.connect("owner"), db.connect("app")
     user, lab = add_user(owner, 1), add_lab(owner, 1)
     sid = uuid.uuid4()
     app.execute('INSERT INTO "LabSession" ("id", "userId", "labId", "userForkUrl") '
                 "VALUES (%s, %s, %s, 'https://github.com/dev1/lab-1')", (sid, user, lab))
-    victims = victims_of(sql_root, V0004)
+    victims = victims_of(sql_root, V0002)
     first, second = victims[0], victims[1]
     # hold the bookkeeping row of the second file: the first file commits, the second
     # cannot finish until the application has written its row
     gate = db.connect(autocommit=False)
     gate.execute(f"SELECT 1 FROM {A.bk(A.MIGRATION_TABLE)} WHERE migration_id = %s "
                  "FOR UPDATE", (second,))
-    proc = cli("rollback", "--target", db.dsn(), "--to", V0004, sql_root=sql_root)
+    proc = cli("rollback", "--target", db.dsn(), "--to", V0002, sql_root=sql_root)
     try:
         wait_until(lambda: first not in applied_ids(db.dsn(), sql_root),
                    what=f"{first} to be rolled back")
@@ -110,14 +111,14 @@ def test_rollback_overtaken_by_the_app_stops_at_a_recorded_version_and_exits_3(
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 3, err
-    assert f"rollback stopped at {V0008}" in err, err
+    assert f"rollback stopped at {V0006}" in err, err
     assert "FM002" in err and str(sid) in err
     assert "written while the rollback ran" in err
-    assert f"rolled back and committed {victims.index(V0008)} file(s) before {V0008}" in err
+    assert f"rolled back and committed {victims.index(V0006)} file(s) before {V0006}" in err
     assert first in err and "Traceback" not in err
     assert_never_says_nothing_changed(err)
     st = A.status(db.dsn(), sql_root)
-    assert st["current"] == V0008 and st["incomplete"] == []
+    assert st["current"] == V0006 and st["incomplete"] == []
     assert owner.execute('SELECT status::text FROM "LabSession" WHERE id = %s',
                          (sid,)).fetchone()[0] == "FAILED"
     # back to the newest version, the FAILED session intact and valid
@@ -129,9 +130,9 @@ def test_rollback_overtaken_by_the_app_stops_at_a_recorded_version_and_exits_3(
 
 
 def test_preflight_refusal_in_the_real_run_exits_3_and_names_the_stop(baseline_db, sql_root):
-    """V0017's pre-flight refuses (two active sessions for one user and lab) after
-    V0003..V0016 were applied by the same run: exit 3, `apply stopped at V0016`, the
-    files it applied listed, and the file's "Nothing was changed" narrowed to V0017."""
+    """V0013's pre-flight refuses (two active sessions for one user and lab) after
+    V0003..V0012 were applied by the same run: exit 3, `apply stopped at V0012`, the
+    files it applied listed, and the file's "Nothing was changed" narrowed to V0013."""
     owner = baseline_db.connect("owner")
     user, lab = add_user(owner, 1), add_lab(owner, 1)
     dups = [uuid.uuid4(), uuid.uuid4()]
@@ -140,12 +141,12 @@ def test_preflight_refusal_in_the_real_run_exits_3_and_names_the_stop(baseline_d
                       "VALUES (%s, %s, %s, %s)", (sid, user, lab, f"https://github.com/d/f{n}"))
     rc, out, err = run_cli("apply", "--target", baseline_db.dsn(), sql_root=sql_root)
     assert rc == 3, err
-    assert f"apply stopped at {V0016}" in err and "FM001" in err
+    assert f"apply stopped at {V0012}" in err and "FM001" in err
     assert all(str(s) in err for s in dups)
     assert "this run applied and committed" in err and V0003 in err
-    assert f"Nothing of {V0017} was changed" in err
+    assert f"Nothing of {V0013} was changed" in err
     assert_never_says_nothing_changed(err)
-    assert applied_ids(baseline_db.dsn(), sql_root)[-1] == V0016
+    assert applied_ids(baseline_db.dsn(), sql_root)[-1] == V0012
 
 
 # ------------------------------------------------------------------ drift on rollback
@@ -154,7 +155,7 @@ def test_preflight_refusal_in_the_real_run_exits_3_and_names_the_stop(baseline_d
 def _drifted_copy(sql_root, tmp_path, *, rollback_file: bool, migration_file: bool):
     root = tmp_path / "sql"
     shutil.copytree(sql_root, root)
-    name = "V0042__verification_job_api.sql"
+    name = "V0019__push_and_queue_api.sql"
     if rollback_file:   # a DROP FUNCTION commented out
         f = root / "rollback" / name
         text = f.read_text()
@@ -174,14 +175,14 @@ def test_rollback_refuses_on_drift_of_the_files_it_would_run(
     root = _drifted_copy(sql_root, tmp_path, rollback_file=rollback_file,
                          migration_file=migration_file)
     before = applied_ids(db.dsn(), root)
-    # enough steps to reach V0042 whatever the chain holds above it
-    steps = str(len([i for i in before if i > "V0041__verification_job_guards"]))
-    for args in (["--to", "V0041__verification_job_guards"], ["--steps", steps],
-                 ["--to", "V0041__verification_job_guards", "--dry-run"]):
+    # enough steps to reach V0019 whatever the chain holds above it
+    steps = str(len([i for i in before if i > "V0018__push_ledger_and_job_queue_guards"]))
+    for args in (["--to", "V0018__push_ledger_and_job_queue_guards"], ["--steps", steps],
+                 ["--to", "V0018__push_ledger_and_job_queue_guards", "--dry-run"]):
         rc, out, err = run_cli("rollback", "--target", db.dsn(), *args, sql_root=root)
         assert rc == 3, err
-        assert "drift" in err and "V0042__verification_job_api.sql" in err
-        assert ("(rollback file of V0042__verification_job_api" in err) == rollback_file
+        assert "drift" in err and "V0019__push_and_queue_api.sql" in err
+        assert ("(rollback file of V0019__push_and_queue_api" in err) == rollback_file
         assert ("(migration file)" in err) == migration_file
         assert "Traceback" not in err
     assert applied_ids(db.dsn(), root) == before
@@ -198,7 +199,7 @@ def test_an_edited_rollback_file_of_a_file_that_stays_applied_does_not_block(
     root = _drifted_copy(sql_root, tmp_path, rollback_file=True, migration_file=False)
     rc, out, err = run_cli("rollback", "--target", db.dsn(), "--steps", "1", sql_root=root)
     assert rc == 0, err
-    assert "V0042__verification_job_api" in applied_ids(db.dsn(), root)
+    assert "V0019__push_and_queue_api" in applied_ids(db.dsn(), root)
 
 
 # ------------------------------------------------------------ the bookkeeping step
@@ -230,4 +231,4 @@ def test_bookkeeping_error_names_the_table_and_what_this_run_committed(baseline_
     assert f"the database is now at {V0003}" in text
     assert applied_ids(baseline_db.dsn(), sql_root)[-1] == V0003
     assert A.apply(baseline_db.dsn(), to="V0005", sql_root=sql_root).applied == [
-        V0004, "V0005__lab_status_failed"]
+        V0004, "V0005__lab_version_guards"]

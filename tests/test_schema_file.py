@@ -26,6 +26,6 @@ def test_every_function_appears_once_with_the_file_of_its_current_version(sql_ro
     assert len(found) > 30 and len(names) == len(set(names))
     for relpath, name in found:
         assert funcs[name] == relpath, name
-    # the lifecycle guard's current version is V0011's, not production's
-    assert ("sql/triggers/V0011__lab_session_lifecycle_v2.sql",
+    # the lifecycle guard's current version is V0007's, not production's
+    assert ("sql/triggers/V0007__lab_session_and_attempt_guards.sql",
             "enforce_lab_session_status_transition") in found

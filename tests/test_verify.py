@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import uuid
 
@@ -414,7 +415,7 @@ def test_cli_builds_the_reference_on_a_throwaway_server_and_names_a_replaced_gua
 
 
 def _without_identity_guard(db, stmt, params):
-    """What the pack before V0051 let through, planted by a superuser."""
+    """What the pack before V0007 let through, planted by a superuser."""
     su = _superuser(db)
     with su.transaction():
         su.execute('ALTER TABLE "LabSession" DISABLE TRIGGER labsession_identity_guard')
@@ -441,7 +442,7 @@ def test_fails_on_a_session_moved_to_another_repository_or_start(db, world):
 
 
 def test_reports_running_jobs_claimed_without_a_lease_token(db, world):
-    """A job claimed before V0052 (planted: its token hash removed) is still
+    """A job claimed before V0017 (planted: its token hash removed) is still
     completable by its leaseOwner alone: reported as info, not a failure."""
     from tests.builders import claim, commit, push
     from tests.builders import sha
@@ -461,19 +462,29 @@ def test_reports_running_jobs_claimed_without_a_lease_token(db, world):
 
 
 def test_fails_on_pushes_captured_by_a_repository_id_before_the_fix(db, sql_root):
-    """The capture that record_push before V0053 let through leaves a PUSH_RECORDED
-    row for the victim's URL in the attacker's session: verify names it."""
+    """The capture that the pre-release record_push let through leaves a
+    PUSH_RECORDED row for the victim's URL in the attacker's session: verify names
+    it. The pre-release functions (tests/data) are installed for the push and the
+    release chain's put back before verify runs."""
+    from pathlib import Path
+
     from tests.attacks.test_identity import capture_setup, victim_push
-    A.rollback(db.dsn("owner"), to="V0052__verification_job_lease_token", sql_root=sql_root)
+    data = Path(__file__).resolve().parent / "data" / "prerelease_capture_functions.sql"
+    api = [f for f in A.load_chain(sql_root) if f.id == "V0019__push_and_queue_api"][0]
+    owner = db.connect("owner")
+    owner.execute(data.read_text())
     victim, attacker = capture_setup(db)
     assert [r[4] for r in victim_push(db.connect("app"))] == ["recorded"]   # captured
-    A.apply(db.dsn("owner"), sql_root=sql_root)
+    for name in ("resolve_lab_session", "record_push"):
+        body = re.search(r"^CREATE FUNCTION " + name + r"\(.*?^\$\$;$", api.sql,
+                         re.M | re.S).group(0)
+        owner.execute(body.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
     assert_fails(report(db, sql_root=sql_root), "repo_binding_agreement",
                  '"AuditLog" PUSH_RECORDED', str(attacker))
 
 
 def test_fails_on_a_binding_made_by_a_locale_dependent_canonical_form(db, world):
-    """Under a UTF-8 locale V0020 turned a Kelvin sign into "k" and bound the
+    """Under a UTF-8 locale V0014 turned a Kelvin sign into "k" and bound the
     session to https://github.com/kate/...; today the URL is refused (NULL), so
     the binding no longer follows from the session's fork URL: reported."""
     from tests.builders import ids
@@ -508,7 +519,7 @@ def test_fails_on_a_timestamp_no_restore_could_read(db, world):
 
 def test_one_active_session_index_missing_or_invalid_is_reported_with_or_without_duplicates(
         db, reference_snapshot):
-    """V0017's unique index is what keeps two active sessions of one user and lab
+    """V0013's unique index is what keeps two active sessions of one user and lab
     apart: verify reports it missing (definitions) or INVALID (indexes_valid),
     whether duplicate rows are present or not."""
     index = "LabSession_userId_labId_active_key"

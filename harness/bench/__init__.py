@@ -2,14 +2,14 @@
 
 One run, one server, in this order:
 
-1. a fresh database at the baseline (``V0001`` + ``V0002__roles``), filled by
+1. a fresh database at the baseline (``V0001`` + ``V0002__roles_and_archive``), filled by
    :mod:`harness.datagen` at scale N (N LabSession, N VerificationLog, 10N
    AuditLog rows); ``datagen_s``;
 2. the copy floor: ``INSERT ... SELECT`` of LabSession, VerificationLog (into a
    plain text copy, no jsonb) and AuditLog into unindexed, unconstrained tables
    (``copy_floor_s``; the copies are dropped again). A second, wider floor
    (``jsonb_floor_s``) also writes every VerificationLog text as new jsonb
-   (``to_jsonb``) into an unindexed table: the part of V0013's cost that any
+   (``to_jsonb``) into an unindexed table: the part of V0009's cost that any
    conversion pays, because the plain copy reuses the compressed TOAST values
    as they are while new jsonb must be compressed and written again
    (``chain_vs_jsonb_floor_ratio``);

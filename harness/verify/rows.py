@@ -133,7 +133,7 @@ def job_status_consistency(c, ctx) -> None:
                        WHERE attrelid = 'public."VerificationJob"'::regclass
                          AND attname = 'leaseTokenHash' AND NOT attisdropped""").fetchone():
         _rule(c, conn, '"VerificationJob".leaseTokenHash',
-              "RUNNING jobs claimed without a lease token (before V0052): completable by "
+              "RUNNING jobs claimed without a lease token (by the pre-release chain): completable by "
               "their leaseOwner alone until the lease ends",
               f"""SELECT j."id"::text || ' (leaseOwner ' || j."leaseOwner" || ')' {J}
                   j."status" = 'RUNNING' AND j."leaseTokenHash" IS NULL ORDER BY j."id" """,
@@ -243,7 +243,7 @@ def sha_format(c, ctx) -> None:
 
 def _lifecycle_applied_at(conn, state):
     for mid in sorted(state):
-        if re.match(r"V\d{4}__lab_session_lifecycle", mid):
+        if re.match(r"V\d{4}__lab_session_and_attempt_guards$", mid):
             return state[mid]["applied_at"]
     return None
 
@@ -255,7 +255,7 @@ _SESSION_AUDIT = ("LAB_STATUS_TRANSITION", "PUSH_RECORDED", "PUSH_DUPLICATE_DELI
 
 def session_identity(c, ctx) -> None:
     """Evidence that a session's identity changed after it was created (what the pack
-    before V0051 let an UPDATE do): its user differs from the user its own audit rows
+    before the identity guard let an UPDATE do): its user differs from the user its own audit rows
     name; the arguments digest create_lab_session() stored with its binding no longer
     matches the session's user and lab; its userForkUrl no longer canonicalises to the
     repository it is bound to; its startedAt moved away from the time it was bound."""
@@ -309,7 +309,7 @@ def session_identity(c, ctx) -> None:
 
 def repo_binding_agreement(c, ctx) -> None:
     """Evidence that a repository id captured another session's pushes (what
-    record_push before V0053 let through): a push recorded in one session for a URL
+    record_push of the pre-release chain let through): a push recorded in one session for a URL
     bound to another session, or for a repository id other than its binding's."""
     conn, have = ctx.conn, ctx.have
     if not (have["GitHubRepoMapping"] and have["LabAttempt"]):
@@ -349,7 +349,7 @@ def restorable_values(c, ctx) -> None:
     restorable maximum (timestamp(3) rounding of '294276-12-31 23:59:59.9999'
     stores 294277-01-01, which pg_dump writes but no restore reads), BC push times
     (the hash layout writes the year without an era), and values outside the bounds
-    V0056 puts on the API (info)."""
+    V0019 puts on the API (info)."""
     conn, have = ctx.conn, ctx.have
     cols = _rows(conn, """
         SELECT c.relname, a.attname, EXISTS (
@@ -381,7 +381,7 @@ def restorable_values(c, ctx) -> None:
                  FROM public."LabAttempt" t WHERE t."pushedAt" < '0001-01-01' ORDER BY 1""")
         _rule(c, conn, '"LabAttempt".pushedAt',
               "outside 2005-04-07 .. a day after the row was recorded (accepted before "
-              "V0056)",
+              "V0019)",
               """SELECT t."id"::text || ' (' || t."pushedAt"::text || ')'
                  FROM public."LabAttempt" t
                  WHERE t."pushedAt" >= '0001-01-01' AND (t."pushedAt" < '2005-04-07'
@@ -389,11 +389,11 @@ def restorable_values(c, ctx) -> None:
               info=True)
     if have["GitHubRepoMapping"]:
         _rule(c, conn, '"GitHubRepoMapping".providerRepoId',
-              "above 2^53 - 1 (accepted before V0056; no JSON payload can carry it exactly)",
+              "above 2^53 - 1 (accepted by the pre-release chain; no JSON payload can carry it exactly)",
               """SELECT t."id"::text FROM public."GitHubRepoMapping" t
                  WHERE t."providerRepoId" > 9007199254740991 ORDER BY 1""", info=True)
     if have["VerificationJob"]:
         _rule(c, conn, '"VerificationJob".exitCode',
-              "outside -255 .. 255 (accepted before V0056)",
+              "outside -255 .. 255 (accepted by the pre-release chain)",
               """SELECT t."id"::text FROM public."VerificationJob" t
                  WHERE t."exitCode" NOT BETWEEN -255 AND 255 ORDER BY 1""", info=True)

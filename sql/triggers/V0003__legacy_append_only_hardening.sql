@@ -15,8 +15,10 @@
 -- Why: CONTRACT section 4 (existing append-only tables) and section 7.
 --   Production guards covered UPDATE and DELETE only; TRUNCATE bypassed them
 --   entirely.
+-- Transaction: yes.
 -- Locks: CREATE TRIGGER / ALTER TABLE ... ENABLE ALWAYS TRIGGER take SHARE ROW
 --   EXCLUSIVE on each table for an instant (blocks writes, not reads; no scan).
+-- Pre-conditions: none.
 -- Rollback: drops the TRUNCATE triggers and the function, turns the legacy
 --   triggers back into ordinary (origin) triggers and restores production's
 --   prevent_destructive_action() byte for byte. No data involved.

@@ -167,11 +167,11 @@ def test_statement_timeout_mid_backfill_then_resume(baseline_db, sql_root):
                '00000000-0000-4000-8000-00000000abcd', 'https://github.com/u' || i || '/lab'
         FROM generate_series(1, 20000) i;""")
     before = owner.execute('SELECT count(*) FROM "LabSession"').fetchone()[0]
-    A.apply(baseline_db.dsn(), to="V0011", sql_root=sql_root)
+    A.apply(baseline_db.dsn(), to="V0007", sql_root=sql_root)
     # the backfill file as psql would run it, with a statement_timeout that fires mid-CALL
     # (harness apply --statement-timeout 1ms already dies in its own bookkeeping reads)
     from harness.chain import load_chain
-    f = next(x for x in load_chain(sql_root) if x.id.startswith("V0012"))
+    f = next(x for x in load_chain(sql_root) if x.id.startswith("V0008"))
     stmts = A.split_statements(f.sql)
     runner = baseline_db.connect("owner")
     runner.execute(stmts[0])                       # CREATE PROCEDURE

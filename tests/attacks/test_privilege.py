@@ -185,7 +185,7 @@ OWNER_ONLY_CALLS = {
     "forgea_rollback_preserving": "SELECT forgea_rollback_preserving('a', 'b', 'c')",
     "forgea_archive_if_preserving": ("SELECT forgea_archive_if_preserving("
                                      "'\"LabAttempt\"'::regclass, 'x')"),
-    "forgea_archive_pending": "SELECT forgea_archive_pending('LabAttempt', 'V0025')",
+    "forgea_archive_pending": "SELECT forgea_archive_pending('LabAttempt', 'V0017')",
     "forgea_archive_put_back": ("SELECT forgea_archive_put_back('x', 'y', "
                                 "'\"LabAttempt\"'::regclass, 'SELECT 1')"),
     "forgea_archive_restore": "SELECT forgea_archive_restore('\"LabAttempt\"'::regclass, 'x')",
