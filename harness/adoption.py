@@ -7,6 +7,13 @@ a scratch schema inside a transaction that is rolled back; no CREATEDB needed).
 Identical: the baseline is recorded as applied and *adopted* without running it,
 and the rest is applied. Different: refuse, change nothing, list the
 differences. An adopted baseline is never rolled back.
+
+Objects that belong to an extension (pg_trgm, citext, pg_stat_statements
+installed into ``public``: pg_depend deptype 'e') are not production's schema
+and are left out of the comparison (harness.catalog); a mismatch lists the
+extensions it saw. Building the baseline in a scratch schema needs the CREATE
+privilege on the database: without it the harness refuses (exit 3), naming the
+GRANT.
 """
 
 from __future__ import annotations
@@ -23,9 +30,24 @@ from .chain import MigrationFile
 from .errors import MigrationFailed, RefusedError, describe_pg_error
 
 
+def _require_create(conn) -> None:
+    """Refuse (exit 3), naming the grant, when this role cannot create the scratch schema."""
+    me, db, ok = conn.execute(
+        "SELECT current_user, current_database(), "
+        "pg_catalog.has_database_privilege(current_database(), 'CREATE')").fetchone()
+    if not ok:
+        raise RefusedError(
+            f"cannot compare the live public schema with the baseline: role {me} lacks the "
+            f"CREATE privilege on database {db} (the baseline is built in a scratch schema "
+            "inside a transaction that is rolled back); nothing was changed",
+            details=[f'GRANT CREATE ON DATABASE "{db}" TO "{me}";  -- or run as the '
+                     "migration owner, which needs it anyway"])
+
+
 def expected_baseline_catalog(conn, baseline: MigrationFile) -> dict:
     """Catalog the baseline creates: run it in a scratch schema, snapshot, ROLLBACK."""
     scratch = "_harness_adopt_" + "".join(random.choices(string.ascii_lowercase, k=8))
+    _require_create(conn)
     try:
         with conn.transaction() as tx:
             cur = conn.cursor()
@@ -54,7 +76,11 @@ def adoption_check(conn, baseline: MigrationFile) -> list[str] | None:
     if catalog.is_empty(live):
         return None
     expected = expected_baseline_catalog(conn, baseline)
-    return catalog.diff(expected, live, labels=("baseline", "production"))
+    diffs = catalog.diff(expected, live, labels=("baseline", "production"))
+    seen = catalog.extensions(conn)
+    if diffs and seen:
+        diffs.append("extensions seen (their objects are ignored): " + ", ".join(seen))
+    return diffs
 
 
 # ---------------------------------------------------------------------------

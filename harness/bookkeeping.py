@@ -56,7 +56,7 @@ from yoyo.backends.core.postgresql import PostgresqlPsycopgBackend
 from yoyo.migrations import Migration
 
 from .chain import MigrationFile
-from .errors import MigrationFailed, RefusedError, describe_pg_error
+from .errors import HarnessError, MigrationFailed, RefusedError, describe_pg_error
 
 #: the schema that holds every bookkeeping table (see "Where the bookkeeping lives")
 BOOKKEEPING_SCHEMA = "harness"
@@ -64,6 +64,9 @@ BOOKKEEPING_SCHEMA = "harness"
 LEGACY_SCHEMA = "public"
 MIGRATION_TABLE = "_yoyo_migration"
 HARNESS_TABLE = "_harness_migration"
+#: the one group role that may read the bookkeeping, and what it may read
+READER_ROLE = "forgea_readonly"
+READER_TABLES = (MIGRATION_TABLE, HARNESS_TABLE)
 #: every bookkeeping table; yoyo's probe tables ``yoyo_tmp_*`` are bookkeeping too
 BOOKKEEPING_TABLES = (MIGRATION_TABLE, "_yoyo_log", "_yoyo_version", "yoyo_lock",
                       HARNESS_TABLE)
@@ -229,7 +232,22 @@ def bookkeeping_schema(conn) -> str | None:
 
 
 def read_state(conn) -> dict[str, dict]:
-    """Applied migrations by id (empty when the bookkeeping tables are missing)."""
+    """Applied migrations by id (empty when the bookkeeping tables are missing); a
+    role that may not read them gets one line naming the grants (exit 1)."""
+    try:
+        return _read_state(conn)
+    except psycopg.errors.InsufficientPrivilege as e:
+        raise HarnessError(
+            f"cannot read the harness bookkeeping: {e.diag.message_primary}",
+            details=[f"`harness apply` (as the migration owner) grants {READER_ROLE} what "
+                     "status and verify read; or, as the owner of schema "
+                     f"{BOOKKEEPING_SCHEMA}: GRANT USAGE ON SCHEMA {BOOKKEEPING_SCHEMA} TO "
+                     f"{READER_ROLE}; GRANT SELECT ON "
+                     + ", ".join(bk(t) for t in READER_TABLES) + f" TO {READER_ROLE};"]
+        ) from None
+
+
+def _read_state(conn) -> dict[str, dict]:
     state: dict[str, dict] = {}
     schema = bookkeeping_schema(conn)
     if schema is None:
@@ -273,6 +291,7 @@ class Bookkeeping:
     def __init__(self, session):
         self.session = session
         self.step: str | None = None
+        self._reader_warned = False
 
     @property
     def conn(self) -> psycopg.Connection:
@@ -292,6 +311,7 @@ class Bookkeeping:
                 "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = "
                 "to_regclass(%s) AND attname = 'state' AND NOT attisdropped)",
                 (bk(HARNESS_TABLE),)).fetchone()[0]:
+            self.grant_reader()
             return
         if legacy and present:
             raise RefusedError(
@@ -321,9 +341,57 @@ class Bookkeeping:
                     f"creating the bookkeeping in schema {BOOKKEEPING_SCHEMA}")
             raise MigrationFailed(f"{what} failed, nothing was changed: {line}",
                                   sqlstate=e.sqlstate, details=extra)
+        self.grant_reader()
         if legacy:
             self.session.say(f"moved the harness bookkeeping from schema {LEGACY_SCHEMA} "
                              f"to schema {BOOKKEEPING_SCHEMA}: {', '.join(legacy)}")
+
+    def grant_reader(self) -> None:
+        """USAGE on the bookkeeping schema and SELECT on :data:`READER_TABLES` to
+        :data:`READER_ROLE`, when that role exists and lacks them (in the current
+        transaction, or one of its own)."""
+        missing = self.conn.execute(
+            "SELECT r.oid IS NOT NULL AND to_regnamespace(%s) IS NOT NULL AND ("
+            "NOT pg_catalog.has_schema_privilege(r.oid, %s, 'USAGE') OR EXISTS ("
+            "SELECT 1 FROM unnest(%s::text[]) t WHERE to_regclass(%s || '.' || "
+            "quote_ident(t)) IS NOT NULL AND NOT pg_catalog.has_table_privilege("
+            "r.oid, to_regclass(%s || '.' || quote_ident(t)), 'SELECT'))) "
+            "FROM (SELECT (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = %s) AS oid) r",
+            (BOOKKEEPING_SCHEMA, BOOKKEEPING_SCHEMA, list(READER_TABLES), BOOKKEEPING_SCHEMA,
+             BOOKKEEPING_SCHEMA, READER_ROLE)).fetchone()[0]
+        if not missing:
+            return
+        can = self.conn.execute(
+            "SELECT pg_catalog.has_schema_privilege(%s, 'USAGE WITH GRANT OPTION') AND "
+            "NOT EXISTS (SELECT 1 FROM unnest(%s::text[]) t WHERE to_regclass(%s || '.' || "
+            "quote_ident(t)) IS NOT NULL AND NOT pg_catalog.has_table_privilege("
+            "to_regclass(%s || '.' || quote_ident(t)), 'SELECT WITH GRANT OPTION'))",
+            (BOOKKEEPING_SCHEMA, list(READER_TABLES), BOOKKEEPING_SCHEMA,
+             BOOKKEEPING_SCHEMA)).fetchone()[0]
+        if not can:
+            if not self._reader_warned:
+                self._reader_warned = True
+                self.session.say(
+                    f"warning: cannot let {READER_ROLE} read the bookkeeping (schema "
+                    f"{BOOKKEEPING_SCHEMA} is another role's), so `harness status` and "
+                    f"`verify` will not run as that role; as its owner: GRANT USAGE ON "
+                    f"SCHEMA {BOOKKEEPING_SCHEMA} TO {READER_ROLE}; GRANT SELECT ON "
+                    + ", ".join(bk(t) for t in READER_TABLES) + f" TO {READER_ROLE};")
+            return
+        try:
+            with self.conn.transaction():   # a savepoint inside a file's transaction
+                self.conn.execute(f"GRANT USAGE ON SCHEMA {BOOKKEEPING_SCHEMA} TO "
+                                  f"{READER_ROLE}")
+                for t in READER_TABLES:
+                    self.conn.execute(f"GRANT SELECT ON {bk(t)} TO {READER_ROLE}")
+        except psycopg.errors.InsufficientPrivilege as e:
+            # the schema belongs to another role: the run goes on, the DBA is told
+            self.session.say(f"warning: could not let {READER_ROLE} read the bookkeeping "
+                             f"({e.diag.message_primary}); as the owner of schema "
+                             f"{BOOKKEEPING_SCHEMA}: GRANT USAGE ON SCHEMA "
+                             f"{BOOKKEEPING_SCHEMA} TO {READER_ROLE}; GRANT SELECT ON "
+                             + ", ".join(bk(t) for t in READER_TABLES)
+                             + f" TO {READER_ROLE};")
 
     def _count(self, schema: str, table: str) -> int:
         return self.conn.execute(f'SELECT count(*) FROM {schema}."{table}"').fetchone()[0]
@@ -378,6 +446,7 @@ class Bookkeeping:
             "no_transaction = EXCLUDED.no_transaction, applied_at = now(), "
             "applied_by = current_user, state = 'applied'",
             (f.id, f.checksum, f.rollback_checksum, adopted, f.no_transaction))
+        self.grant_reader()     # the role exists once V0002 ran: grant in that run
         self.step = None
 
     def unrecord(self, f: MigrationFile, m: Migration) -> None:

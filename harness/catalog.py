@@ -281,22 +281,42 @@ def diff(expected: dict, actual: dict, *, column_order: bool = False,
 # ---------------------------------------------------------------------------
 # privileges
 
-_PRIVILEGES_SQL = """
+def not_extension_member(catalog_table: str, oid: str) -> str:
+    """SQL: the object ``oid`` of ``catalog_table`` (e.g. ``pg_class``, ``c.oid``)
+    does not belong to an extension (pg_depend deptype 'e'): extensions such as
+    pg_trgm, citext or pg_stat_statements installed into public are not the pack's."""
+    return (f"NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = "
+            f"'pg_catalog.{catalog_table}'::regclass AND d.objid = {oid} "
+            "AND d.deptype = 'e')")
+
+
+def extensions(conn) -> list[str]:
+    """The installed extensions but plpgsql: ``name version (schema schema)``."""
+    return [f"{n} {v} (schema {s})" for n, v, s in conn.execute(
+        "SELECT e.extname, e.extversion, n.nspname FROM pg_catalog.pg_extension e "
+        "JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace "
+        "WHERE e.extname <> 'plpgsql' ORDER BY 1").fetchall()]
+
+
+_PRIVILEGES_SQL = f"""
     WITH objs AS (
         SELECT 'table' AS kind, c.relname::text AS name, c.relowner AS owner,
                coalesce(c.relacl, acldefault('r', c.relowner)) AS acl
         FROM pg_catalog.pg_class c
         WHERE c.relnamespace = %(ns)s::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm')
+          AND {not_extension_member('pg_class', 'c.oid')}
         UNION ALL
         SELECT 'column', c.relname || '.' || a.attname, c.relowner, a.attacl
         FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
         WHERE c.relnamespace = %(ns)s::regnamespace AND c.relkind IN ('r', 'p')
           AND a.attnum > 0 AND NOT a.attisdropped AND a.attacl IS NOT NULL
+          AND {not_extension_member('pg_class', 'c.oid')}
         UNION ALL
         SELECT 'function', p.proname || '(' ||
                pg_catalog.pg_get_function_identity_arguments(p.oid) || ')',
                p.proowner, coalesce(p.proacl, acldefault('f', p.proowner))
         FROM pg_catalog.pg_proc p WHERE p.pronamespace = %(ns)s::regnamespace
+          AND {not_extension_member('pg_proc', 'p.oid')}
         UNION ALL
         SELECT 'schema', n.nspname::text, n.nspowner,
                coalesce(n.nspacl, acldefault('n', n.nspowner))

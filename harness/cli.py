@@ -611,10 +611,13 @@ def stop():
 
 
 VERIFY_EPILOG = exit_epilog("verify", {
-    0: "no check failed (info findings are allowed)",
-    1: "a check failed, or the checkpoint file cannot be used",
+    0: "no check failed (info findings are allowed; a check this role may not run is "
+       "listed as \"could not run\", not failed)",
+    1: "a check failed",
     2: "usage error (a bad option, a malformed DSN, a --checkpoint file that does not "
-       "exist)"}) + "\n" + TARGETS
+       "exist), or the checkpoint file cannot be used (the field is named)",
+    5: "could not check: a problem on this machine (no server binaries or scratch "
+       "server for the reference, an unusable cache), not in the database"}) + "\n" + TARGETS
 
 
 @cli.command(epilog=VERIFY_EPILOG)
@@ -641,13 +644,9 @@ def verify(target, as_json, sql_root, checkpoint, no_reference, require_complete
     """
     from . import ledger
     from . import verify as V
-    from .errors import HarnessError
 
     def go():
-        try:
-            doc = ledger.load(checkpoint) if checkpoint else None
-        except (OSError, ValueError, ledger.CheckpointError) as e:
-            raise HarnessError(f"cannot use the checkpoint: {e}")
+        doc = ledger.load(checkpoint) if checkpoint else None   # refused: exit 2
         sys.exit(V.run(resolve_target(target), as_json, sql_root=sql_root or _sql_root(),
                        require_complete=require_complete, checkpoint=doc,
                        reference_snapshot=None if no_reference else "build"))

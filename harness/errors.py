@@ -14,7 +14,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
 EXIT_SERVER = 4
-#: reserved: a problem on the operator's side (cache, binaries, scratch server): could not check
+#: could not check: a problem on the operator's side (cache, binaries, scratch server); LocalProblem
 EXIT_LOCAL = 5
 #: reserved: the server answered but refused the credentials
 EXIT_AUTH = 6
@@ -34,8 +34,9 @@ EXIT_CODES: dict[int, str] = {
                   "names the version the database is at and what this run committed",
     EXIT_SERVER: "the PostgreSQL server could not be started or reached (refused, "
                  "unknown host, or no answer within connect_timeout)",
-    EXIT_LOCAL: "could not check: a problem on the operator's side (the throwaway or "
-                "embedded server's binaries or files)",
+    EXIT_LOCAL: "could not check: a problem on this machine, not in the database (an "
+                "unusable cache directory, server binaries missing, no scratch server "
+                "for verify's reference); the message names it",
     EXIT_AUTH: "the server answered but refused the credentials (wrong password, "
                "unknown role, no pg_hba.conf entry)",
     EXIT_SIGINT: "interrupted by SIGINT (Ctrl-C); apply and rollback first say where "
@@ -53,7 +54,7 @@ COMMAND_EXIT_CODES: dict[str, tuple[int, ...]] = {
     "preflight": (0, 1, 2, 3, 4, 6, 130, 143),
     "repair": (0, 1, 2, 3, 4, 5, 6, 130, 143),
     "checkpoint": (0, 1, 2, 4, 6, 130, 143),
-    "verify": (0, 1, 2, 4, 6, 130, 143),
+    "verify": (0, 1, 2, 4, 5, 6, 130, 143),
     "bench": (0, 1, 2, 4, 6, 130, 143),
     "lint": (0, 1, 2, 130, 143),
     "schema": (0, 1, 2, 5, 130, 143),
@@ -128,7 +129,8 @@ class AuthenticationFailed(HarnessError):
 
 
 class LocalProblem(HarnessError):
-    """Could not check: the operator's side (binaries, a local server's files)."""
+    """Could not check: a problem on the operator's machine (cache directory,
+    server binaries, a scratch server), never a verdict on the database."""
 
     exit_code = EXIT_LOCAL
 

@@ -34,11 +34,12 @@ import hashlib
 import json
 import re
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import psycopg
 
-from .errors import HarnessError
+from .errors import EXIT_USAGE, HarnessError, UsageError
 
 LAYOUT = "forgea.LabAttempt.v1"
 CHECKPOINT_FORMAT = "forgea.ledger-checkpoint.v1"
@@ -121,6 +122,10 @@ ROWS_SQL = """
     ORDER BY a."sessionId", a."chainSeq"
 """
 
+#: ROWS_SQL with changedFiles as its JSON text, parsed row by row (_changed_files):
+#: a value Python cannot load must not stop the stream, only break its own row
+_STREAM_SQL = ROWS_SQL.replace('a."changedFiles",', 'a."changedFiles"::text,')
+
 ANCHORS_SQL = """
     SELECT al."id"::text, al."metadata" ->> 'sessionId', e.v ->> 'id',
            e.v ->> 'chainSeq', e.v ->> 'rowHash',
@@ -158,14 +163,32 @@ class _Snapshot:
             self.conn.execute("ROLLBACK")
 
 
+class Unreadable(dict):
+    """``changedFiles`` whose JSON text Python cannot read (a number too long for
+    ``int``, nesting too deep): the row's hash cannot be recomputed, which the
+    recomputation reports as an edited row, naming why."""
+
+    def __init__(self, why: str):
+        super().__init__()
+        self.why = why
+
+
+def _changed_files(text):
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as e:
+        return Unreadable(f"changedFiles cannot be read: {type(e).__name__}: "
+                          f"{str(e)[:200]}")
+
+
 def stream_rows(conn, batch: int = 5000):
     """Every LabAttempt row as a Row, in (sessionId, chainSeq) order, ``batch`` at a time."""
     with conn.cursor(name="forgea_ledger_rows") as cur:
         cur.itersize = batch
-        cur.execute(ROWS_SQL)
+        cur.execute(_STREAM_SQL)
         for rec in cur:
-            yield Row(*rec[:11], chain_seq=rec[11], prev_hash=bytes(rec[12]),
-                      row_hash=bytes(rec[13]))
+            yield Row(*rec[:8], _changed_files(rec[8]), *rec[9:11], chain_seq=rec[11],
+                      prev_hash=bytes(rec[12] or b""), row_hash=bytes(rec[13] or b""))
 
 
 # ---------------------------------------------------------------------------
@@ -221,12 +244,15 @@ def _walk(rows, out: Recomputed, keep_heads: bool) -> None:
             problem = ("missing", f"chainSeq {expect_seq} expected, {r.chain_seq} found")
         elif r.prev_hash != expect_prev:
             problem = ("relinked", "prevHash is not the previous row's rowHash")
+        elif isinstance(r.changed_files, Unreadable):
+            problem = ("edited", r.changed_files.why)
         else:
             try:
                 if row_hash(r) != r.row_hash:
                     problem = ("edited", "rowHash does not match the row's content")
-            except ValueError as e:  # a value the layout cannot represent
-                problem = ("edited", str(e))
+            except (ValueError, TypeError, RecursionError) as e:
+                # a value the layout cannot represent (UnicodeError is a ValueError)
+                problem = ("edited", f"{type(e).__name__}: {str(e)[:200]}")
         if problem:
             out.breaks.append(Break(r.session_id, r.chain_seq, r.id, *problem))
             broken = True
@@ -248,7 +274,8 @@ def _check_anchors(conn, out: Recomputed) -> None:
             kind, detail = "anchor", f"row differs from AuditLog anchor {audit_id}"
         else:
             continue
-        seq = int(a_seq) if a_seq and a_seq.isdigit() else 0
+        seq = int(a_seq) if a_seq and a_seq.isascii() and a_seq.isdigit() \
+            and len(a_seq) < 19 else 0
         out.breaks.append(Break(a_session or "?", seq, a_row, kind, detail))
         broken_sessions.add(a_session)
 
@@ -344,16 +371,121 @@ def record(conn, doc: dict) -> None:
         (doc["root"], doc["previousRoot"], doc["sessionCount"], doc["rows"]))
 
 
-def load(path) -> dict:
-    """Read a checkpoint file and check that its root matches its heads."""
-    with open(path, encoding="utf-8") as fh:
-        doc = json.load(fh)
+class CheckpointFileError(CheckpointError, UsageError):
+    """A checkpoint file that cannot be used: unreadable, not JSON, or a field of the
+    wrong type or form (named in the message). Exit 2: the operator gave a bad file."""
+
+    exit_code = EXIT_USAGE
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_MAX_BIGINT = 2 ** 63 - 1
+#: a checkpoint file larger than this is refused unread
+MAX_CHECKPOINT_BYTES = 1 << 30
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _int_field(where: str, value, low: int, high: int = _MAX_BIGINT) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise CheckpointFileError(f"{where}: an integer from {low} to {high} is expected, "
+                                  f"found {_show(value)}")
+    return value
+
+
+def _hex_field(where: str, value) -> str:
+    if not isinstance(value, str) or not _HEX64.fullmatch(value):
+        raise CheckpointFileError(f"{where}: 64 lowercase hex digits (a SHA-256) are "
+                                  f"expected, found {_show(value)}")
+    return value
+
+
+def validate(doc, name: str = "checkpoint") -> dict:
+    """``doc`` if it is a well-formed checkpoint whose root matches its heads; else
+    CheckpointFileError naming the first field that is wrong."""
+    if not isinstance(doc, dict):
+        raise CheckpointFileError(f"{name}: a JSON object is expected, found "
+                                  f"{type(doc).__name__}")
     if doc.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a {CHECKPOINT_FORMAT} document")
-    if root_of(doc["sessions"]) != doc["root"]:
-        raise CheckpointError(f"{path}: its root does not match its session heads "
-                              "(the file was edited)")
+        raise CheckpointFileError(f"{name}: field format: not a {CHECKPOINT_FORMAT} "
+                                  f"document (found {_show(doc.get('format'))})")
+    for key in ("takenAt", "rows", "sessionCount", "root", "previousRoot", "sessions"):
+        if key not in doc:
+            raise CheckpointFileError(f"{name}: field {key} is missing")
+    taken = doc["takenAt"]
+    try:
+        if not isinstance(taken, str) or len(taken) > 64:
+            raise ValueError
+        dt.datetime.fromisoformat(taken)
+    except ValueError:
+        raise CheckpointFileError(f"{name}: field takenAt: an ISO 8601 timestamp is "
+                                  f"expected, found {_show(taken)}") from None
+    _int_field(f"{name}: field rows", doc["rows"], 0)
+    _hex_field(f"{name}: field root", doc["root"])
+    if doc["previousRoot"] is not None:
+        _hex_field(f"{name}: field previousRoot", doc["previousRoot"])
+    sessions = doc["sessions"]
+    if not isinstance(sessions, list):
+        raise CheckpointFileError(f"{name}: field sessions: a list is expected, found "
+                                  f"{type(sessions).__name__}")
+    seen = set()
+    for i, e in enumerate(sessions):
+        where = f"{name}: sessions[{i}]"
+        if not isinstance(e, dict):
+            raise CheckpointFileError(f"{where}: an object is expected, found "
+                                      f"{type(e).__name__}")
+        for key in ("sessionId", "chainSeq", "rowHash"):
+            if key not in e:
+                raise CheckpointFileError(f"{where}: field {key} is missing")
+        sid = e["sessionId"]
+        try:
+            if not isinstance(sid, str) or str(uuid.UUID(sid)) != sid:
+                raise ValueError
+        except ValueError:
+            raise CheckpointFileError(f"{where}.sessionId: a lowercase UUID is expected, "
+                                      f"found {_show(sid)}") from None
+        if sid in seen:
+            raise CheckpointFileError(f"{where}.sessionId: {sid} appears twice")
+        seen.add(sid)
+        _int_field(f"{where}.chainSeq", e["chainSeq"], 1)
+        _hex_field(f"{where}.rowHash", e["rowHash"])
+    count = _int_field(f"{name}: field sessionCount", doc["sessionCount"], 0)
+    if count != len(sessions):
+        raise CheckpointFileError(f"{name}: field sessionCount is {count} but sessions "
+                                  f"lists {len(sessions)}")
+    if root_of(sessions) != doc["root"]:
+        raise CheckpointFileError(f"{name}: field root: its root does not match its "
+                                  "session heads (the file was edited)")
     return doc
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def load(path) -> dict:
+    """Read a checkpoint file and check every field and that its root matches its
+    heads; CheckpointFileError (exit 2) naming what is wrong otherwise."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CHECKPOINT_BYTES + 1)
+    except OSError as e:
+        raise CheckpointFileError(f"{path}: cannot read the checkpoint: "
+                                  f"{e.strerror or e}") from None
+    if len(raw) > MAX_CHECKPOINT_BYTES:
+        raise CheckpointFileError(f"{path}: larger than {MAX_CHECKPOINT_BYTES} bytes; "
+                                  "not a checkpoint")
+    try:
+        doc = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError as e:
+        raise CheckpointFileError(f"{path}: not UTF-8 text (byte {e.start}): not a "
+                                  "checkpoint") from None
+    except (ValueError, RecursionError) as e:
+        raise CheckpointFileError(f"{path}: not JSON: {str(e)[:200]}") from None
+    return validate(doc, str(path))
 
 
 def check_checkpoint(conn, doc: dict) -> list[str]:

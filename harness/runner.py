@@ -194,8 +194,12 @@ class FileRunner:
         m = yoyo_migration(f, "apply")
         with s.backend.transaction():
             s.bookkeeping.record(f, m, adopted=True)
+        from .catalog import extensions
+        seen = extensions(s.conn)
         s.say(f"adopted {f.id}: the live schema matches the baseline "
-              "(recorded as applied, not run)")
+              "(recorded as applied, not run)"
+              + (f"; the objects of extensions {', '.join(seen)} are not the baseline's "
+                 "and were ignored" if seen else ""))
         s.event("adopted", f.id)
 
     def _transactional(self, f: MigrationFile, d: Direction, m: Migration,

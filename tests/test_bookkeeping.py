@@ -108,13 +108,24 @@ def test_apply_on_an_empty_database_leaves_no_bookkeeping_in_public(empty_db, sq
     st = A.status(empty_db.dsn(), sql_root)
     assert st["bookkeeping_schema"] == SCHEMA and st["pending"] == []
     assert [a["id"] for a in st["applied"]] == [f.id for f in chain.load_chain(sql_root)]
-    # owned by the migration role, nobody else may use the schema or its tables
-    owner, acl = conn.execute("SELECT nspowner::regrole::text, nspacl FROM pg_namespace "
-                              "WHERE nspname = %s", (SCHEMA,)).fetchone()
-    assert owner == "forgea_owner" and acl is None
-    for role in ("forgea_app", "forgea_worker", "forgea_readonly", "public"):
+    # owned by the migration role; only forgea_readonly may use the schema, and read
+    # only the two tables status and verify read
+    owner = conn.execute("SELECT nspowner::regrole::text FROM pg_namespace "
+                         "WHERE nspname = %s", (SCHEMA,)).fetchone()[0]
+    assert owner == "forgea_owner"
+    for role in ("forgea_app", "forgea_worker", "public"):
         assert not conn.execute("SELECT has_schema_privilege(%s, %s, 'USAGE')",
                                 (role, SCHEMA)).fetchone()[0]
+    assert conn.execute("SELECT has_schema_privilege('forgea_readonly', %s, 'USAGE')",
+                        (SCHEMA,)).fetchone()[0]
+    readable = {t for t in NAMES if conn.execute(
+        "SELECT has_table_privilege('forgea_readonly', %s, 'SELECT')",
+        (f'{SCHEMA}."{t}"',)).fetchone()[0]}
+    assert readable == {"_yoyo_migration", "_harness_migration"}
+    assert not any(conn.execute(
+        "SELECT has_table_privilege('forgea_readonly', %s, %s)",
+        (f'{SCHEMA}."{t}"', p)).fetchone()[0]
+        for t in NAMES for p in ("INSERT", "UPDATE", "DELETE", "TRUNCATE"))
 
 
 def test_bookkeeping_is_readable_by_yoyo_pointed_at_the_schema(db):
@@ -255,7 +266,9 @@ def test_owner_without_create_on_the_database_is_refused_clearly(empty_db, sql_r
 
 
 @pytest.mark.parametrize("grant", [
-    "GRANT USAGE ON SCHEMA harness TO forgea_readonly",
+    "GRANT USAGE ON SCHEMA harness TO forgea_worker",
+    "GRANT SELECT ON harness._yoyo_log TO forgea_readonly",
+    "GRANT CREATE ON SCHEMA harness TO forgea_readonly",
     "GRANT SELECT ON harness._harness_migration TO forgea_app",
     "GRANT UPDATE (checksum) ON harness._harness_migration TO forgea_worker",
 ])

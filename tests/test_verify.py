@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
 import uuid
@@ -14,7 +15,9 @@ import pytest
 from harness import apply as A
 from harness import verify as V
 from harness.cli import main as cli_main
+from harness.errors import LocalProblem
 from tests.builders import seed_world
+from tests.chain_ids import CHAIN
 
 
 def report(db, sql_root=None, role="owner", **kw) -> V.Report:
@@ -155,25 +158,41 @@ def test_read_only_connection_still_passes(db, world):
         su.execute(f'ALTER ROLE readonly_login IN DATABASE "{db.name}" RESET ALL')
 
 
-def test_a_check_that_errors_fails_alone_under_its_own_name(db, world):
-    """As forgea_readonly, the query of restorable_values hits a table it may not read
-    (VerificationToken, 42501): that check alone fails, naming the SQLSTATE; every row
-    invariant still runs in its own savepoint and passes under its own name."""
-    su = db.connect("superuser")
-    su.execute("GRANT USAGE ON SCHEMA harness TO readonly_login")   # to read what is applied
-    su.execute('GRANT SELECT ON harness."_harness_migration" TO readonly_login')
+def test_a_check_the_role_may_not_run_says_so_by_name_and_the_others_run(db, world):
+    """As forgea_readonly, restorable_values reads a table that role may not read
+    (VerificationToken, 42501): that check alone is "could not run", naming what was
+    denied; every other check runs and passes; the report is no failure."""
     rep = V.verify(db.dsn("readonly"), reference_snapshot=None)
-    errored = rep.by_name("restorable_values")
-    assert errored.status == "fail"
-    assert [f["message"] for f in errored.findings] == [
-        "check errored: SQLSTATE 42501: permission denied for table VerificationToken"]
-    assert "restorable_values" in rep.failed()
-    for name in ("lifecycle_completed_at", "lab_version_agreement",
-                 "one_active_session_per_user_lab", "one_active_session_per_repo",
-                 "job_status_consistency", "one_running_job_per_session",
-                 "job_commit_matches_attempt", "job_attempt_results",
-                 "verified_pass_has_pass_attempt", "sha_format"):
-        assert rep.by_name(name).status in ("pass", "info"), V.render_table(rep)
+    denied = rep.by_name("restorable_values")
+    assert denied.status == "could_not_run"
+    assert [f["message"].split(" (SQLSTATE")[0] for f in denied.findings] == [
+        "could not run: permission denied for table VerificationToken"]
+    assert rep.ok and rep.exit_code == 0 and rep.not_run() == ["restorable_values"]
+    for c in rep.checks:
+        if c.name != "restorable_values":
+            assert c.status in ("pass", "info"), V.render_table(rep)
+    assert "could not run (this role lacks a privilege): restorable_values" in \
+        V.render_table(rep)
+
+
+@pytest.mark.parametrize("error", [ValueError("bad value"), KeyError("sessionId"),
+                                   UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid"),
+                                   psycopg.errors.DivisionByZero("division by zero")])
+def test_a_check_that_raises_anything_fails_alone_under_its_own_name(db, world, monkeypatch,
+                                                                    error):
+    def broken(c, ctx):
+        ctx.conn.execute("SELECT 1")
+        raise error
+    checks = tuple((n, broken if n == "sha_format" else fn, needs)
+                   for n, fn, needs in V.CHECKS)
+    monkeypatch.setattr(V, "CHECKS", checks)
+    rep = report(db, reference_snapshot=None)
+    assert rep.failed() == ["sha_format"], V.render_table(rep)
+    [finding] = rep.by_name("sha_format").findings
+    assert finding["message"].startswith("check errored: ")
+    assert type(error).__name__ in finding["message"] or "SQLSTATE" in finding["message"]
+    assert rep.exit_code == 1
+    assert len(rep.checks) == len(checks) - 2   # checkpoint and definitions need their input
 
 
 def test_verify_writes_nothing(db, world):
@@ -542,3 +561,108 @@ def test_one_active_session_index_missing_or_invalid_is_reported_with_or_without
     rep = check(("indexes_valid", "INVALID"))
     assert rep.by_name("one_active_session_per_user_lab").status == "pass", \
         V.render_table(rep)
+
+
+# ----------------------------------------------------------------- extensions
+
+
+def _install_extensions(db) -> list[str]:
+    """pg_trgm, citext and (when the server build has it) pg_stat_statements in public,
+    created by the superuser as a DBA would; their names."""
+    su = db.connect("superuser")
+    available = {r[0] for r in su.execute("SELECT name FROM pg_available_extensions")}
+    names = [n for n in ("pg_trgm", "citext", "pg_stat_statements") if n in available]
+    assert {"pg_trgm", "citext"} <= set(names)
+    for n in names:
+        su.execute(f"CREATE EXTENSION {n} SCHEMA public")
+    return names
+
+
+def _assert_ok_naming_extensions(rep, names):
+    assert_ok(rep)
+    [f] = rep.by_name("extensions").findings
+    assert sorted(r.split()[0] for r in f["rows"]) == sorted(names)
+    assert rep.by_name("definitions").status == "info"
+
+
+def test_extensions_installed_before_adoption_are_ignored(upstream_db, sql_root,
+                                                         reference_snapshot):
+    names = _install_extensions(upstream_db)
+    out = io.StringIO()
+    r = A.apply(upstream_db.dsn(), sql_root=sql_root, err=out)
+    assert r.adopted == [CHAIN["baseline"]]
+    assert "were ignored" in out.getvalue() and "pg_trgm" in out.getvalue()
+    _assert_ok_naming_extensions(report(upstream_db, reference_snapshot=reference_snapshot),
+                                 names)
+
+
+def test_extensions_installed_after_the_chain_are_ignored(db, world, reference_snapshot):
+    names = _install_extensions(db)
+    _assert_ok_naming_extensions(report(db, reference_snapshot=reference_snapshot), names)
+    # a grant on an extension's object is the DBA's business, not a finding
+    db.connect("superuser").execute("GRANT EXECUTE ON FUNCTION similarity(text, text) "
+                                    "TO forgea_app")
+    assert_ok(report(db, reference_snapshot=None))
+
+
+# ----------------------------------------------------------------- could not check
+
+
+def test_verify_falls_back_to_a_private_temporary_cache_when_dot_harness_is_unusable(
+        db, world, sql_root, reference_snapshot, pg_version, scratch_dir, monkeypatch):
+    """./.harness cannot hold the cache (here: it is a file) and $HARNESS_CACHE_DIR is
+    unset: the reference is kept under the temporary directory instead, and verify passes."""
+    import tempfile
+
+    from harness import chain, reference
+    checkout = scratch_dir / "checkout"
+    checkout.mkdir()
+    (checkout / "sql").symlink_to(sql_root)
+    (checkout / "pyproject.toml").write_text("")
+    (checkout / ".harness").write_text("not a directory")
+    tmp = scratch_dir / "tmp"
+    tmp.mkdir()
+    monkeypatch.chdir(checkout)
+    monkeypatch.delenv(reference.CACHE_ENV, raising=False)
+    monkeypatch.delenv("HARNESS_SQL_ROOT", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    fallback = tmp / f"harness-cache-{os.geteuid()}" / "reference"
+    assert reference.cache_dir() == fallback
+    assert (fallback.parent.stat().st_mode & 0o777) == 0o700
+    files, _ = chain.scan(sql_root)
+    (fallback / f"{reference._digest(pg_version, files)}.json").write_text(
+        json.dumps(reference_snapshot))
+    assert cli_main(["verify", "--target", db.dsn()]) == 0
+    # a fallback directory someone else could write to is never used
+    fallback.parent.chmod(0o777)
+    with pytest.raises(LocalProblem, match="no usable cache directory"):
+        reference.cache_dir()
+
+
+def test_verify_without_server_binaries_exits_5_saying_it_could_not_check(
+        db, world, pg_version, scratch_dir, monkeypatch, capsys):
+    """No binaries for the reference's scratch server: every other check runs, the
+    definitions check could not run, and the exit code says "could not check" (5),
+    never FAILED (1)."""
+    (scratch_dir / "bin").mkdir()
+    (scratch_dir / "cache").mkdir(mode=0o700)
+    monkeypatch.setenv(f"HARNESS_PG_BIN_{pg_version}", str(scratch_dir / "bin"))
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(scratch_dir / "cache"))
+    assert cli_main(["verify", "--target", db.dsn()]) == 5
+    out = capsys.readouterr().out
+    assert "could not check: no scratch PostgreSQL" in out
+    assert "verify: COULD NOT CHECK (a problem on this machine, not in the database: " \
+           "definitions)" in out
+    assert "FAILED" not in out
+    # a planted defect still fails (1): a failure outranks "could not check"
+    db.connect("owner").execute('GRANT UPDATE ON "LabAttempt" TO forgea_app')
+    assert cli_main(["verify", "--target", db.dsn()]) == 1
+
+
+def test_an_unusable_cache_dir_set_by_the_operator_exits_5(db, scratch_dir, monkeypatch,
+                                                           capsys):
+    (scratch_dir / "file").write_text("")
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(scratch_dir / "file"))
+    assert cli_main(["verify", "--target", db.dsn()]) == 5
+    out = capsys.readouterr().out
+    assert "could not check: the cache directory" in out and "HARNESS_CACHE_DIR" in out

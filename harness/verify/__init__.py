@@ -28,7 +28,7 @@ from pathlib import Path
 import psycopg
 
 from .. import chain as chain_mod
-from ..errors import EXIT_FAILED, EXIT_OK
+from ..errors import LocalProblem, _unreachable
 from . import chain_checks, ledger_checks, privileges, rows
 from .chain_checks import build_reference, expected_triggers
 from .context import Context, applied_files
@@ -64,6 +64,7 @@ CHECKS: tuple[tuple[str, object, str | None], ...] = (
     ("lab_attempt_chain_recomputed", ledger_checks.lab_attempt_chain_recomputed, None),
     ("checkpoint", ledger_checks.checkpoint, "checkpoint"),
     ("definitions", chain_checks.definitions, "reference"),
+    ("extensions", privileges.extensions, None),
     ("role_attributes", privileges.role_attributes, None),
     ("ownership", privileges.ownership, None),
     ("table_privileges", privileges.table_privileges, None),
@@ -74,23 +75,66 @@ CHECKS: tuple[tuple[str, object, str | None], ...] = (
 )
 
 
+def _denied_message(e: psycopg.Error) -> str:
+    primary = (e.diag.message_primary or str(e)).strip()
+    return f"could not run: {primary} (SQLSTATE {e.sqlstate}: the connecting role lacks " \
+           "this privilege; the other checks ran)"
+
+
 def _run_one(conn, name: str, fn, ctx: Context) -> Check:
-    """One check in a savepoint; an SQL error fails it (alone) naming the SQLSTATE."""
+    """One check in a savepoint. Whatever it raises, it ends alone: a missing
+    privilege (42501) makes it ``could_not_run`` naming what was denied; a
+    problem on this machine (LocalProblem) ``could_not_run`` (local); any other
+    error, of the database or of the check's own code (a value it cannot parse),
+    a failure of that check naming the error. A lost connection is re-raised
+    (harness.errors turns it into exit 4): no later check could run either."""
     c = Check(name)
     try:
         with conn.transaction():  # savepoint: one broken check does not stop the rest
             fn(c, ctx)
+    except psycopg.errors.InsufficientPrivilege as e:
+        c = Check(name)
+        c.could_not_run(name, _denied_message(e))
     except psycopg.Error as e:
+        if _unreachable(e) or conn.closed or conn.broken:
+            raise
         c = Check(name)
         c.fail(name, f"check errored: SQLSTATE {e.sqlstate}: "
                      f"{(e.diag.message_primary or str(e)).strip()}")
+    except LocalProblem as e:
+        c = Check(name)
+        c.could_not_run(name, e.message, local=True)
+    except Exception as e:  # noqa: BLE001 -- a check's own bug or a value it cannot read
+        if conn.closed or conn.broken:
+            raise
+        c = Check(name)
+        c.fail(name, f"check errored: {type(e).__name__}: {e}")
     return c
+
+
+def _read_applied(conn, files) -> tuple[dict, list, str | None]:
+    """applied_files in a savepoint: (state, applied, None), or ({}, [], why) when
+    the bookkeeping cannot be read (a role without USAGE on its schema)."""
+    try:
+        with conn.transaction():
+            state, applied = applied_files(conn, files)
+        return state, applied, None
+    except psycopg.errors.InsufficientPrivilege as e:
+        return {}, [], _denied_message(e)
+    except psycopg.Error as e:
+        if _unreachable(e) or conn.closed or conn.broken:
+            raise
+        return {}, [], f"could not read the bookkeeping: SQLSTATE {e.sqlstate}: " \
+                       f"{(e.diag.message_primary or str(e)).strip()}"
 
 
 def run_checks(conn: psycopg.Connection, sql_root: Path | None = None,
                require_complete: bool = True, checkpoint: dict | None = None,
                reference_snapshot: dict | None = None) -> Report:
-    """All checks through ``conn`` (not in a transaction yet), in one READ ONLY one."""
+    """All checks through ``conn`` (not in a transaction yet), in one READ ONLY one.
+
+    Nothing is written, not even a temporary table, so this runs as a role that
+    may only read and on a hot standby."""
     root = Path(sql_root) if sql_root else chain_mod.default_sql_root()
     files, problems = chain_mod.scan(root)
     was_autocommit = conn.autocommit
@@ -99,15 +143,17 @@ def run_checks(conn: psycopg.Connection, sql_root: Path | None = None,
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         conn.execute("SET LOCAL search_path = pg_catalog, public")
         conn.execute("SET LOCAL statement_timeout = '10min'")
-        state, applied = applied_files(conn, files)
+        state, applied, state_error = _read_applied(conn, files)
         ctx = Context(conn=conn, files=files, chain_problems=problems, state=state,
                       applied=applied, require_complete=require_complete,
-                      checkpoint=checkpoint, reference=reference_snapshot)
+                      checkpoint=checkpoint, reference=reference_snapshot,
+                      state_error=state_error)
         checks = [_run_one(conn, name, fn, ctx) for name, fn, needs in CHECKS
                   if needs is None or getattr(ctx, needs) is not None]
     finally:
-        conn.rollback()   # never commit: nothing here writes, and nothing could
-        conn.autocommit = was_autocommit
+        if not (conn.closed or conn.broken):
+            conn.rollback()   # never commit: nothing here writes, and nothing could
+            conn.autocommit = was_autocommit
     return Report(checks)
 
 
@@ -127,7 +173,8 @@ def run(dsn: str, json_output: bool = False, *, sql_root: Path | None = None,
         require_complete: bool = True, checkpoint: dict | None = None,
         reference_snapshot: dict | str | None = "build", out=None) -> int:
     """Run every check against ``dsn``, print the result; return the exit code
-    (0: no check failed, 1: one did). Connection errors propagate to the caller."""
+    (:attr:`Report.exit_code`: 0, 1 a check failed, 5 a check could not run for a
+    problem on this machine). Connection errors propagate to the caller."""
     out = out or sys.stdout
     report = verify(dsn, sql_root=sql_root, require_complete=require_complete,
                     checkpoint=checkpoint, reference_snapshot=reference_snapshot)
@@ -135,4 +182,4 @@ def run(dsn: str, json_output: bool = False, *, sql_root: Path | None = None,
         out.write(json.dumps(report.as_dict(), indent=2, default=str) + "\n")
     else:
         out.write(render_table(report) + "\n")
-    return EXIT_OK if report.ok else EXIT_FAILED
+    return report.exit_code

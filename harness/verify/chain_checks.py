@@ -3,8 +3,11 @@ indexes, and every definition as the applied files create it."""
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
+
+import psycopg
 
 from .. import chain as chain_mod
 from .. import reference
@@ -19,6 +22,9 @@ def migration_chain(c, ctx) -> None:
     files, state, require_complete = ctx.files, ctx.state, ctx.require_complete
     for p in ctx.chain_problems:
         c.fail(p.file, f"{p.rule}: {p.message}")
+    if ctx.state_error:
+        c.could_not_run("_harness_migration", ctx.state_error)
+        return
     if not state:
         c.fail("_harness_migration", "no migration is recorded (missing or empty bookkeeping)")
         return
@@ -62,7 +68,10 @@ _DROP_TRIGGER = re.compile(rf"\bDROP\s+TRIGGER\s+(?:IF\s+EXISTS\s+)?({IDENT})"
 _ENABLE_ALWAYS = re.compile(rf"\bENABLE\s+ALWAYS\s+TRIGGER\s+({IDENT})", re.I)
 
 
+@functools.lru_cache(maxsize=512)
 def _strip_comments(text: str) -> str:
+    """The file without comments (sqlparse: about 1 s for the whole chain, so each
+    text is stripped once per process)."""
     import sqlparse
     return sqlparse.format(text, strip_comments=True)
 
@@ -105,6 +114,10 @@ def guard_triggers(c, ctx) -> None:
     """Every trigger the applied files create exists on its table, calls the same
     function and fires ALWAYS; a legacy origin-mode trigger no file switched is info."""
     conn = ctx.conn
+    if ctx.state_error:
+        c.could_not_run("_harness_migration", "which triggers the applied files create is "
+                        "unknown: " + ctx.state_error)
+        return
     expected = expected_triggers(ctx.applied)
     live = {(t, n): (en, fn) for t, n, en, fn in _rows(conn, """
         SELECT c.relname, t.tgname, t.tgenabled::text, p.proname
@@ -178,6 +191,14 @@ def definitions(c, ctx) -> None:
     and mode, constraints, indexes, enums, columns and grants. Names alone prove
     nothing: the owner can replace what a name points at."""
     conn, ref = ctx.conn, ctx.reference
+    if ref.get("local"):
+        why = str(ref["error"])
+        c.could_not_run("reference", why if why.startswith("could not check")
+                        else f"could not check: {why}", local=True)
+        return
+    if ref.get("denied"):
+        c.could_not_run("reference", ref["error"])
+        return
     if "error" in ref:
         c.fail("reference", f"could not build what the applied files create: {ref['error']}")
         return
@@ -194,16 +215,26 @@ def definitions(c, ctx) -> None:
 
 def build_reference(conn, sql_root: Path | None = None) -> dict:
     """The reference for the files applied on ``conn``'s database, built on a
-    throwaway server of the same major; ``{"error": ...}`` when that fails."""
+    throwaway server of the same major; ``{"error": ...}`` when that fails, with
+    ``"local": True`` when the failure is this machine's (no binaries, no scratch
+    server, an unusable cache) and ``"denied": True`` when this role may not read
+    the bookkeeping."""
+    from ..errors import LocalProblem
+    from ..pg_binaries import ServerError, ServerNotFound
     root = Path(sql_root) if sql_root else chain_mod.default_sql_root()
     files, _ = chain_mod.scan(root)
-    _state, applied = applied_files(conn, files)
-    major = int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000
     try:
-        cache = chain_mod.find_repo_root() / ".harness" / "reference"
-    except Exception:
-        cache = None
+        _state, applied = applied_files(conn, files)
+        major = int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000
+    except psycopg.errors.InsufficientPrivilege as e:
+        return {"error": f"could not run: {(e.diag.message_primary or str(e)).strip()} "
+                         "(the connecting role lacks this privilege)", "denied": True}
     try:
-        return reference.build(major, applied, root, cache)
-    except Exception as e:  # binaries missing, server failed: the check says so
+        return reference.build(major, applied, root, reference.cache_dir())
+    except LocalProblem as e:
+        return {"error": e.message, "local": True}
+    except (ServerNotFound, ServerError, OSError) as e:
+        return {"error": f"no scratch PostgreSQL {major} server for the reference: "
+                         f"{type(e).__name__}: {e}".strip(), "local": True}
+    except Exception as e:  # the files failed on the scratch server: the check says so
         return {"error": f"{type(e).__name__}: {e}".strip()}

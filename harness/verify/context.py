@@ -49,6 +49,8 @@ class Context:
     require_complete: bool = True
     checkpoint: dict | None = None
     reference: dict | None = None
+    #: why the bookkeeping could not be read (the checks built on it do not run)
+    state_error: str | None = None
 
     @cached_property
     def have(self) -> dict[str, bool]:

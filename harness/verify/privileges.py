@@ -2,11 +2,15 @@
 EXPECTED_* tables: no extra grant to anyone, no missing grant, the forbidden
 privileges absent even through role membership, nothing executable by PUBLIC,
 every SECURITY DEFINER function with a pinned search_path and owned by the
-owner of the tables."""
+owner of the tables. Objects that belong to an extension (pg_depend deptype
+'e': pg_trgm, citext, pg_stat_statements installed into public) are not the
+pack's and are ignored by every check; :func:`extensions` lists them."""
 
 from __future__ import annotations
 
-from ..bookkeeping import BOOKKEEPING_SCHEMA
+from ..bookkeeping import BOOKKEEPING_SCHEMA, READER_ROLE, READER_TABLES
+from ..catalog import extensions as _extensions
+from ..catalog import not_extension_member as _not_ext
 from .queries import exists as _exists
 from .queries import rows as _rows
 
@@ -50,7 +54,10 @@ EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, frozenset[str]]] = {
         "VerificationJob": frozenset({"SELECT"}),
     },
     "forgea_worker": dict.fromkeys(_WORKER_READS, frozenset({"SELECT"})),
-    "forgea_readonly": dict.fromkeys(_READONLY_READS, frozenset({"SELECT"})),
+    "forgea_readonly": {**dict.fromkeys(_READONLY_READS, frozenset({"SELECT"})),
+                        # what `harness status` and `verify` read (harness.bookkeeping)
+                        **{f"{BOOKKEEPING_SCHEMA}.{t}": frozenset({"SELECT"})
+                           for t in READER_TABLES}},
     "PUBLIC": {},
 }
 
@@ -101,6 +108,14 @@ SECRET_COLUMNS = {
 }
 
 
+def extensions(c, ctx) -> None:
+    """Which extensions are installed: their objects are ignored by every check."""
+    found = _extensions(ctx.conn)
+    if found:
+        c.info("extensions", "installed; their objects are not the pack's and every "
+                             "check ignores them", found, len(found))
+
+
 def role_attributes(c, ctx) -> None:
     """The group roles are plain NOLOGIN roles that inherit no other role."""
     conn = ctx.conn
@@ -129,13 +144,14 @@ def ownership(c, ctx) -> None:
     if owner is None:
         c.info("public", "no LabSession table: nothing to compare")
         return
-    others = [f"{k} {n} (owner {o})" for k, n, o in _rows(conn, """
+    others = [f"{k} {n} (owner {o})" for k, n, o in _rows(conn, f"""
         SELECT CASE c.relkind WHEN 'r' THEN 'table' WHEN 'v' THEN 'view' WHEN 'S' THEN 'sequence'
                               WHEN 'm' THEN 'matview' ELSE c.relkind::text END,
                c.relname, pg_catalog.pg_get_userbyid(c.relowner)
         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
-          AND pg_catalog.pg_get_userbyid(c.relowner) <> %s ORDER BY 2""", (owner,))]
+          AND pg_catalog.pg_get_userbyid(c.relowner) <> %s
+          AND {_not_ext('pg_class', 'c.oid')} ORDER BY 2""", (owner,))]
     others += [f"function {n} (owner {o})" for n, o in _rows(conn, """
         SELECT p.oid::regprocedure::text, pg_catalog.pg_get_userbyid(p.proowner)
         FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
@@ -161,7 +177,8 @@ def table_privileges(c, ctx) -> None:
         CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) a
         WHERE n.nspname IN ('public', 'forgea_archive', %s)
           AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
-          AND a.grantee <> c.relowner""", (BOOKKEEPING_SCHEMA,))
+          AND a.grantee <> c.relowner AND {_not_ext('pg_class', 'c.oid')}""",
+                 (BOOKKEEPING_SCHEMA,))
     actual: dict[tuple[str, str], set[str]] = {}
     for nsp, rel, grantee, priv in rows:
         name = rel if nsp == "public" else f"{nsp}.{rel}"
@@ -205,7 +222,8 @@ def column_privileges(c, ctx) -> None:
         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
         CROSS JOIN LATERAL pg_catalog.aclexplode(a.attacl) x
         WHERE n.nspname IN ('public', 'forgea_archive', %s) AND a.attnum > 0
-          AND NOT a.attisdropped AND x.grantee <> c.relowner""", (BOOKKEEPING_SCHEMA,))
+          AND NOT a.attisdropped AND x.grantee <> c.relowner
+          AND {_not_ext('pg_class', 'c.oid')}""", (BOOKKEEPING_SCHEMA,))
     actual: dict[tuple[str, str, str], set[str]] = {}
     for rel, col, grantee, priv in rows:
         actual.setdefault((grantee, rel, col), set()).add(priv)
@@ -266,7 +284,8 @@ def function_privileges(c, ctx) -> None:
 
 def schema_privileges(c, ctx) -> None:
     """No one but the owner creates in public, the archive or the bookkeeping schema,
-    nor creates schemas; no group role uses the bookkeeping schema."""
+    nor creates schemas; of the group roles only forgea_readonly uses the
+    bookkeeping schema (USAGE, to read what is applied), and no other one can."""
     conn = ctx.conn
     for nsp, grantee, priv in _rows(conn, f"""
         SELECT n.nspname, {_grantee_sql('a.grantee')}, a.privilege_type
@@ -275,7 +294,10 @@ def schema_privileges(c, ctx) -> None:
             coalesce(n.nspacl, pg_catalog.acldefault('n', n.nspowner))) a
         WHERE n.nspname IN ('public', 'forgea_archive', %s) AND a.grantee <> n.nspowner
         ORDER BY 1, 2, 3""", (BOOKKEEPING_SCHEMA,)):
-        # the rollback archive and the harness's bookkeeping are the owner's alone
+        # the rollback archive is the owner's alone; the bookkeeping too, but for
+        # the reader role's USAGE
+        if nsp == BOOKKEEPING_SCHEMA and (grantee, priv) == (READER_ROLE, "USAGE"):
+            continue
         if priv == "CREATE" or nsp in ("forgea_archive", BOOKKEEPING_SCHEMA):
             c.fail(f"schema {nsp}", f"{priv} granted to {grantee}")
     for role in ("public",) + GROUP_ROLES:
@@ -295,21 +317,28 @@ def schema_privileges(c, ctx) -> None:
         if conn.execute("SELECT pg_catalog.has_schema_privilege(%s, 'public', 'CREATE')",
                         (role,)).fetchone()[0]:
             c.fail("schema public", f"{role} can CREATE objects (effective privilege)")
-        if conn.execute("SELECT to_regnamespace(%s) IS NOT NULL AND "
-                        "pg_catalog.has_schema_privilege(%s, %s, 'USAGE')",
-                        (BOOKKEEPING_SCHEMA, role, BOOKKEEPING_SCHEMA)).fetchone()[0]:
+        uses = conn.execute("SELECT to_regnamespace(%s) IS NOT NULL AND "
+                            "pg_catalog.has_schema_privilege(%s, %s, 'USAGE')",
+                            (BOOKKEEPING_SCHEMA, role, BOOKKEEPING_SCHEMA)).fetchone()[0]
+        if uses and role != READER_ROLE:
             c.fail(f"schema {BOOKKEEPING_SCHEMA}",
                    f"{role} can use the harness's bookkeeping schema (effective privilege)")
+        if role == READER_ROLE and not uses and conn.execute(
+                "SELECT to_regnamespace(%s) IS NOT NULL", (BOOKKEEPING_SCHEMA,)).fetchone()[0]:
+            c.info(f"schema {BOOKKEEPING_SCHEMA}",
+                   f"{READER_ROLE} cannot read the bookkeeping, so `harness status` and "
+                   "`verify` do not run as that role; the next `harness apply` grants it")
 
 
 def security_definer(c, ctx) -> None:
     """Every SECURITY DEFINER function pins search_path (pg_catalog first, pg_temp
     last, nothing else but public) and is owned by the table owner."""
     conn, owner = ctx.conn, ctx.owner
-    for sig, fowner, config in _rows(conn, """
+    for sig, fowner, config in _rows(conn, f"""
         SELECT p.oid::regprocedure::text, pg_catalog.pg_get_userbyid(p.proowner), p.proconfig
         FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-        WHERE n.nspname IN ('public', 'forgea_archive') AND p.prosecdef ORDER BY 1"""):
+        WHERE n.nspname IN ('public', 'forgea_archive') AND p.prosecdef
+          AND {_not_ext('pg_proc', 'p.oid')} ORDER BY 1"""):
         path = None
         for item in config or []:
             if item.startswith("search_path="):
