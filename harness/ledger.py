@@ -135,6 +135,11 @@ class Row:
 
 def row_hash(r: Row, prev_hash: bytes | None = None) -> bytes:
     """SHA-256 of the layout of ``r`` (with ``prev_hash`` instead of r.prev_hash)."""
+    return hashlib.sha256(layout_bytes(r, prev_hash)).digest()
+
+
+def layout_bytes(r: Row, prev_hash: bytes | None = None) -> bytes:
+    """The bytes the layout (version 1) hashes for ``r``: F1 .. F16 as netstrings."""
     prev = r.prev_hash if prev_hash is None else prev_hash
     fields: list[str | None] = [
         LAYOUT, prev.hex(), r.id, r.session_id, r.commit_sha, r.delivery_id, r.branch,
@@ -148,7 +153,7 @@ def row_hash(r: Row, prev_hash: bytes | None = None) -> bytes:
         fields.append(str(len(items)))
         fields.extend(None if item is None else str(item) for item in items)
     fields += [layout_timestamp(r.pushed_at), layout_timestamp(r.created_at), "end"]
-    return hashlib.sha256(b"".join(netstring(f) for f in fields)).digest()
+    return b"".join(netstring(f) for f in fields)
 
 
 # ---------------------------------------------------------------------------
