@@ -380,9 +380,11 @@ CREATE TABLE "LabAttempt" (
     CONSTRAINT "LabAttempt_chainSeq_check" CHECK ("chainSeq" >= 1),
     CONSTRAINT "LabAttempt_changedFiles_check" CHECK (lab_attempt_changed_files_valid("changedFiles")),
     CONSTRAINT "LabAttempt_commitSha_check" CHECK ("commitSha" ~ '^[0-9a-f]{40}([0-9a-f]{24})?$'::text),
+    CONSTRAINT "LabAttempt_createdAt_check" CHECK ("createdAt" >= '0001-01-01 00:00:00'::timestamp without time zone AND "createdAt" <= '9999-12-31 23:59:59.999'::timestamp without time zone),
     CONSTRAINT "LabAttempt_deliveryId_check" CHECK (length("deliveryId") >= 1 AND length("deliveryId") <= 100),
     CONSTRAINT "LabAttempt_pkey" PRIMARY KEY (id),
     CONSTRAINT "LabAttempt_prevHash_check" CHECK (octet_length("prevHash") = 32),
+    CONSTRAINT "LabAttempt_pushedAt_check" CHECK ("pushedAt" >= '0001-01-01 00:00:00'::timestamp without time zone AND "pushedAt" <= '9999-12-31 23:59:59.999'::timestamp without time zone),
     CONSTRAINT "LabAttempt_rowHash_check" CHECK (octet_length("rowHash") = 32),
     CONSTRAINT "LabAttempt_sessionId_fkey" FOREIGN KEY ("sessionId") REFERENCES "LabSession"(id) ON UPDATE RESTRICT ON DELETE RESTRICT
 );
