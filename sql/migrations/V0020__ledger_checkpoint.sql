@@ -3,7 +3,9 @@
 -- What: "LedgerCheckpoint": one row per `harness checkpoint` recorded (its
 --   root digest, the number of sessions and rows it covers, when and by
 --   whom), so a later checkpoint can prove it extends the earlier one. The
---   checkpoint document itself is kept outside the database.
+--   checkpoint document itself is kept outside the database. From document
+--   format v2 the root also commits to every verification attempt, finished
+--   job and finished session (harness/ledger_results.py, docs/security.md).
 -- Why: CONTRACT section 8 (checkpoint, verify --checkpoint).
 -- Transaction: yes.
 -- Locks: new table only. At 1M: under 0.1 s.

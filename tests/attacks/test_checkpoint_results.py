@@ -14,11 +14,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from harness import ledger, ledger_results
 from tests.attacks.test_hash_layout import unguarded_update
 from tests.builders import claim, commit, complete, push, seed_world, sha
-from tests.test_verify_fuzz import run_cli
+from tests.attacks.test_hash_layout import FUZZ
+from tests.test_verify_fuzz import json_values, run_cli
 
 
 @pytest.fixture
@@ -148,3 +151,58 @@ def test_a_v1_document_still_verifies_its_ledger_part(world, tmp_path):
                      'WHERE "sessionId" = %s AND "chainSeq" = 1', (world["s1"],))
     code, out = verify_checkpoint(world, path)
     assert code == 1, out
+
+
+# ------------------------------------------------------------ hostile documents
+
+V2_DOC = {
+    "format": ledger_results.CHECKPOINT_FORMAT_V2, "takenAt": "2026-12-01T00:00:00+00:00",
+    "rows": 1, "sessionCount": 1, "previousRoot": None,
+    "sessions": [{"sessionId": "00000000-0000-4000-8000-000000000001", "chainSeq": 1,
+                  "rowHash": "a" * 64}],
+    "results": {
+        "attempts": [{"id": "00000000-0000-4000-8000-0000000000a1",
+                      "sessionId": "00000000-0000-4000-8000-000000000001",
+                      "commitSha": "b" * 40, "result": "FAIL",
+                      "verificationJobId": "00000000-0000-4000-8000-0000000000b1",
+                      "logsDigest": "c" * 64}],
+        "jobs": [{"id": "00000000-0000-4000-8000-0000000000b1", "status": "FAILED",
+                  "labAttemptId": "00000000-0000-4000-8000-0000000000c1", "runCount": 1,
+                  "completedAt": "2026-12-01 00:00:00.5"}],
+        "sessions": [{"id": "00000000-0000-4000-8000-000000000001", "status": "FAILED",
+                      "completedAt": "2026-12-01 00:00:01"}]}}
+V2_DOC["results"]["root"] = ledger_results.results_root(V2_DOC["results"])
+V2_DOC["root"] = ledger_results.combined_root(ledger.root_of(V2_DOC["sessions"]),
+                                              V2_DOC["results"]["root"])
+
+
+def test_the_reference_v2_document_is_valid():
+    assert ledger.validate(json.loads(json.dumps(V2_DOC))) == V2_DOC
+
+
+@FUZZ
+@given(kind=st.sampled_from(sorted(ledger_results.KINDS)),
+       field=st.sampled_from(["id", "sessionId", "commitSha", "result", "status",
+                              "verificationJobId", "logsDigest", "labAttemptId", "runCount",
+                              "completedAt", "extra"]),
+       value=json_values, recompute_roots=st.booleans())
+def test_any_edit_of_the_results_section_is_refused_by_name_or_changes_nothing(
+        kind, field, value, recompute_roots):
+    doc = json.loads(json.dumps(V2_DOC))
+    doc["results"][kind][0][field] = value
+    if recompute_roots:     # an editor who also recomputes every root
+        try:
+            doc["results"]["root"] = ledger_results.results_root(doc["results"])
+            doc["root"] = ledger_results.combined_root(ledger.root_of(doc["sessions"]),
+                                                       doc["results"]["root"])
+        except (KeyError, TypeError, ValueError):
+            pass
+    try:
+        ledger.validate(doc)
+    except ledger.CheckpointFileError as e:
+        assert "results" in str(e) or "field root" in str(e), e
+        return
+    # accepted: only a key the root does not cover, the same value, or an edit with
+    # every root recomputed to a value the field can hold
+    assert field not in ledger_results.KINDS[kind][0] or recompute_roots \
+        or doc == V2_DOC, doc
