@@ -91,8 +91,11 @@ AS $$
         AND jsonb_array_length(p_files -> 'added') <= 3000
         AND jsonb_array_length(p_files -> 'modified') <= 3000
         AND jsonb_array_length(p_files -> 'removed') <= 3000
+        -- strict: in lax mode the filter unwraps a nested array, so [["a"]]
+        -- passed (and the hash layout spells it like the path '["a"]'); silent:
+        -- a non-array value yields NULL (refused) instead of an error
         AND NOT jsonb_path_exists(
-            p_files, 'lax $.*[*] ? (@.type() != "string" || @ == "")'
+            p_files, 'strict $.*[*] ? (@.type() != "string" || @ == "")', '{}', true
         ),
         false
     )

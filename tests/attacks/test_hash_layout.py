@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
 from harness import ledger
-from tests.builders import seed_world
+from tests.builders import commit, push, seed_world, sha
 from tests.helpers import digests, raises_sqlstate
 from tests.test_verify_fuzz import run_cli
 
@@ -284,29 +284,54 @@ def test_the_database_refuses_every_value_the_layout_spells_like_another(db):
     assert digests(owner) == before
 
 
-def test_a_bc_twin_with_the_same_old_hash_fails_verify_checkpoint(db, tmp_path):
-    """A superuser drops the CHECK, disables the triggers and moves a checkpointed row
-    to the BC year of its pushedAt: to_char() writes both alike, so the stored hash
-    still matches the database's own function, yet verify --checkpoint fails on it."""
+#: a value the old layout spells exactly as the original, the CHECK that refuses it,
+#: the rewrite, and what verify says
+TWINS = {
+    "bc_year": ("LabAttempt_pushedAt_check",
+                '"pushedAt" = ("pushedAt"::text || \' BC\')::timestamp(3)',
+                r"pushedAt '.* BC' has no place in the layout"),
+    "number_for_string": ("LabAttempt_changedFiles_check",
+                          '"changedFiles" = jsonb_set("changedFiles", \'{added,0}\', \'1\')',
+                          "changedFiles.added outside the layout: non-empty strings expected"),
+    "array_for_string": ("LabAttempt_changedFiles_check",
+                         '"changedFiles" = jsonb_set("changedFiles", \'{added,1}\', '
+                         '\'["a"]\')',
+                         "changedFiles.added outside the layout: non-empty strings expected"),
+    "extra_key": ("LabAttempt_changedFiles_check",
+                  '"changedFiles" = "changedFiles" || \'{"approved": ["all"]}\'',
+                  "changedFiles outside the layout: exactly added, modified, removed"),
+}
+
+
+@pytest.mark.parametrize("twin", sorted(TWINS))
+def test_a_twin_with_the_same_old_hash_fails_verify_checkpoint(db, tmp_path, twin):
+    """A superuser drops the CHECK, disables the triggers and rewrites a checkpointed
+    row to a value the old layout spells alike (a BC year, the number 1 for the path
+    "1", the array ["a"] for the path '["a"]', an extra key): the stored hash still
+    matches the database's own function, yet verify --checkpoint fails on the row."""
+    constraint, assignment, finding = TWINS[twin]
     world = seed_world(db)
+    push(db.connect("app"), [commit(sha(9), added=["1", '["a"]'])], n=2, delivery="d-twin")
     owner, su = db.connect("owner"), db.connect("superuser")
     path = tmp_path / "cp.json"
     path.write_text(json.dumps(ledger.take_checkpoint(owner)))
     code, out = run_cli("verify", "--target", db.dsn(), "--no-reference",
                         "--checkpoint", str(path))
     assert code == 0, out
-    row_id = su.execute('SELECT id FROM "LabAttempt" WHERE "sessionId" = %s AND '
-                        '"chainSeq" = 1', (world["s1"],)).fetchone()[0]
-    su.execute('ALTER TABLE "LabAttempt" DROP CONSTRAINT "LabAttempt_pushedAt_check"')
-    unguarded_update(su, 'UPDATE "LabAttempt" SET "pushedAt" = ("pushedAt"::text || \' BC\')'
-                     '::timestamp(3) WHERE id = %s', (row_id,))
+    row_id = su.execute('SELECT id FROM "LabAttempt" WHERE "commitSha" = %s',
+                        (sha(9),)).fetchone()[0]
+    statement = f'UPDATE "LabAttempt" SET {assignment} WHERE id = %s'
+    with raises_sqlstate("23514"):     # triggers off or not, the CHECK refuses it
+        unguarded_update(su, statement, (row_id,))
+    su.execute(f'ALTER TABLE "LabAttempt" DROP CONSTRAINT "{constraint}"')
+    unguarded_update(su, statement, (row_id,))
     # the old layout spells the forged row exactly as the original: same hash
-    assert su.execute('SELECT lab_attempt_row_hash(a) = a."rowHash", a."pushedAt"::text '
+    assert su.execute('SELECT lab_attempt_row_hash(a) = a."rowHash" '
                       'FROM "LabAttempt" AS a WHERE id = %s', (row_id,)).fetchone()[0]
     assert su.execute("SELECT count(*) FROM verify_lab_attempt_chain(NULL)").fetchone()[0] == 0
     code, out = run_cli("verify", "--target", db.dsn(), "--no-reference",
                         "--checkpoint", str(path))
     assert code == 1, out
     assert out.splitlines()[-1].startswith("verify: FAILED"), out
-    assert re.search(rf"{row_id}: pushedAt '.* BC' has no place in the layout", out), out
-    assert str(world["s1"]) in out
+    assert re.search(rf"{row_id}: {finding}", out), out
+    assert str(world["s2"]) in out
