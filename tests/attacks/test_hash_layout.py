@@ -23,7 +23,7 @@ import uuid
 
 import psycopg
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
@@ -190,8 +190,29 @@ def _python_admits(row: dict) -> bool:
 # ----------------------------------------------------------------- properties
 
 
+BASE = {"id": str(uuid.UUID(int=1)), "sessionId": str(uuid.UUID(int=2)), "commitSha": "a" * 40,
+        "deliveryId": "d", "branch": "main", "authorName": "Ada", "authorEmail": None,
+        "authorLogin": "", "changedFiles": {"added": ["1"], "modified": [], "removed": []},
+        "pushedAt": "2026-02-10 10:00:00", "createdAt": "2026-02-10 10:00:00.5",
+        "prevHash": bytes(32)}
+#: each value the old CHECKs let through although the layout spells it like another
+EDGES = [{"changedFiles": {"added": [["a"]], "modified": [], "removed": []}},
+         {"changedFiles": {"added": [1], "modified": [], "removed": []}},
+         {"changedFiles": {"added": [], "modified": [], "removed": [], "x": []}},
+         {"pushedAt": "2026-02-10 10:00:00 BC"}, {"createdAt": "infinity"},
+         {"pushedAt": "-infinity"}, {"pushedAt": "12026-02-10 10:00:00"}]
+
+
 @FUZZ
 @given(row=rows)
+@example(row=BASE)
+@example(row={**BASE, **EDGES[0]})
+@example(row={**BASE, **EDGES[1]})
+@example(row={**BASE, **EDGES[2]})
+@example(row={**BASE, **EDGES[3]})
+@example(row={**BASE, **EDGES[4]})
+@example(row={**BASE, **EDGES[5]})
+@example(row={**BASE, **EDGES[6]})
 def test_python_and_the_database_hash_every_admitted_row_alike(layout_db, row):
     stored = _store(layout_db, row)
     if stored is None:
