@@ -419,8 +419,9 @@ def record(conn, doc: dict) -> None:
     """Append the checkpoint to "LedgerCheckpoint" (append-only, guarded)."""
     conn.execute(
         'INSERT INTO public."LedgerCheckpoint" ("root", "previousRoot", "sessionCount", '
-        '"rowCount") VALUES (%s, %s, %s, %s)',
-        (doc["root"], doc["previousRoot"], doc["sessionCount"], doc["rows"]))
+        '"rowCount", "resultsRoot") VALUES (%s, %s, %s, %s, %s)',
+        (doc["root"], doc["previousRoot"], doc["sessionCount"], doc["rows"],
+         (doc.get("results") or {}).get("root")))
 
 
 class CheckpointFileError(CheckpointError, UsageError):

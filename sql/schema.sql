@@ -446,9 +446,11 @@ CREATE TABLE "LedgerCheckpoint" (
     "rowCount" bigint NOT NULL,
     "takenAt" timestamp(3) without time zone DEFAULT timezone('UTC'::text, now()) NOT NULL,
     "takenBy" text DEFAULT CURRENT_USER NOT NULL,
+    "resultsRoot" text,
     CONSTRAINT "LedgerCheckpoint_counts_check" CHECK ("sessionCount" >= 0 AND "rowCount" >= "sessionCount"),
     CONSTRAINT "LedgerCheckpoint_pkey" PRIMARY KEY (id),
     CONSTRAINT "LedgerCheckpoint_previousRoot_check" CHECK ("previousRoot" ~ '^[0-9a-f]{64}$'::text),
+    CONSTRAINT "LedgerCheckpoint_resultsRoot_check" CHECK ("resultsRoot" ~ '^[0-9a-f]{64}$'::text),
     CONSTRAINT "LedgerCheckpoint_root_check" CHECK (root ~ '^[0-9a-f]{64}$'::text)
 );
 

@@ -57,6 +57,13 @@ def test_a_checkpoint_commits_to_every_attempt_finished_job_and_session(world):
     code, out = verify_checkpoint(world)
     assert code == 0, out
     assert "2 attempts, 2 finished jobs, 2 finished sessions unchanged" in out, out
+    # the in-database record names the combined root and the results' own root
+    ledger.record(world["owner"], world["doc"])
+    assert world["owner"].execute(
+        'SELECT "root", "resultsRoot" FROM "LedgerCheckpoint"').fetchall() == [
+        (world["doc"]["root"], res["root"])]
+    assert ledger_results.combined_root(ledger.root_of(world["doc"]["sessions"]),
+                                        res["root"]) == world["doc"]["root"]
 
 
 REWRITES = {
