@@ -380,9 +380,11 @@ CREATE TABLE "LabAttempt" (
     CONSTRAINT "LabAttempt_chainSeq_check" CHECK ("chainSeq" >= 1),
     CONSTRAINT "LabAttempt_changedFiles_check" CHECK (lab_attempt_changed_files_valid("changedFiles")),
     CONSTRAINT "LabAttempt_commitSha_check" CHECK ("commitSha" ~ '^[0-9a-f]{40}([0-9a-f]{24})?$'::text),
+    CONSTRAINT "LabAttempt_createdAt_check" CHECK ("createdAt" >= '0001-01-01 00:00:00'::timestamp without time zone AND "createdAt" <= '9999-12-31 23:59:59.999'::timestamp without time zone),
     CONSTRAINT "LabAttempt_deliveryId_check" CHECK (length("deliveryId") >= 1 AND length("deliveryId") <= 100),
     CONSTRAINT "LabAttempt_pkey" PRIMARY KEY (id),
     CONSTRAINT "LabAttempt_prevHash_check" CHECK (octet_length("prevHash") = 32),
+    CONSTRAINT "LabAttempt_pushedAt_check" CHECK ("pushedAt" >= '0001-01-01 00:00:00'::timestamp without time zone AND "pushedAt" <= '9999-12-31 23:59:59.999'::timestamp without time zone),
     CONSTRAINT "LabAttempt_rowHash_check" CHECK (octet_length("rowHash") = 32),
     CONSTRAINT "LabAttempt_sessionId_fkey" FOREIGN KEY ("sessionId") REFERENCES "LabSession"(id) ON UPDATE RESTRICT ON DELETE RESTRICT
 );
@@ -444,9 +446,11 @@ CREATE TABLE "LedgerCheckpoint" (
     "rowCount" bigint NOT NULL,
     "takenAt" timestamp(3) without time zone DEFAULT timezone('UTC'::text, now()) NOT NULL,
     "takenBy" text DEFAULT CURRENT_USER NOT NULL,
+    "resultsRoot" text,
     CONSTRAINT "LedgerCheckpoint_counts_check" CHECK ("sessionCount" >= 0 AND "rowCount" >= "sessionCount"),
     CONSTRAINT "LedgerCheckpoint_pkey" PRIMARY KEY (id),
     CONSTRAINT "LedgerCheckpoint_previousRoot_check" CHECK ("previousRoot" ~ '^[0-9a-f]{64}$'::text),
+    CONSTRAINT "LedgerCheckpoint_resultsRoot_check" CHECK ("resultsRoot" ~ '^[0-9a-f]{64}$'::text),
     CONSTRAINT "LedgerCheckpoint_root_check" CHECK (root ~ '^[0-9a-f]{64}$'::text)
 );
 
@@ -1607,8 +1611,11 @@ AS $function$
         AND jsonb_array_length(p_files -> 'added') <= 3000
         AND jsonb_array_length(p_files -> 'modified') <= 3000
         AND jsonb_array_length(p_files -> 'removed') <= 3000
+        -- strict: in lax mode the filter unwraps a nested array, so [["a"]]
+        -- passed (and the hash layout spells it like the path '["a"]'); silent:
+        -- a non-array value yields NULL (refused) instead of an error
         AND NOT jsonb_path_exists(
-            p_files, 'lax $.*[*] ? (@.type() != "string" || @ == "")'
+            p_files, 'strict $.*[*] ? (@.type() != "string" || @ == "")', '{}', true
         ),
         false
     )

@@ -16,6 +16,12 @@
 --     createdAt). It is how a redelivery is recognised even when every commit of
 --     the push was already recorded by an earlier delivery. Append-only too.
 --   Commit SHAs: lowercase hex, 40 or 64 characters (CHECK).
+--   Every hashed column is held to the values the row-hash layout (V0018)
+--   spells in exactly one way: pushedAt and createdAt from 0001-01-01 to
+--   9999-12-31 23:59:59.999 (no BC year, no 'infinity' / '-infinity', whose
+--   layout spellings collide), changedFiles exactly three arrays of non-empty
+--   strings, prevHash/rowHash 32 bytes (CHECKs); uuids, text (valid in the
+--   database encoding, never NUL) and NULL need nothing more.
 --   After a preserving rollback the archived rows of both tables
 --   (forgea_archive."LabAttempt_V0017_<time>", "GitHubPushDelivery_V0017_<time>")
 --   come back exactly, hash chain columns included, before V0018's guards and
@@ -85,8 +91,11 @@ AS $$
         AND jsonb_array_length(p_files -> 'added') <= 3000
         AND jsonb_array_length(p_files -> 'modified') <= 3000
         AND jsonb_array_length(p_files -> 'removed') <= 3000
+        -- strict: in lax mode the filter unwraps a nested array, so [["a"]]
+        -- passed (and the hash layout spells it like the path '["a"]'); silent:
+        -- a non-array value yields NULL (refused) instead of an error
         AND NOT jsonb_path_exists(
-            p_files, 'lax $.*[*] ? (@.type() != "string" || @ == "")'
+            p_files, 'strict $.*[*] ? (@.type() != "string" || @ == "")', '{}', true
         ),
         false
     )
@@ -124,6 +133,12 @@ CREATE TABLE "LabAttempt" (
     CHECK (length("authorLogin") <= 1000),
     CONSTRAINT "LabAttempt_changedFiles_check"
     CHECK (lab_attempt_changed_files_valid("changedFiles")),
+    -- the hash layout writes timestamps as YYYY-MM-DDTHH:MM:SS.mmmZ: no era,
+    -- no infinity; only years 1..9999 (AD) have one spelling each there
+    CONSTRAINT "LabAttempt_pushedAt_check"
+    CHECK ("pushedAt" BETWEEN '0001-01-01 00:00:00' AND '9999-12-31 23:59:59.999'),
+    CONSTRAINT "LabAttempt_createdAt_check"
+    CHECK ("createdAt" BETWEEN '0001-01-01 00:00:00' AND '9999-12-31 23:59:59.999'),
     CONSTRAINT "LabAttempt_chainSeq_check" CHECK ("chainSeq" >= 1),
     CONSTRAINT "LabAttempt_prevHash_check" CHECK (octet_length("prevHash") = 32),
     CONSTRAINT "LabAttempt_rowHash_check" CHECK (octet_length("rowHash") = 32)
