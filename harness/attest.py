@@ -260,3 +260,28 @@ def load_worker_keys(path) -> dict[str, Ed25519PublicKey]:
         except json.JSONDecodeError as e:
             raise ValueError(f"not JSON: {e}") from e
     return parse_worker_keys(doc)
+
+
+# ------------------------------------------------------------------ the worker's call
+
+COMPLETE_SQL = (
+    'SELECT * FROM public.complete_verification_job(%s, %s, %s::public."VerificationJobStatus",'
+    ' %s, %s, p_lease_token => %s, p_attestation_signature => %s,'
+    ' p_attestation_key_id => %s, p_completed_at => %s)')
+
+
+def complete_attested(conn, job_row: dict, worker_id: str, status: str, exit_code: int,
+                      logs: dict, private_key: Ed25519PrivateKey, key_id: str, *,
+                      completed_at: dt.datetime | None = None):
+    """A reference worker's completion: sign, then complete_verification_job with the
+    signature, the key id and the signed completion time. ``job_row`` is what
+    claim_verification_job returned (its ``leaseToken`` is passed when present).
+    Returns the cursor of the call (the job row)."""
+    from psycopg.types.json import Jsonb
+    when = completed_at or now_ms()
+    sig = sign(private_key, job_row, result=status, logs=logs, completed_at=when,
+               key_id=key_id)
+    return conn.execute(COMPLETE_SQL, (job_row["id"], worker_id, status, exit_code,
+                                       Jsonb(logs), job_row.get("leaseToken"), sig, key_id,
+                                       when if when.tzinfo else
+                                       when.replace(tzinfo=dt.timezone.utc)))
