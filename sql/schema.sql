@@ -1011,11 +1011,12 @@ BEGIN
             quote_literal(left(p_worker_id, 60)), p_job_id, v_job."leaseExpiresAt"
             USING ERRCODE = 'FQ002';
     END IF;
-    IF v_completed < v_job."startedAt"
+    -- a minute of clock skew either way between the worker and the database
+    IF v_completed < v_job."startedAt" - interval '1 minute'
         OR v_completed > v_now + interval '1 minute' THEN
         PERFORM api_bad_input('complete_verification_job', 'p_completed_at',
-            format('must lie between the job''s start (%s) and the database clock + 1 minute (%s)',
-                v_job."startedAt", v_now + interval '1 minute'),
+            format('must lie between the job''s start - 1 minute (%s) and the database clock + 1 minute (%s)',
+                v_job."startedAt" - interval '1 minute', v_now + interval '1 minute'),
             v_completed::text);
     END IF;
 

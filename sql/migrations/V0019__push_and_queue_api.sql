@@ -88,8 +88,9 @@
 --     them); p_completed_at becomes "completedAt". 22023: signature without
 --     key id or the reverse, a signature not of 64 bytes, a key id not 1-128 of
 --     [A-Za-z0-9._:-], a signature without p_completed_at, p_completed_at finer
---     than a millisecond, before the job's start or after the database clock
---     + 1 minute, an attested p_logs with a top-level "job" member.
+--     than a millisecond, or outside the job's start - 1 minute .. the database
+--     clock + 1 minute (clock skew), an attested p_logs with a top-level "job"
+--     member.
 --   * requeue_expired_verification_jobs() -> jobs moved          forgea_worker
 --     RUNNING jobs whose lease expired go back to QUEUED while runs remain (at
 --     most 3), else to ERROR with a reason; requeued jobs are NOTIFYed again.
@@ -1134,11 +1135,12 @@ BEGIN
             quote_literal(left(p_worker_id, 60)), p_job_id, v_job."leaseExpiresAt"
             USING ERRCODE = 'FQ002';
     END IF;
-    IF v_completed < v_job."startedAt"
+    -- a minute of clock skew either way between the worker and the database
+    IF v_completed < v_job."startedAt" - interval '1 minute'
         OR v_completed > v_now + interval '1 minute' THEN
         PERFORM api_bad_input('complete_verification_job', 'p_completed_at',
-            format('must lie between the job''s start (%s) and the database clock + 1 minute (%s)',
-                v_job."startedAt", v_now + interval '1 minute'),
+            format('must lie between the job''s start - 1 minute (%s) and the database clock + 1 minute (%s)',
+                v_job."startedAt" - interval '1 minute', v_now + interval '1 minute'),
             v_completed::text);
     END IF;
 
