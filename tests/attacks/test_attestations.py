@@ -288,3 +288,35 @@ def test_signed_completion_time_is_the_stored_one(db, w):
                              (got["id"],)).fetchone()[0]
     assert stored == when.astimezone(dt.timezone.utc).replace(tzinfo=None)
     assert row is not None
+
+
+# ------------------------------------------------------------------ legacy passes
+
+
+def test_legacy_passes_are_reported_not_failed_and_a_new_jobless_one_fails(baseline_db,
+                                                                          sql_root):
+    """Production's passes from before the pack (no job; copied from VerificationLog)
+    cannot be attested: with keys registered they are info. A session made to look
+    like one after the pack (no job, completed now) fails."""
+    from harness import apply as A
+    from tests.prodlike import seed_production_like
+    owner = baseline_db.connect("owner")
+    seed = seed_production_like(owner)
+    A.apply(baseline_db.dsn(), sql_root=sql_root)
+    _, pub = attest.generate()
+    keys = attest.parse_worker_keys({KID: pub})
+    rep = V.verify(baseline_db.dsn("owner"), worker_keys=keys)
+    c = rep.by_name("worker_attestations")
+    assert c.status == "info", c.findings
+    legacy = " ".join(" ".join(f.get("rows", [])) for f in c.findings
+                      if "legacy VERIFIED_PASS" in f["message"])
+    for sid in seed["sessions"]["VERIFIED_PASS"]:
+        assert str(sid) in legacy
+    assert any("legacy PASS attempts" in f["message"] for f in c.findings), c.findings
+    active = seed["sessions"]["IN_PROGRESS"][0]
+    su = baseline_db.connect("superuser")
+    with _unguarded(su, "LabSession"):
+        su.execute("""UPDATE "LabSession" SET status = 'VERIFIED_PASS',
+                        "completedAt" = timezone('UTC', now()) WHERE id = %s""", (active,))
+    _fails_naming(_check(baseline_db, keys), str(active),
+                  "without any job, completed after the pack")
