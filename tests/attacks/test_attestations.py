@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 
 import psycopg
 import pytest
@@ -320,3 +321,20 @@ def test_legacy_passes_are_reported_not_failed_and_a_new_jobless_one_fails(basel
                         "completedAt" = timezone('UTC', now()) WHERE id = %s""", (active,))
     _fails_naming(_check(baseline_db, keys), str(active),
                   "without any job, completed after the pack")
+
+
+def test_cli_verify_worker_keys_exits_0_for_signed_passes_and_1_for_a_forged_one(
+        db, w, tmp_path, capsys):
+    from harness.cli import main as cli_main
+    keys = tmp_path / "worker-keys.json"
+    keys.write_text(json.dumps({KID: attest.public_hex(w.key.public_key())}))
+    args = ["verify", "--target", db.dsn(), "--no-reference", "--worker-keys", str(keys),
+            "--json"]
+    assert cli_main(args) == 0
+    capsys.readouterr()
+    job = _other_job(w)
+    _forge_pass_rows(w.su, job["id"], w.other)
+    assert cli_main(args) == 1
+    doc = json.loads(capsys.readouterr().out)
+    c = next(x for x in doc["checks"] if x["name"] == "worker_attestations")
+    assert c["status"] == "fail" and str(job["id"]) in json.dumps(c["findings"])
