@@ -150,7 +150,7 @@
 --     the SQL API of sessions, pushes and the job queue
 --     defined in sql/migrations/V0019__push_and_queue_api.sql
 
--- SECURITY DEFINER complete_verification_job(p_job_id uuid, p_worker_id text, p_status "VerificationJobStatus", p_exit_code integer, p_logs jsonb, p_lease_token uuid)
+-- SECURITY DEFINER complete_verification_job(p_job_id uuid, p_worker_id text, p_status "VerificationJobStatus", p_exit_code integer, p_logs jsonb, p_lease_token uuid, p_attestation_signature bytea, p_attestation_key_id text, p_completed_at timestamp with time zone)
 --     the SQL API of sessions, pushes and the job queue
 --     defined in sql/migrations/V0019__push_and_queue_api.sql
 
@@ -530,6 +530,9 @@ CREATE TABLE "VerificationJob" (
     "exitCode" integer,
     "errorMessage" text,
     "leaseTokenHash" bytea,
+    "attestationSignature" bytea,
+    "attestationKeyId" text,
+    CONSTRAINT "VerificationJob_attestation_check" CHECK (("attestationSignature" IS NULL) = ("attestationKeyId" IS NULL) AND ("attestationSignature" IS NULL OR octet_length("attestationSignature") = 64 AND "attestationKeyId" ~ '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$'::text AND (status = ANY (ARRAY['PASSED'::"VerificationJobStatus", 'FAILED'::"VerificationJobStatus", 'ERROR'::"VerificationJobStatus"])))),
     CONSTRAINT "VerificationJob_commitSha_check" CHECK ("commitSha" ~ '^[0-9a-f]{40}([0-9a-f]{24})?$'::text),
     CONSTRAINT "VerificationJob_completedAt_check" CHECK ((status = ANY (ARRAY['PASSED'::"VerificationJobStatus", 'FAILED'::"VerificationJobStatus", 'ERROR'::"VerificationJobStatus"])) = ("completedAt" IS NOT NULL)),
     CONSTRAINT "VerificationJob_labAttemptId_fkey" FOREIGN KEY ("labAttemptId", "sessionId", "commitSha") REFERENCES "LabAttempt"(id, "sessionId", "commitSha") ON UPDATE RESTRICT ON DELETE RESTRICT,
@@ -880,7 +883,7 @@ END;
 $function$;
 
 -- defined in sql/migrations/V0019__push_and_queue_api.sql
-CREATE FUNCTION complete_verification_job(p_job_id uuid, p_worker_id text, p_status "VerificationJobStatus", p_exit_code integer, p_logs jsonb, p_lease_token uuid DEFAULT NULL::uuid)
+CREATE FUNCTION complete_verification_job(p_job_id uuid, p_worker_id text, p_status "VerificationJobStatus", p_exit_code integer, p_logs jsonb, p_lease_token uuid DEFAULT NULL::uuid, p_attestation_signature bytea DEFAULT NULL::bytea, p_attestation_key_id text DEFAULT NULL::text, p_completed_at timestamp with time zone DEFAULT NULL::timestamp with time zone)
  RETURNS SETOF "VerificationJob"
  LANGUAGE plpgsql
  SECURITY DEFINER
@@ -895,6 +898,7 @@ DECLARE
     v_off integer := 0;
     v_pos integer;
     v_cand text;
+    v_completed timestamp(3);
 BEGIN
     IF p_worker_id IS NULL OR length(p_worker_id) NOT BETWEEN 1 AND 200
         OR p_worker_id ~ '[[:cntrl:]]' THEN
@@ -922,6 +926,38 @@ BEGIN
             'must be between -255 and 255 (a process exit status or minus a signal)',
             p_exit_code::text);
     END IF;
+    -- the worker's attestation (docs/security.md): stored, never verified here
+    IF (p_attestation_signature IS NULL) <> (p_attestation_key_id IS NULL) THEN
+        PERFORM api_bad_input('complete_verification_job',
+            CASE WHEN p_attestation_key_id IS NULL
+                THEN 'p_attestation_key_id' ELSE 'p_attestation_signature' END,
+            'must be given together with the other attestation argument', NULL);
+    END IF;
+    IF octet_length(p_attestation_signature) <> 64 THEN
+        PERFORM api_bad_input('complete_verification_job', 'p_attestation_signature',
+            'must be an Ed25519 signature of 64 bytes',
+            octet_length(p_attestation_signature) || ' bytes');
+    END IF;
+    IF p_attestation_key_id !~ '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$' THEN
+        PERFORM api_bad_input('complete_verification_job', 'p_attestation_key_id',
+            'must be 1-128 of [A-Za-z0-9._:-], starting with a letter or digit',
+            p_attestation_key_id);
+    END IF;
+    IF p_attestation_signature IS NOT NULL AND p_completed_at IS NULL THEN
+        PERFORM api_bad_input('complete_verification_job', 'p_completed_at',
+            'must be the completion time the attestation signs', NULL);
+    END IF;
+    IF date_trunc('milliseconds', p_completed_at) <> p_completed_at THEN
+        PERFORM api_bad_input('complete_verification_job', 'p_completed_at',
+            'must have at most millisecond precision (it is stored and signed as is)',
+            p_completed_at::text);
+    END IF;
+    IF p_attestation_signature IS NOT NULL AND p_logs ? 'job' THEN
+        PERFORM api_bad_input('complete_verification_job', 'p_logs',
+            'must not have a top-level "job" member in an attested completion (the database writes it)',
+            left(p_logs ->> 'job', 101));
+    END IF;
+    v_completed := timezone('UTC', p_completed_at);
 
     SELECT * INTO v_job
     FROM public."VerificationJob" AS j
@@ -979,13 +1015,23 @@ BEGIN
             quote_literal(left(p_worker_id, 60)), p_job_id, v_job."leaseExpiresAt"
             USING ERRCODE = 'FQ002';
     END IF;
+    -- a minute of clock skew either way between the worker and the database
+    IF v_completed < v_job."startedAt" - interval '1 minute'
+        OR v_completed > v_now + interval '1 minute' THEN
+        PERFORM api_bad_input('complete_verification_job', 'p_completed_at',
+            format('must lie between the job''s start - 1 minute (%s) and the database clock + 1 minute (%s)',
+                v_job."startedAt" - interval '1 minute', v_now + interval '1 minute'),
+            v_completed::text);
+    END IF;
 
     PERFORM set_config('forgea.completing_job', p_job_id::text, true);
     UPDATE public."VerificationJob" AS j
     SET
         "status" = p_status,
-        "completedAt" = v_now,
+        "completedAt" = coalesce(v_completed, v_now),
         "exitCode" = p_exit_code,
+        "attestationSignature" = p_attestation_signature,
+        "attestationKeyId" = p_attestation_key_id,
         "errorMessage" = CASE
             WHEN p_status = 'ERROR'
                 THEN left(coalesce(p_logs ->> 'error', 'worker reported ERROR'), 2000)
@@ -2657,7 +2703,7 @@ GRANT EXECUTE ON FUNCTION canonical_repo_url(url text) TO forgea_app;
 GRANT EXECUTE ON FUNCTION canonical_repo_url(url text) TO forgea_readonly;
 GRANT EXECUTE ON FUNCTION canonical_repo_url(url text) TO forgea_worker;
 GRANT EXECUTE ON FUNCTION claim_verification_job(p_worker_id text, p_lease interval) TO forgea_worker;
-GRANT EXECUTE ON FUNCTION complete_verification_job(p_job_id uuid, p_worker_id text, p_status "VerificationJobStatus", p_exit_code integer, p_logs jsonb, p_lease_token uuid) TO forgea_worker;
+GRANT EXECUTE ON FUNCTION complete_verification_job(p_job_id uuid, p_worker_id text, p_status "VerificationJobStatus", p_exit_code integer, p_logs jsonb, p_lease_token uuid, p_attestation_signature bytea, p_attestation_key_id text, p_completed_at timestamp with time zone) TO forgea_worker;
 GRANT EXECUTE ON FUNCTION create_lab_session(p_user_id uuid, p_lab_id uuid, p_fork_url text, p_provider_repo_id bigint, p_idempotency_key text) TO forgea_app;
 GRANT EXECUTE ON FUNCTION enqueue_verification_job(p_lab_attempt_id uuid) TO forgea_app;
 GRANT EXECUTE ON FUNCTION git_branch_name_valid(p_branch text) TO forgea_app;

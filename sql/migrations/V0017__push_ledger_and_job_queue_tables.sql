@@ -62,6 +62,13 @@
 --   "VerificationJob"."leaseTokenHash" bytea: SHA-256 of the lease token of the
 --   job's latest run (claim_verification_job hands the token to the worker and
 --   keeps only its hash; complete_verification_job must be shown the token).
+--   "VerificationJob"."attestationSignature" bytea (64 bytes) and
+--   "attestationKeyId" text: the completing worker's Ed25519 signature over the
+--   statement forgea.attestation.v1 (docs/security.md "Worker attestations")
+--   and the id of its key, both or neither, only on a terminal job (CHECK
+--   "VerificationJob_attestation_check"); frozen with the terminal row by
+--   V0018's guard. The database never verifies them and holds no key:
+--   `harness verify --worker-keys FILE` does, with public keys kept outside.
 -- Why: CONTRACT section 4 (LabAttempt, VerificationJob). The tables are new
 --   and unused until V0019's API exists, so their indexes, CHECKs and foreign
 --   keys are created valid, in this transaction, without CONCURRENTLY.
@@ -221,6 +228,8 @@ CREATE TABLE "VerificationJob" (
     "exitCode" INTEGER,
     "errorMessage" TEXT,
     "leaseTokenHash" BYTEA,
+    "attestationSignature" BYTEA,
+    "attestationKeyId" TEXT,
     CONSTRAINT "VerificationJob_pkey" PRIMARY KEY ("id"),
     CONSTRAINT "VerificationJob_commitSha_check" CHECK (
         "commitSha" ~ '^[0-9a-f]{40}([0-9a-f]{24})?$'
@@ -239,6 +248,15 @@ CREATE TABLE "VerificationJob" (
     CONSTRAINT "VerificationJob_queued_check" CHECK (
         "status" <> 'QUEUED'
         OR "leaseOwner" IS NULL AND "leaseExpiresAt" IS NULL
+    ),
+    CONSTRAINT "VerificationJob_attestation_check" CHECK (
+        ("attestationSignature" IS NULL) = ("attestationKeyId" IS NULL)
+        AND (
+            "attestationSignature" IS NULL
+            OR octet_length("attestationSignature") = 64
+            AND "attestationKeyId" ~ '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$'
+            AND "status" IN ('PASSED', 'FAILED', 'ERROR')
+        )
     ),
     CONSTRAINT "VerificationJob_labAttemptId_fkey"
     FOREIGN KEY ("labAttemptId", "sessionId", "commitSha")
@@ -281,3 +299,9 @@ TO forgea_app, forgea_worker, forgea_readonly;
 
 COMMENT ON COLUMN "VerificationJob"."leaseTokenHash" IS
 'SHA-256 of the lease token claim_verification_job handed to the latest run (V0017).';
+
+COMMENT ON COLUMN "VerificationJob"."attestationSignature" IS
+'Ed25519 signature of the completing worker over forgea.attestation.v1 (docs/security.md); never verified in the database (V0017).';
+
+COMMENT ON COLUMN "VerificationJob"."attestationKeyId" IS
+'Id of the worker key that made attestationSignature; public keys live outside the database (V0017).';
