@@ -360,6 +360,7 @@ def take_checkpoint(conn, previous: dict | None = None) -> dict:
             raise CheckpointError("the live ledger does not extend the previous checkpoint",
                                   problems)
         doc["previousRoot"] = previous["root"]
+    doc["legacy"] = legacy_section(conn, previous)
     return doc
 
 
@@ -459,6 +460,8 @@ def validate(doc, name: str = "checkpoint") -> dict:
     if root_of(sessions) != doc["root"]:
         raise CheckpointFileError(f"{name}: field root: its root does not match its "
                                   "session heads (the file was edited)")
+    if "legacy" in doc:
+        validate_legacy(doc["legacy"], name)
     return doc
 
 
@@ -522,6 +525,90 @@ def check_checkpoint(conn, doc: dict) -> list[str]:
     return problems
 
 
+# ---------------------------------------------------------------------------
+# the legacy section: what was a pass without a PASS attempt, fixed off the database
+
+LEGACY_FORMAT = "forgea.legacy-passes.v1"
+
+_LEGACY_SQL = """
+    SELECT s."id"::text FROM public."LabSession" AS s
+    WHERE s."status" OPERATOR(pg_catalog.=) 'VERIFIED_PASS' AND NOT EXISTS (
+        SELECT 1 FROM public."VerificationAttempt" AS a
+        WHERE a."sessionId" OPERATOR(pg_catalog.=) s."id"
+          AND a."result" OPERATOR(pg_catalog.=) 'PASS')
+    ORDER BY 1"""
+
+
+def legacy_digest(session_ids: list[str]) -> str:
+    """SHA-256 of the format line and the sorted session ids, one a line."""
+    text = LEGACY_FORMAT + "\n" + "".join(f"{s}\n" for s in sorted(session_ids))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def legacy_passes(conn) -> list[str] | None:
+    """The VERIFIED_PASS sessions without a PASS attempt (sorted ids); None when the
+    tables do not exist yet. Plain reads, no function of the pack; comparisons name
+    pg_catalog's operators, so no operator or cast planted for the pack's enum
+    types changes what is read."""
+    have = conn.execute(
+        "SELECT to_regclass('public.\"LabSession\"') IS NOT NULL "
+        "AND to_regclass('public.\"VerificationAttempt\"') IS NOT NULL").fetchone()[0]
+    if not have:
+        return None
+    return [r[0] for r in conn.execute(_LEGACY_SQL).fetchall()]
+
+
+def legacy_section(conn, previous: dict | None = None) -> dict:
+    """The checkpoint's ``legacy`` section: the sessions that are VERIFIED_PASS without
+    a PASS attempt now (the passes the old lifecycle let in), as ids and a digest.
+    ``harness verify --checkpoint`` excuses such a pass only when this section lists
+    it. The set can only shrink: when ``previous`` has a legacy section, a session
+    not in it is refused (a pass without a PASS attempt that appeared since)."""
+    ids = legacy_passes(conn) or []
+    if previous is not None and "legacy" in previous:
+        new = sorted(set(ids) - set(previous["legacy"]["sessions"]))
+        if new:
+            raise CheckpointError("sessions became VERIFIED_PASS without a PASS attempt "
+                                  "since the previous checkpoint; no checkpoint taken",
+                                  [f"session {s}" for s in new])
+    return {"format": LEGACY_FORMAT, "count": len(ids), "digest": legacy_digest(ids),
+            "sessions": ids}
+
+
+def validate_legacy(section, name: str = "checkpoint") -> dict:
+    """The ``legacy`` section if well formed and its digest matches its ids; else
+    CheckpointFileError naming the field."""
+    where = f"{name}: field legacy"
+    if not isinstance(section, dict):
+        raise CheckpointFileError(f"{where}: an object is expected, found "
+                                  f"{type(section).__name__}")
+    if section.get("format") != LEGACY_FORMAT:
+        raise CheckpointFileError(f"{where}.format: not {LEGACY_FORMAT} (found "
+                                  f"{_show(section.get('format'))})")
+    ids = section.get("sessions")
+    if not isinstance(ids, list):
+        raise CheckpointFileError(f"{where}.sessions: a list is expected, found "
+                                  f"{_show(ids)}")
+    for i, sid in enumerate(ids):
+        try:
+            if not isinstance(sid, str) or str(uuid.UUID(sid)) != sid:
+                raise ValueError
+        except ValueError:
+            raise CheckpointFileError(f"{where}.sessions[{i}]: a lowercase UUID is "
+                                      f"expected, found {_show(sid)}") from None
+    if len(set(ids)) != len(ids):
+        raise CheckpointFileError(f"{where}.sessions: a session appears twice")
+    _int_field(f"{where}.count", section.get("count"), 0)
+    if section["count"] != len(ids):
+        raise CheckpointFileError(f"{where}.count is {section['count']} but sessions "
+                                  f"lists {len(ids)}")
+    _hex_field(f"{where}.digest", section.get("digest"))
+    if legacy_digest(ids) != section["digest"]:
+        raise CheckpointFileError(f"{where}.digest: does not match its sessions (the "
+                                  "file was edited)")
+    return section
+
+
 def compare(earlier: dict, later: dict) -> list[str]:
     """Does ``later`` extend ``earlier``? Offline: the two files only, no database.
 
@@ -541,6 +628,10 @@ def compare(earlier: dict, later: dict) -> list[str]:
                             f"{heads[sid][0]}")
         elif heads[sid][0] == seq and heads[sid][1] != e["rowHash"]:
             problems.append(f"session {sid}: head at chainSeq {seq} has another rowHash")
+    if "legacy" in earlier and "legacy" in later:
+        grown = sorted(set(later["legacy"]["sessions"]) - set(earlier["legacy"]["sessions"]))
+        problems += [f"session {sid}: a legacy pass in the later checkpoint, not in the "
+                     "earlier" for sid in grown]
     return problems
 
 

@@ -8,8 +8,7 @@ in its own savepoint, so one that errors fails alone.
 
 from __future__ import annotations
 
-import re
-
+from .. import ledger
 from .queries import rows as _rows
 from .queries import rule as _rule
 
@@ -195,25 +194,31 @@ def job_attempt_results(c, ctx) -> None:
 
 
 def verified_pass_has_pass_attempt(c, ctx) -> None:
-    """A VERIFIED_PASS session has a PASS attempt; legacy sessions passed before the
-    lifecycle migration are info."""
-    conn, have, state = ctx.conn, ctx.have, ctx.state
-    if have["VerificationAttempt"] and have["LabSession"]:
-        cutoff = _lifecycle_applied_at(conn, state)
-        base = """SELECT s."id"::text FROM public."LabSession" s
-                  WHERE s."status" = 'VERIFIED_PASS' AND NOT EXISTS (
-                    SELECT 1 FROM public."VerificationAttempt" a
-                    WHERE a."sessionId" = s."id" AND a."result" = 'PASS')"""
-        legacy = ("""(s."completedAt" IS NOT NULL AND %s::timestamptz IS NOT NULL
-                      AND s."completedAt" <= timezone('UTC', %s::timestamptz))""")
-        _rule(c, conn, '"LabSession" VERIFIED_PASS', "without a PASS VerificationAttempt",
-              f"{base} AND NOT {legacy} ORDER BY 1", (cutoff, cutoff))
-        _rule(c, conn, '"LabSession" VERIFIED_PASS',
-              "legacy sessions passed before the lifecycle migration, kept as they are "
-              "(no PASS attempt)", f"{base} AND {legacy} ORDER BY 1", (cutoff, cutoff),
-              info=True)
-    else:
+    """A VERIFIED_PASS session has a PASS attempt. A session without one (what the
+    lifecycle before FL002 let in) is excused only by evidence kept off the database:
+    the ``legacy`` section of the checkpoint given with ``--checkpoint``. Nothing the
+    owner can write (the bookkeeping's applied_at, completedAt) excuses it: without
+    such a checkpoint, or when the checkpoint does not list it, it is a failure."""
+    conn, have = ctx.conn, ctx.have
+    if not (have["VerificationAttempt"] and have["LabSession"]):
         c.info('"VerificationAttempt"', "not applied yet")
+        return
+    found = ledger.legacy_passes(conn) or []
+    section = (ctx.checkpoint or {}).get("legacy")
+    listed = set(section["sessions"]) if section else set()
+    unproven = [s for s in found if s not in listed]
+    excused = [s for s in found if s in listed]
+    if unproven:
+        why = ("not listed in the checkpoint's legacy section: a pass without a PASS attempt "
+               "made after it was taken" if section else
+               "unproven: no checkpoint with a legacy section was given (--checkpoint) to "
+               "show it was a legacy pass")
+        c.fail('"LabSession" VERIFIED_PASS', f"without a PASS VerificationAttempt, {why}",
+               unproven, len(unproven))
+    if excused:
+        c.info('"LabSession" VERIFIED_PASS',
+               f"legacy passes without a PASS attempt, listed by the checkpoint's legacy "
+               f"section (digest {section['digest'][:16]})", excused, len(excused))
 
 
 def sha_format(c, ctx) -> None:
@@ -239,13 +244,6 @@ def sha_format(c, ctx) -> None:
         _rule(c, conn, '"VerificationLog".commitSha', "legacy rows kept: non-hex SHA",
               """SELECT t."id"::text FROM public."VerificationLog" t
                  WHERE t."commitSha" !~ %s ORDER BY 1""", (SHA_RE,), info=True)
-
-
-def _lifecycle_applied_at(conn, state):
-    for mid in sorted(state):
-        if re.match(r"V\d{4}__lab_session_and_attempt_guards$", mid):
-            return state[mid]["applied_at"]
-    return None
 
 
 #: audit rows that name a session and the session's user at the time they were written
