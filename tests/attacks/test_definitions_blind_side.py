@@ -114,12 +114,12 @@ def test_a_planted_operator_does_not_let_a_failed_attempt_count_as_a_pass_attemp
     (PLANT_OPERATOR, ['operator public.=(public."VerificationResult",'
                       'public."VerificationResult")',
                       "function result_eq_always"]),
-    (PLANT_CAST, ['cast (public."LabStatus" AS text)',
-                  'cast (public."VerificationJobStatus" AS text)']),
-    (PLANT_AGGREGATE, ["routine public.max(uuid)"]),
-    (PLANT_SHADOW, ["routine shadow.canonical_repo_url(text)", "schema shadow"]),
+    (PLANT_CAST, ['cast (public."LabStatus" AS pg_catalog.text)',
+                  'cast (public."VerificationJobStatus" AS pg_catalog.text)']),
+    (PLANT_AGGREGATE, ["routine public.max(pg_catalog.uuid)"]),
+    (PLANT_SHADOW, ["routine shadow.canonical_repo_url(pg_catalog.text)", "schema shadow"]),
     ("CREATE FUNCTION forgea_archive.lab_status_is_active(text) RETURNS boolean "
-     "LANGUAGE sql AS 'SELECT true'", ["routine forgea_archive.lab_status_is_active(text)"]),
+     "LANGUAGE sql AS 'SELECT true'", ["routine forgea_archive.lab_status_is_active(pg_catalog.text)"]),
     ("CREATE TABLE forgea_archive.\"LabSession_V0007_20260101T000000000\" (\"row\" jsonb); "
      "CREATE VIEW forgea_archive.v AS SELECT 1 AS one",
      ["relation forgea_archive.v"]),
