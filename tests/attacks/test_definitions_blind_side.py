@@ -159,3 +159,35 @@ def test_extension_members_stay_ignored(db, reference_snapshot):
     rep = V.verify(db.dsn("owner"), reference_snapshot=reference_snapshot)
     assert rep.by_name("definitions").status == "info", V.render_table(rep)
     assert rep.exit_code == 0, V.render_table(rep)
+
+
+#: "=" always true and "<>" always false for the job status: every job looks RUNNING,
+#: every completion looks PASSED
+PLANT_JOB_OPERATORS = """
+CREATE FUNCTION public.job_eq_always("VerificationJobStatus", "VerificationJobStatus")
+    RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT true';
+CREATE OPERATOR public.= (LEFTARG = "VerificationJobStatus", RIGHTARG = "VerificationJobStatus",
+                          FUNCTION = public.job_eq_always);
+CREATE FUNCTION public.job_ne_never("VerificationJobStatus", "VerificationJobStatus")
+    RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT false';
+CREATE OPERATOR public.<> (LEFTARG = "VerificationJobStatus",
+                           RIGHTARG = "VerificationJobStatus", FUNCTION = public.job_ne_never);
+"""
+
+
+def test_planted_job_status_operators_do_not_change_what_a_completion_records(db):
+    """A FAILED completion stays a FAIL attempt on a session that stays IN_PROGRESS; a
+    finished job cannot be completed again."""
+    owner = db.connect("owner")
+    owner.execute(PLANT_JOB_OPERATORS + PLANT_CAST)
+    world = seed_world(db)                  # one PASSED (session 1), one FAILED (session 2)
+    rows = owner.execute(
+        'SELECT s."id", s."status"::text, a."result"::text FROM "LabSession" s '
+        'JOIN "VerificationAttempt" a ON a."sessionId" = s."id" ORDER BY s."id"').fetchall()
+    assert sorted((r[0], r[1], r[2]) for r in rows) == sorted(
+        [(world["s1"], "VERIFIED_PASS", "PASS"), (world["s2"], "IN_PROGRESS", "FAIL")])
+    from tests.builders import complete
+    before = digests(owner, ("VerificationAttempt", "VerificationJob", "LabSession"))
+    with raises_sqlstate("FQ001"):
+        complete(db.connect("worker"), world["jobs"][1], "PASSED", worker_id="w2")
+    assert digests(owner, ("VerificationAttempt", "VerificationJob", "LabSession")) == before
