@@ -2,7 +2,7 @@
 "legacy" by editing the harness's bookkeeping, and the bookkeeping's own
 anomalies are findings.
 
-The forgery: a session whose only attempt FAILED is put in VERIFIED_PASS by a
+The forgery: a session without a PASS attempt is put in VERIFIED_PASS by a
 superuser who lifts the lifecycle guard for one UPDATE (and puts it back); then
 the bookkeeping row of the lifecycle file is edited (as the owner or a
 superuser) so that the pass looks older than the guard. What excuses a legacy
@@ -48,7 +48,7 @@ def fails_naming(rep: V.Report, check: str, *parts: str) -> None:
 @pytest.mark.parametrize("role", ["owner", "superuser"])
 def test_a_bookkeeping_row_edited_to_excuse_a_forged_pass_fails_verify(db, role):
     world = seed_world(db)
-    sid = world["s2"]                     # its only attempt is FAIL
+    sid = world["s2"]                     # no PASS attempt
     forge_pass(db, sid)
     # the edit that used to make the forged pass "legacy": the lifecycle file applied now
     db.connect(role).execute(f"UPDATE {BK} SET applied_at = now() WHERE migration_id = %s",
