@@ -538,11 +538,23 @@ _LEGACY_SQL = """
           AND a."result" OPERATOR(pg_catalog.=) 'PASS')
     ORDER BY 1"""
 
+_JOBLESS_SQL = """
+    SELECT a."id"::text FROM public."VerificationAttempt" AS a
+    WHERE a."verificationJobId" IS NULL ORDER BY 1"""
 
-def legacy_digest(session_ids: list[str]) -> str:
-    """SHA-256 of the format line and the sorted session ids, one a line."""
-    text = LEGACY_FORMAT + "\n" + "".join(f"{s}\n" for s in sorted(session_ids))
+
+def legacy_digest(session_ids: list[str], attempt_ids: list[str]) -> str:
+    """SHA-256 of the format line, then "sessions" and the sorted session ids, then
+    "attempts" and the sorted attempt ids, one a line."""
+    text = (LEGACY_FORMAT + "\nsessions\n" + "".join(f"{s}\n" for s in sorted(session_ids))
+            + "attempts\n" + "".join(f"{a}\n" for a in sorted(attempt_ids)))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _have_lifecycle_tables(conn) -> bool:
+    return conn.execute(
+        "SELECT to_regclass('public.\"LabSession\"') IS NOT NULL "
+        "AND to_regclass('public.\"VerificationAttempt\"') IS NOT NULL").fetchone()[0]
 
 
 def legacy_passes(conn) -> list[str] | None:
@@ -550,29 +562,53 @@ def legacy_passes(conn) -> list[str] | None:
     tables do not exist yet. Plain reads, no function of the pack; comparisons name
     pg_catalog's operators, so no operator or cast planted for the pack's enum
     types changes what is read."""
-    have = conn.execute(
-        "SELECT to_regclass('public.\"LabSession\"') IS NOT NULL "
-        "AND to_regclass('public.\"VerificationAttempt\"') IS NOT NULL").fetchone()[0]
-    if not have:
+    if not _have_lifecycle_tables(conn):
         return None
     return [r[0] for r in conn.execute(_LEGACY_SQL).fetchall()]
 
 
+def jobless_attempts(conn) -> list[str] | None:
+    """The VerificationAttempt rows without a job (the copies of VerificationLog V0009
+    made), sorted ids; None when the tables do not exist yet."""
+    if not _have_lifecycle_tables(conn):
+        return None
+    return [r[0] for r in conn.execute(_JOBLESS_SQL).fetchall()]
+
+
 def legacy_section(conn, previous: dict | None = None) -> dict:
     """The checkpoint's ``legacy`` section: the sessions that are VERIFIED_PASS without
-    a PASS attempt now (the passes the old lifecycle let in), as ids and a digest.
-    ``harness verify --checkpoint`` excuses such a pass only when this section lists
-    it. The set can only shrink: when ``previous`` has a legacy section, a session
-    not in it is refused (a pass without a PASS attempt that appeared since)."""
+    a PASS attempt now (the passes the old lifecycle let in) and the attempts without a
+    job (the legacy copies of VerificationLog), as ids and one digest.
+    ``harness verify --checkpoint`` excuses such a pass, and counts a job-less PASS
+    attempt as a pass, only when this section lists it. Both sets can only shrink:
+    when ``previous`` has a legacy section, an id not in it is refused."""
     ids = legacy_passes(conn) or []
+    attempts = jobless_attempts(conn) or []
     if previous is not None and "legacy" in previous:
-        new = sorted(set(ids) - set(previous["legacy"]["sessions"]))
+        new = ([f"session {s}" for s in sorted(set(ids) - set(previous["legacy"]["sessions"]))]
+               + [f"attempt {a}" for a in
+                  sorted(set(attempts) - set(previous["legacy"]["attempts"]))])
         if new:
-            raise CheckpointError("sessions became VERIFIED_PASS without a PASS attempt "
-                                  "since the previous checkpoint; no checkpoint taken",
-                                  [f"session {s}" for s in new])
-    return {"format": LEGACY_FORMAT, "count": len(ids), "digest": legacy_digest(ids),
-            "sessions": ids}
+            raise CheckpointError("sessions became VERIFIED_PASS without a PASS attempt, or "
+                                  "attempts without a job appeared, since the previous "
+                                  "checkpoint; no checkpoint taken", new)
+    return {"format": LEGACY_FORMAT, "count": len(ids), "attemptCount": len(attempts),
+            "digest": legacy_digest(ids, attempts), "sessions": ids, "attempts": attempts}
+
+
+def _uuid_list(where: str, ids) -> list[str]:
+    if not isinstance(ids, list):
+        raise CheckpointFileError(f"{where}: a list is expected, found {_show(ids)}")
+    for i, v in enumerate(ids):
+        try:
+            if not isinstance(v, str) or str(uuid.UUID(v)) != v:
+                raise ValueError
+        except ValueError:
+            raise CheckpointFileError(f"{where}[{i}]: a lowercase UUID is expected, found "
+                                      f"{_show(v)}") from None
+    if len(set(ids)) != len(ids):
+        raise CheckpointFileError(f"{where}: an id appears twice")
+    return ids
 
 
 def validate_legacy(section, name: str = "checkpoint") -> dict:
@@ -585,27 +621,17 @@ def validate_legacy(section, name: str = "checkpoint") -> dict:
     if section.get("format") != LEGACY_FORMAT:
         raise CheckpointFileError(f"{where}.format: not {LEGACY_FORMAT} (found "
                                   f"{_show(section.get('format'))})")
-    ids = section.get("sessions")
-    if not isinstance(ids, list):
-        raise CheckpointFileError(f"{where}.sessions: a list is expected, found "
-                                  f"{_show(ids)}")
-    for i, sid in enumerate(ids):
-        try:
-            if not isinstance(sid, str) or str(uuid.UUID(sid)) != sid:
-                raise ValueError
-        except ValueError:
-            raise CheckpointFileError(f"{where}.sessions[{i}]: a lowercase UUID is "
-                                      f"expected, found {_show(sid)}") from None
-    if len(set(ids)) != len(ids):
-        raise CheckpointFileError(f"{where}.sessions: a session appears twice")
-    _int_field(f"{where}.count", section.get("count"), 0)
-    if section["count"] != len(ids):
-        raise CheckpointFileError(f"{where}.count is {section['count']} but sessions "
-                                  f"lists {len(ids)}")
+    ids = _uuid_list(f"{where}.sessions", section.get("sessions"))
+    attempts = _uuid_list(f"{where}.attempts", section.get("attempts"))
+    for key, listed in (("count", ids), ("attemptCount", attempts)):
+        _int_field(f"{where}.{key}", section.get(key), 0)
+        if section[key] != len(listed):
+            raise CheckpointFileError(f"{where}.{key} is {section[key]} but the list holds "
+                                      f"{len(listed)}")
     _hex_field(f"{where}.digest", section.get("digest"))
-    if legacy_digest(ids) != section["digest"]:
-        raise CheckpointFileError(f"{where}.digest: does not match its sessions (the "
-                                  "file was edited)")
+    if legacy_digest(ids, attempts) != section["digest"]:
+        raise CheckpointFileError(f"{where}.digest: does not match its ids (the file was "
+                                  "edited)")
     return section
 
 
@@ -629,9 +655,10 @@ def compare(earlier: dict, later: dict) -> list[str]:
         elif heads[sid][0] == seq and heads[sid][1] != e["rowHash"]:
             problems.append(f"session {sid}: head at chainSeq {seq} has another rowHash")
     if "legacy" in earlier and "legacy" in later:
-        grown = sorted(set(later["legacy"]["sessions"]) - set(earlier["legacy"]["sessions"]))
-        problems += [f"session {sid}: a legacy pass in the later checkpoint, not in the "
-                     "earlier" for sid in grown]
+        for key, what in (("sessions", "session"), ("attempts", "attempt")):
+            grown = sorted(set(later["legacy"][key]) - set(earlier["legacy"][key]))
+            problems += [f"{what} {i}: legacy in the later checkpoint, not in the earlier"
+                         for i in grown]
     return problems
 
 

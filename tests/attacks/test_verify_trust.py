@@ -72,7 +72,7 @@ def test_a_checkpoint_taken_before_the_forgery_does_not_excuse_it(db):
                  "not listed in the checkpoint's legacy section")
     # a later checkpoint that extends the earlier one refuses to take the forgery in
     owner = db.connect("owner")
-    with pytest.raises(ledger.CheckpointError, match="without a PASS attempt since"):
+    with pytest.raises(ledger.CheckpointError, match="without a PASS attempt"):
         ledger.take_checkpoint(owner, before)
 
 
@@ -113,3 +113,30 @@ def test_bookkeeping_anomalies_are_findings(db, role, edit, expected):
 def test_the_bookkeeping_stays_closed_to_the_app(db):
     with raises_sqlstate("42501"):
         db.connect("app").execute(f"UPDATE {BK} SET applied_at = now()")
+
+
+def test_a_forged_pass_attempt_without_a_job_is_not_taken_for_a_legacy_copy(db):
+    """A superuser lifts the attempt guard for one INSERT: a PASS attempt without a job
+    (what only V0009's copies of VerificationLog are), then the lifecycle accepts the
+    pass. A checkpoint taken before does not list it: verify fails, with or without it."""
+    world = seed_world(db)
+    sid = world["s2"]
+    before = legacy_checkpoint(db.dsn("owner"))
+    su = db.connect("superuser")
+    with su.transaction():
+        su.execute('ALTER TABLE "VerificationAttempt" DISABLE TRIGGER '
+                   "verificationattempt_insert_guard")
+        su.execute('INSERT INTO "VerificationAttempt" ("id", "sessionId", "commitSha", '
+                   "\"result\", \"logs\") VALUES (gen_random_uuid(), %s, %s, 'PASS', '{}')",
+                   (sid, "a" * 40))
+        su.execute('ALTER TABLE "VerificationAttempt" ENABLE ALWAYS TRIGGER '
+                   "verificationattempt_insert_guard")
+    db.connect("app").execute(
+        """UPDATE "LabSession" SET "status" = 'VERIFIED_PASS' WHERE "id" = %s""", (sid,))
+    for cp in (None, before):
+        rep = V.verify(db.dsn("owner"), reference_snapshot=None, checkpoint=cp)
+        assert rep.exit_code == 1
+        fails_naming(rep, "verified_pass_has_pass_attempt", str(sid),
+                     "its only PASS attempts have no job")
+    with pytest.raises(ledger.CheckpointError, match="attempts without a job appeared"):
+        ledger.take_checkpoint(db.connect("owner"), before)
