@@ -379,14 +379,18 @@ def _ext_free(catalog_table: str, oid: str) -> str:
 
 #: what the harness keeps in its own schemas, left out of :func:`objects` (on both
 #: sides, so the legacy layout with the bookkeeping still in public compares equal):
-#: in ``harness`` the bookkeeping tables (IGNORED_TABLES, yoyo's temporary tables);
+#: in ``harness`` the bookkeeping tables (IGNORED_TABLES, yoyo's temporary tables)
+#: and the repair log with its id sequence;
 #: in ``forgea_archive`` the tables forgea_archive_copy() makes, named
 #: ``<table>_V<nnnn>_<YYYYMMDD>T<HHMMSSmmm>``. The two schemas themselves are
 #: expected. Anything else there (a function, a view, a trigger, another table) is
 #: compared like any other object.
+#: the harness's repair log (harness.bookkeeping.REPAIR_LOG_TABLE), made on first use
+_REPAIR_LOG = "_harness_repair_log"
 _HARNESS_OWN = ("((n.nspname = 'harness' AND (c.relname IN ("
-                + ", ".join(f"'{t}'" for t in sorted(IGNORED_TABLES))
-                + ") OR c.relname ~ '^yoyo_tmp_')) OR (n.nspname = 'forgea_archive' "
+                + ", ".join(f"'{t}'" for t in sorted(IGNORED_TABLES | {_REPAIR_LOG}))
+                + f") OR c.relname ~ '^yoyo_tmp_' OR (c.relkind = 'S' AND c.relname = "
+                f"'{_REPAIR_LOG}_id_seq'))) OR (n.nspname = 'forgea_archive' "
                 "AND c.relkind = 'r' AND c.relname ~ '_V[0-9]{4}_[0-9]{8}T[0-9]{9}$'))")
 
 #: kind -> SQL returning (identity, definition); each row one object of the database
