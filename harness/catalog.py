@@ -356,3 +356,226 @@ def privileges_diff(expected: dict, actual: dict, labels=("expected", "actual"))
             out.append(f"privilege on {obj}: {g} missing ({exp_l} grant it, "
                        f"{act_l} does not)")
     return out
+
+
+# ---------------------------------------------------------------------------
+# every other object of the database: what snapshot() does not see
+
+#: schemas that are the system's, never the pack's or the owner's
+SYSTEM_SCHEMAS_SQL = ("n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                      "AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'")
+
+#: objects created by initdb have oids below this (FirstNormalObjectId)
+_FIRST_NORMAL_OID = 16384
+
+
+def _ext_free(catalog_table: str, oid: str) -> str:
+    """SQL: created after initdb and not an extension member (pg_depend deptype 'e')."""
+    return (f"{oid} >= {_FIRST_NORMAL_OID} AND NOT EXISTS (SELECT 1 FROM "
+            f"pg_catalog.pg_depend e_dep WHERE e_dep.classid = "
+            f"'pg_catalog.{catalog_table}'::regclass AND e_dep.objid = {oid} "
+            "AND e_dep.deptype = 'e')")
+
+
+#: what the harness keeps in its own schemas, left out of :func:`objects` (on both
+#: sides, so the legacy layout with the bookkeeping still in public compares equal):
+#: in ``harness`` the bookkeeping tables (IGNORED_TABLES, yoyo's temporary tables)
+#: and the repair log with its id sequence;
+#: in ``forgea_archive`` the tables forgea_archive_copy() makes, named
+#: ``<table>_V<nnnn>_<YYYYMMDD>T<HHMMSSmmm>``. The two schemas themselves are
+#: expected. Anything else there (a function, a view, a trigger, another table) is
+#: compared like any other object.
+#: the harness's repair log (harness.bookkeeping.REPAIR_LOG_TABLE), made on first use
+_REPAIR_LOG = "_harness_repair_log"
+_HARNESS_OWN = ("((n.nspname = 'harness' AND (c.relname IN ("
+                + ", ".join(f"'{t}'" for t in sorted(IGNORED_TABLES | {_REPAIR_LOG}))
+                + f") OR c.relname ~ '^yoyo_tmp_' OR (c.relkind = 'S' AND c.relname = "
+                f"'{_REPAIR_LOG}_id_seq'))) OR (n.nspname = 'forgea_archive' "
+                "AND c.relkind = 'r' AND c.relname ~ '_V[0-9]{4}_[0-9]{8}T[0-9]{9}$'))")
+
+#: kind -> SQL returning (identity, definition); each row one object of the database
+#: that changes what the pack's code does and that snapshot() does not cover:
+#: objects of every non-system schema (public's tables, views, enums and functions
+#: are snapshot()'s), and the database-wide ones (casts, event triggers, default
+#: privileges, foreign data wrappers and servers, publications). Extension members
+#: and objects of initdb are left out. Identities are pg_identify_object's, so two
+#: databases built from the same files compare equal.
+_OBJECT_QUERIES: dict[str, str] = {
+    "routine": f"""
+        SELECT (pg_catalog.pg_identify_object('pg_proc'::regclass, p.oid, 0)).identity,
+               p.prokind::text || ' ' || l.lanname || ' returns '
+               || pg_catalog.pg_get_function_result(p.oid)
+               || ' secdef=' || p.prosecdef::text
+               || ' config=' || coalesce(array_to_string(p.proconfig, ','), '')
+               || ' src=' || pg_catalog.md5(coalesce(p.prosrc, ''))
+        FROM pg_catalog.pg_proc p
+        JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+        JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+        WHERE {SYSTEM_SCHEMAS_SQL} AND {_ext_free('pg_proc', 'p.oid')}
+          AND (n.nspname <> 'public' OR p.prokind NOT IN ('f', 'p'))""",
+    "operator": f"""
+        SELECT (pg_catalog.pg_identify_object('pg_operator'::regclass, o.oid, 0)).identity,
+               o.oprcode::regprocedure::text || ' result ' || o.oprresult::regtype::text
+        FROM pg_catalog.pg_operator o
+        JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
+        WHERE {SYSTEM_SCHEMAS_SQL} AND {_ext_free('pg_operator', 'o.oid')}""",
+    "operator class": f"""
+        SELECT (pg_catalog.pg_identify_object('pg_opclass'::regclass, o.oid, 0)).identity,
+               o.opcdefault::text
+        FROM pg_catalog.pg_opclass o
+        JOIN pg_catalog.pg_namespace n ON n.oid = o.opcnamespace
+        WHERE {SYSTEM_SCHEMAS_SQL} AND {_ext_free('pg_opclass', 'o.oid')}""",
+    "operator family": f"""
+        SELECT (pg_catalog.pg_identify_object('pg_opfamily'::regclass, o.oid, 0)).identity, ''
+        FROM pg_catalog.pg_opfamily o
+        JOIN pg_catalog.pg_namespace n ON n.oid = o.opfnamespace
+        WHERE {SYSTEM_SCHEMAS_SQL} AND {_ext_free('pg_opfamily', 'o.oid')}""",
+    "cast": f"""
+        SELECT (pg_catalog.pg_identify_object('pg_cast'::regclass, c.oid, 0)).identity,
+               coalesce(c.castfunc::regprocedure::text, '-') || ' context '
+               || c.castcontext::text || ' method ' || c.castmethod::text
+        FROM pg_catalog.pg_cast c
+        WHERE {_ext_free('pg_cast', 'c.oid')}""",
+    "type": f"""
+        SELECT (pg_catalog.pg_identify_object('pg_type'::regclass, t.oid, 0)).identity,
+               t.typtype::text || ' ' || pg_catalog.format_type(t.typbasetype, t.typtypmod)
+               || coalesce(' check ' || (SELECT string_agg(
+                      pg_catalog.pg_get_constraintdef(k.oid), ' AND ' ORDER BY k.conname)
+                   FROM pg_catalog.pg_constraint k WHERE k.contypid = t.oid), '')
+        FROM pg_catalog.pg_type t
+        JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+        LEFT JOIN pg_catalog.pg_class r ON r.oid = t.typrelid
+        WHERE {SYSTEM_SCHEMAS_SQL} AND {_ext_free('pg_type', 't.oid')}
+          AND (r.oid IS NULL OR r.relkind = 'c')
+          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_type e WHERE e.typarray = t.oid)
+          AND NOT (n.nspname = 'public' AND t.typtype = 'e')""",
+    "relation": f"""
+        SELECT (pg_catalog.pg_identify_object('pg_class'::regclass, c.oid, 0)).identity,
+               c.relkind::text || CASE WHEN c.relkind IN ('v', 'm')
+                   THEN ' ' || pg_catalog.md5(pg_catalog.pg_get_viewdef(c.oid)) ELSE '' END
+        FROM pg_catalog.pg_class c
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE {SYSTEM_SCHEMAS_SQL} AND {_ext_free('pg_class', 'c.oid')}
+          AND c.relkind NOT IN ('i', 'I', 't')
+          AND n.nspname <> 'public' AND NOT {_HARNESS_OWN}""",
+    "trigger": f"""
+        SELECT (pg_catalog.pg_identify_object('pg_trigger'::regclass, t.oid, 0)).identity,
+               t.tgfoid::regprocedure::text || ' ' || t.tgenabled::text
+        FROM pg_catalog.pg_trigger t
+        JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE {SYSTEM_SCHEMAS_SQL} AND n.nspname <> 'public' AND NOT t.tgisinternal""",
+    "rule": f"""
+        SELECT (pg_catalog.pg_identify_object('pg_rewrite'::regclass, r.oid, 0)).identity,
+               pg_catalog.md5(pg_catalog.pg_get_ruledef(r.oid))
+        FROM pg_catalog.pg_rewrite r
+        JOIN pg_catalog.pg_class c ON c.oid = r.ev_class
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE {SYSTEM_SCHEMAS_SQL} AND r.rulename <> '_RETURN'
+          AND {_ext_free('pg_rewrite', 'r.oid')}""",
+    "policy": f"""
+        SELECT (pg_catalog.pg_identify_object('pg_policy'::regclass, p.oid, 0)).identity,
+               p.polcmd::text || ' ' || coalesce(pg_catalog.pg_get_expr(p.polqual, p.polrelid), '')
+               || ' / ' || coalesce(pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid), '')
+        FROM pg_catalog.pg_policy p
+        JOIN pg_catalog.pg_class c ON c.oid = p.polrelid
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE {SYSTEM_SCHEMAS_SQL} AND n.nspname <> 'public'""",
+    "statistics object": f"""
+        SELECT (pg_catalog.pg_identify_object('pg_statistic_ext'::regclass, s.oid, 0)).identity,
+               ''
+        FROM pg_catalog.pg_statistic_ext s
+        JOIN pg_catalog.pg_namespace n ON n.oid = s.stxnamespace
+        WHERE {SYSTEM_SCHEMAS_SQL} AND {_ext_free('pg_statistic_ext', 's.oid')}""",
+    "collation": f"""
+        SELECT (pg_catalog.pg_identify_object('pg_collation'::regclass, c.oid, 0)).identity,
+               c.collprovider::text
+        FROM pg_catalog.pg_collation c
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.collnamespace
+        WHERE {SYSTEM_SCHEMAS_SQL} AND {_ext_free('pg_collation', 'c.oid')}""",
+    "conversion": f"""
+        SELECT (pg_catalog.pg_identify_object('pg_conversion'::regclass, c.oid, 0)).identity,
+               c.conproc::regprocedure::text || ' default ' || c.condefault::text
+        FROM pg_catalog.pg_conversion c
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.connamespace
+        WHERE {SYSTEM_SCHEMAS_SQL} AND {_ext_free('pg_conversion', 'c.oid')}""",
+    "text search configuration": f"""
+        SELECT (pg_catalog.pg_identify_object('pg_ts_config'::regclass, c.oid, 0)).identity, ''
+        FROM pg_catalog.pg_ts_config c
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.cfgnamespace
+        WHERE {SYSTEM_SCHEMAS_SQL} AND {_ext_free('pg_ts_config', 'c.oid')}""",
+    "text search dictionary": f"""
+        SELECT (pg_catalog.pg_identify_object('pg_ts_dict'::regclass, d.oid, 0)).identity, ''
+        FROM pg_catalog.pg_ts_dict d
+        JOIN pg_catalog.pg_namespace n ON n.oid = d.dictnamespace
+        WHERE {SYSTEM_SCHEMAS_SQL} AND {_ext_free('pg_ts_dict', 'd.oid')}""",
+    "text search parser": f"""
+        SELECT (pg_catalog.pg_identify_object('pg_ts_parser'::regclass, p.oid, 0)).identity, ''
+        FROM pg_catalog.pg_ts_parser p
+        JOIN pg_catalog.pg_namespace n ON n.oid = p.prsnamespace
+        WHERE {SYSTEM_SCHEMAS_SQL} AND {_ext_free('pg_ts_parser', 'p.oid')}""",
+    "text search template": f"""
+        SELECT (pg_catalog.pg_identify_object('pg_ts_template'::regclass, t.oid, 0)).identity, ''
+        FROM pg_catalog.pg_ts_template t
+        JOIN pg_catalog.pg_namespace n ON n.oid = t.tmplnamespace
+        WHERE {SYSTEM_SCHEMAS_SQL} AND {_ext_free('pg_ts_template', 't.oid')}""",
+    "event trigger": f"""
+        SELECT (pg_catalog.pg_identify_object('pg_event_trigger'::regclass, e.oid, 0)).identity,
+               e.evtevent::text || ' ' || e.evtfoid::regprocedure::text || ' '
+               || e.evtenabled::text
+        FROM pg_catalog.pg_event_trigger e
+        WHERE {_ext_free('pg_event_trigger', 'e.oid')}""",
+    "default privileges": f"""
+        SELECT (pg_catalog.pg_identify_object('pg_default_acl'::regclass, d.oid, 0)).identity,
+               d.defaclacl::text
+        FROM pg_catalog.pg_default_acl d
+        WHERE {_ext_free('pg_default_acl', 'd.oid')}""",
+    "foreign data wrapper": f"""
+        SELECT (pg_catalog.pg_identify_object('pg_foreign_data_wrapper'::regclass, w.oid, 0)
+               ).identity, ''
+        FROM pg_catalog.pg_foreign_data_wrapper w
+        WHERE {_ext_free('pg_foreign_data_wrapper', 'w.oid')}""",
+    "foreign server": f"""
+        SELECT (pg_catalog.pg_identify_object('pg_foreign_server'::regclass, s.oid, 0)
+               ).identity, ''
+        FROM pg_catalog.pg_foreign_server s
+        WHERE {_ext_free('pg_foreign_server', 's.oid')}""",
+    "publication": f"""
+        SELECT (pg_catalog.pg_identify_object('pg_publication'::regclass, p.oid, 0)).identity,
+               ''
+        FROM pg_catalog.pg_publication p
+        WHERE {_ext_free('pg_publication', 'p.oid')}""",
+    "schema": f"""
+        SELECT (pg_catalog.pg_identify_object('pg_namespace'::regclass, n.oid, 0)).identity,
+               ''
+        FROM pg_catalog.pg_namespace n
+        WHERE {SYSTEM_SCHEMAS_SQL} AND {_ext_free('pg_namespace', 'n.oid')}
+          AND n.nspname NOT IN ('public', 'harness', 'forgea_archive')""",
+}
+
+
+def objects(conn) -> dict[str, dict[str, str]]:
+    """``{kind: {identity: definition}}`` for every object :data:`_OBJECT_QUERIES`
+    reads. ``pg_depend`` deptype 'e' (extension members) is the only exemption."""
+    out: dict[str, dict[str, str]] = {}
+    for kind, query in _OBJECT_QUERIES.items():
+        out[kind] = {ident: definition for ident, definition in conn.execute(query)}
+    return out
+
+
+def objects_diff(expected: dict, actual: dict,
+                 labels: tuple[str, str] = ("expected", "actual")) -> list[str]:
+    """One entry per object only one side has, or whose definition differs."""
+    exp_l, act_l = labels
+    out = []
+    for kind in sorted(set(expected) | set(actual)):
+        a, b = expected.get(kind, {}), actual.get(kind, {})
+        for ident in sorted(set(a) | set(b)):
+            if ident not in b:
+                out.append(f"{kind} {ident}: missing ({exp_l} has it, {act_l} does not)")
+            elif ident not in a:
+                out.append(f"{kind} {ident}: unexpected ({act_l} has it, {exp_l} does not)")
+            elif a[ident] != b[ident]:
+                out.append(f"{kind} {ident}: differs: {act_l} has {b[ident]}, {exp_l} "
+                           f"expects {a[ident]}")
+    return out

@@ -412,6 +412,7 @@ def take_checkpoint(conn, previous: dict | None = None) -> dict:
                 raise CheckpointError("the live ledger does not extend the previous "
                                       "checkpoint", problems)
             doc["previousRoot"] = previous["root"]
+        doc["legacy"] = legacy_section(conn, previous)
     return doc
 
 
@@ -517,6 +518,8 @@ def validate(doc, name: str = "checkpoint") -> dict:
     if root != doc["root"]:
         raise CheckpointFileError(f"{name}: field root: its root does not match its "
                                   "session heads and results (the file was edited)")
+    if "legacy" in doc:
+        validate_legacy(doc["legacy"], name)
     return doc
 
 
@@ -584,6 +587,116 @@ def check_checkpoint(conn, doc: dict) -> list[str]:
     return problems + results_problems
 
 
+# ---------------------------------------------------------------------------
+# the legacy section: what was a pass without a PASS attempt, fixed off the database
+
+LEGACY_FORMAT = "forgea.legacy-passes.v1"
+
+_LEGACY_SQL = """
+    SELECT s."id"::text FROM public."LabSession" AS s
+    WHERE s."status" OPERATOR(pg_catalog.=) 'VERIFIED_PASS' AND NOT EXISTS (
+        SELECT 1 FROM public."VerificationAttempt" AS a
+        WHERE a."sessionId" OPERATOR(pg_catalog.=) s."id"
+          AND a."result" OPERATOR(pg_catalog.=) 'PASS')
+    ORDER BY 1"""
+
+_JOBLESS_SQL = """
+    SELECT a."id"::text FROM public."VerificationAttempt" AS a
+    WHERE a."verificationJobId" IS NULL ORDER BY 1"""
+
+
+def legacy_digest(session_ids: list[str], attempt_ids: list[str]) -> str:
+    """SHA-256 of the format line, then "sessions" and the sorted session ids, then
+    "attempts" and the sorted attempt ids, one a line."""
+    text = (LEGACY_FORMAT + "\nsessions\n" + "".join(f"{s}\n" for s in sorted(session_ids))
+            + "attempts\n" + "".join(f"{a}\n" for a in sorted(attempt_ids)))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _have_lifecycle_tables(conn) -> bool:
+    return conn.execute(
+        "SELECT to_regclass('public.\"LabSession\"') IS NOT NULL "
+        "AND to_regclass('public.\"VerificationAttempt\"') IS NOT NULL").fetchone()[0]
+
+
+def legacy_passes(conn) -> list[str] | None:
+    """The VERIFIED_PASS sessions without a PASS attempt (sorted ids); None when the
+    tables do not exist yet. Plain reads, no function of the pack; comparisons name
+    pg_catalog's operators, so no operator or cast planted for the pack's enum
+    types changes what is read."""
+    if not _have_lifecycle_tables(conn):
+        return None
+    return [r[0] for r in conn.execute(_LEGACY_SQL).fetchall()]
+
+
+def jobless_attempts(conn) -> list[str] | None:
+    """The VerificationAttempt rows without a job (the copies of VerificationLog V0009
+    made), sorted ids; None when the tables do not exist yet."""
+    if not _have_lifecycle_tables(conn):
+        return None
+    return [r[0] for r in conn.execute(_JOBLESS_SQL).fetchall()]
+
+
+def legacy_section(conn, previous: dict | None = None) -> dict:
+    """The checkpoint's ``legacy`` section: the sessions that are VERIFIED_PASS without
+    a PASS attempt now (the passes the old lifecycle let in) and the attempts without a
+    job (the legacy copies of VerificationLog), as ids and one digest.
+    ``harness verify --checkpoint`` excuses such a pass, and counts a job-less PASS
+    attempt as a pass, only when this section lists it. Both sets can only shrink:
+    when ``previous`` has a legacy section, an id not in it is refused."""
+    ids = legacy_passes(conn) or []
+    attempts = jobless_attempts(conn) or []
+    if previous is not None and "legacy" in previous:
+        new = ([f"session {s}" for s in sorted(set(ids) - set(previous["legacy"]["sessions"]))]
+               + [f"attempt {a}" for a in
+                  sorted(set(attempts) - set(previous["legacy"]["attempts"]))])
+        if new:
+            raise CheckpointError("sessions became VERIFIED_PASS without a PASS attempt, or "
+                                  "attempts without a job appeared, since the previous "
+                                  "checkpoint; no checkpoint taken", new)
+    return {"format": LEGACY_FORMAT, "count": len(ids), "attemptCount": len(attempts),
+            "digest": legacy_digest(ids, attempts), "sessions": ids, "attempts": attempts}
+
+
+def _uuid_list(where: str, ids) -> list[str]:
+    if not isinstance(ids, list):
+        raise CheckpointFileError(f"{where}: a list is expected, found {_show(ids)}")
+    for i, v in enumerate(ids):
+        try:
+            if not isinstance(v, str) or str(uuid.UUID(v)) != v:
+                raise ValueError
+        except ValueError:
+            raise CheckpointFileError(f"{where}[{i}]: a lowercase UUID is expected, found "
+                                      f"{_show(v)}") from None
+    if len(set(ids)) != len(ids):
+        raise CheckpointFileError(f"{where}: an id appears twice")
+    return ids
+
+
+def validate_legacy(section, name: str = "checkpoint") -> dict:
+    """The ``legacy`` section if well formed and its digest matches its ids; else
+    CheckpointFileError naming the field."""
+    where = f"{name}: field legacy"
+    if not isinstance(section, dict):
+        raise CheckpointFileError(f"{where}: an object is expected, found "
+                                  f"{type(section).__name__}")
+    if section.get("format") != LEGACY_FORMAT:
+        raise CheckpointFileError(f"{where}.format: not {LEGACY_FORMAT} (found "
+                                  f"{_show(section.get('format'))})")
+    ids = _uuid_list(f"{where}.sessions", section.get("sessions"))
+    attempts = _uuid_list(f"{where}.attempts", section.get("attempts"))
+    for key, listed in (("count", ids), ("attemptCount", attempts)):
+        _int_field(f"{where}.{key}", section.get(key), 0)
+        if section[key] != len(listed):
+            raise CheckpointFileError(f"{where}.{key} is {section[key]} but the list holds "
+                                      f"{len(listed)}")
+    _hex_field(f"{where}.digest", section.get("digest"))
+    if legacy_digest(ids, attempts) != section["digest"]:
+        raise CheckpointFileError(f"{where}.digest: does not match its ids (the file was "
+                                  "edited)")
+    return section
+
+
 def compare(earlier: dict, later: dict) -> list[str]:
     """Does ``later`` extend ``earlier``? Offline: the two files only, no database.
 
@@ -603,6 +716,11 @@ def compare(earlier: dict, later: dict) -> list[str]:
                             f"{heads[sid][0]}")
         elif heads[sid][0] == seq and heads[sid][1] != e["rowHash"]:
             problems.append(f"session {sid}: head at chainSeq {seq} has another rowHash")
+    if "legacy" in earlier and "legacy" in later:
+        for key, what in (("sessions", "session"), ("attempts", "attempt")):
+            grown = sorted(set(later["legacy"][key]) - set(earlier["legacy"][key]))
+            problems += [f"{what} {i}: legacy in the later checkpoint, not in the earlier"
+                         for i in grown]
     from . import ledger_results
     return problems + ledger_results.compare(earlier, later)
 

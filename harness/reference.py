@@ -77,16 +77,19 @@ def cache_dir() -> Path:
 
 
 def _digest(major: int, files) -> str:
-    h = hashlib.sha256(f"reference v1 major {major}\n".encode())
+    h = hashlib.sha256(f"reference v2 major {major}\n".encode())
     for f in files:
         h.update(f.id.encode() + b"\0" + f.sql.encode() + b"\0")
     return h.hexdigest()
 
 
 def snapshot_of(conn) -> dict:
-    """The reference shape of a database: its catalog and its privileges."""
+    """The reference shape of a database: the catalog of public, its privileges, and
+    every other object of the database (catalog.objects: operators, casts,
+    aggregates, objects of other schemas, ...), extension members left out."""
     return {"catalog": catalog.snapshot(conn, SCHEMA),
-            "privileges": catalog.privileges(conn, SCHEMA)}
+            "privileges": catalog.privileges(conn, SCHEMA),
+            "objects": catalog.objects(conn)}
 
 
 def build_on(server_dsn: str, applied, sql_root: Path) -> dict:
@@ -118,7 +121,7 @@ def build(major: int, applied, sql_root: Path, cache_dir: Path | None = None) ->
     if path and path.exists():
         try:
             ref = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(ref, dict) and {"catalog", "privileges"} <= set(ref):
+            if isinstance(ref, dict) and {"catalog", "privileges", "objects"} <= set(ref):
                 return ref
         except (OSError, ValueError):
             pass    # unreadable or half-written: build it again
@@ -147,7 +150,9 @@ def differences(reference: dict, live: dict) -> list[str]:
     labels = ("applied files", "live")
     return (catalog.diff(reference["catalog"], live["catalog"], labels=labels)
             + catalog.privileges_diff(reference["privileges"], live["privileges"],
-                                      labels=labels))
+                                      labels=labels)
+            + catalog.objects_diff(reference.get("objects", {}), live.get("objects", {}),
+                                   labels=labels))
 
 
 class _Silent:

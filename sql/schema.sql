@@ -824,16 +824,16 @@ BEGIN
     SELECT j."id" INTO v_id
     FROM public."VerificationJob" AS j
     WHERE
-        j."status" = 'QUEUED'
+        j."status" OPERATOR(pg_catalog.=) 'QUEUED'
         AND NOT EXISTS (
             SELECT 1 FROM public."VerificationJob" AS r
-            WHERE r."sessionId" = j."sessionId" AND r."status" = 'RUNNING'
+            WHERE r."sessionId" = j."sessionId" AND r."status" OPERATOR(pg_catalog.=) 'RUNNING'
         )
         AND NOT EXISTS (
             SELECT 1 FROM public."VerificationJob" AS o
             WHERE
                 o."sessionId" = j."sessionId"
-                AND o."status" = 'QUEUED'
+                AND o."status" OPERATOR(pg_catalog.=) 'QUEUED'
                 AND (o."createdAt", o."id") < (j."createdAt", j."id")
         )
     ORDER BY j."createdAt", j."id"
@@ -905,7 +905,8 @@ BEGIN
         PERFORM api_bad_input('complete_verification_job', 'p_worker_id',
             'must be 1-200 printable characters', p_worker_id);
     END IF;
-    IF p_status IS NULL OR p_status NOT IN ('PASSED', 'FAILED', 'ERROR') THEN
+    IF p_status IS NULL
+        OR NOT p_status OPERATOR(pg_catalog.=) ANY ('{PASSED,FAILED,ERROR}') THEN
         PERFORM api_bad_input('complete_verification_job', 'p_status',
             'must be PASSED, FAILED or ERROR', p_status::text);
     END IF;
@@ -967,7 +968,7 @@ BEGIN
         PERFORM api_bad_input('complete_verification_job', 'p_job_id',
             'must be the id of a VerificationJob', p_job_id::text);
     END IF;
-    IF v_job."status" <> 'RUNNING' THEN
+    IF v_job."status" OPERATOR(pg_catalog.<>) 'RUNNING' THEN
         RAISE EXCEPTION
             'complete_verification_job: job % is %, not RUNNING',
             p_job_id, v_job."status"
@@ -1033,22 +1034,25 @@ BEGIN
         "attestationSignature" = p_attestation_signature,
         "attestationKeyId" = p_attestation_key_id,
         "errorMessage" = CASE
-            WHEN p_status = 'ERROR'
+            WHEN p_status OPERATOR(pg_catalog.=) 'ERROR'
                 THEN left(coalesce(p_logs ->> 'error', 'worker reported ERROR'), 2000)
         END
     WHERE j."id" = p_job_id
     RETURNING j.* INTO v_job;
     PERFORM set_config('forgea.completing_job', '', true);
 
-    IF p_status IN ('PASSED', 'FAILED') THEN
+    IF p_status OPERATOR(pg_catalog.=) ANY ('{PASSED,FAILED}') THEN
         INSERT INTO public."VerificationAttempt" (
             "sessionId", "commitSha", "result", "logs", "verificationJobId"
         )
         VALUES (
             v_job."sessionId",
             v_job."commitSha",
-            CASE p_status WHEN 'PASSED' THEN 'PASS' ELSE 'FAIL' END
-            ::public."VerificationResult",
+            CASE
+                WHEN p_status OPERATOR(pg_catalog.=) 'PASSED'
+                    THEN 'PASS'::public."VerificationResult"
+                ELSE 'FAIL'::public."VerificationResult"
+            END,
             coalesce(p_logs, '{}'::jsonb) || jsonb_build_object(
                 'job', jsonb_build_object(
                     'id', v_job."id",
@@ -1061,10 +1065,12 @@ BEGIN
         );
     END IF;
 
-    IF p_status = 'PASSED' THEN
+    IF p_status OPERATOR(pg_catalog.=) 'PASSED' THEN
         UPDATE public."LabSession" AS s
         SET "status" = 'VERIFIED_PASS'
-        WHERE s."id" = v_job."sessionId" AND s."status" IN ('IN_PROGRESS', 'STUCK');
+        WHERE
+            s."id" = v_job."sessionId"
+            AND s."status" OPERATOR(pg_catalog.=) ANY ('{IN_PROGRESS,STUCK}');
     END IF;
 
     RETURN NEXT v_job;
@@ -1157,14 +1163,16 @@ $function$;
 CREATE FUNCTION enforce_lab_session_status_transition()
  RETURNS trigger
  LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
     v_old_terminal boolean;
-    v_new_terminal boolean := NEW."status"::text IN ('VERIFIED_PASS', 'FAILED');
+    v_new_terminal boolean
+        := NEW."status" OPERATOR(pg_catalog.=) ANY ('{VERIFIED_PASS,FAILED}');
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        IF NEW."status" <> 'IN_PROGRESS' OR NEW."completedAt" IS NOT NULL THEN
+        IF NEW."status" OPERATOR(pg_catalog.<>) 'IN_PROGRESS'
+            OR NEW."completedAt" IS NOT NULL THEN
             RAISE EXCEPTION
                 'LabSession %: INSERT with status % and completedAt % refused: a session starts IN_PROGRESS with no completedAt',
                 NEW."id", NEW."status", NEW."completedAt"
@@ -1173,7 +1181,8 @@ BEGIN
         RETURN NEW;
     END IF;
 
-    v_old_terminal := OLD."status"::text IN ('VERIFIED_PASS', 'FAILED');
+    v_old_terminal
+        := OLD."status" OPERATOR(pg_catalog.=) ANY ('{VERIFIED_PASS,FAILED}');
 
     IF NEW."labId" <> OLD."labId"
         OR NEW."labVersionId" IS DISTINCT FROM OLD."labVersionId"
@@ -1185,7 +1194,7 @@ BEGIN
             USING ERRCODE = 'FA002';
     END IF;
 
-    IF NEW."status" = OLD."status" THEN
+    IF NEW."status" OPERATOR(pg_catalog.=) OLD."status" THEN
         IF NEW."completedAt" IS DISTINCT FROM OLD."completedAt"
             AND NOT (v_old_terminal AND OLD."completedAt" IS NULL) THEN
             RAISE EXCEPTION
@@ -1198,18 +1207,21 @@ BEGIN
 
     IF v_old_terminal
         OR NOT (
-            OLD."status" IN ('IN_PROGRESS', 'STUCK') AND NEW."status" <> OLD."status"
-            OR OLD."status" = 'DEFERRED'
-            AND NEW."status"::text IN ('IN_PROGRESS', 'FAILED')
+            OLD."status" OPERATOR(pg_catalog.=) ANY ('{IN_PROGRESS,STUCK}')
+            AND NEW."status" OPERATOR(pg_catalog.<>) OLD."status"
+            OR OLD."status" OPERATOR(pg_catalog.=) 'DEFERRED'
+            AND NEW."status" OPERATOR(pg_catalog.=) ANY ('{IN_PROGRESS,FAILED}')
         ) THEN
         RAISE EXCEPTION 'LabSession %: illegal status transition % -> %',
             OLD."id", OLD."status", NEW."status"
             USING ERRCODE = 'FL001';
     END IF;
 
-    IF NEW."status" = 'VERIFIED_PASS' AND NOT EXISTS (
+    IF NEW."status" OPERATOR(pg_catalog.=) 'VERIFIED_PASS' AND NOT EXISTS (
         SELECT 1 FROM public."VerificationAttempt" AS a
-        WHERE a."sessionId" = NEW."id" AND a."result" = 'PASS'
+        WHERE
+            a."sessionId" OPERATOR(pg_catalog.=) NEW."id"
+            AND a."result" OPERATOR(pg_catalog.=) 'PASS'
     ) THEN
         RAISE EXCEPTION
             'LabSession %: VERIFIED_PASS refused: the session has no PASS VerificationAttempt',
@@ -1241,7 +1253,7 @@ DECLARE
     v_job_id uuid;
 BEGIN
     SELECT a."id", a."sessionId", a."commitSha", s."labVersionId",
-        s."status"::text AS "status"
+        pg_catalog.format('%s', s."status") AS "status"
     INTO v_attempt
     FROM public."LabAttempt" AS a
     INNER JOIN public."LabSession" AS s ON a."sessionId" = s."id"
@@ -1545,7 +1557,7 @@ AS $function$
 DECLARE
     v_status text;
 BEGIN
-    SELECT s."status"::text INTO v_status
+    SELECT pg_catalog.format('%s', s."status") INTO v_status
     FROM public."LabSession" AS s WHERE s."id" = NEW."sessionId"
     FOR SHARE;
     IF TG_OP = 'INSERT' THEN
@@ -1591,7 +1603,7 @@ BEGIN
     IF OLD."labVersionId" IS NOT NULL THEN
         v_frozen := v_frozen || 'labVersionId'::text;
     END IF;
-    IF OLD."status"::text IN ('VERIFIED_PASS', 'FAILED') THEN
+    IF OLD."status" OPERATOR(pg_catalog.=) ANY ('{VERIFIED_PASS,FAILED}') THEN
         v_why := format('the session is %s (terminal)', OLD."status");
         v_frozen := v_frozen || ARRAY(
             SELECT k.key FROM jsonb_object_keys(v_old) AS k (key)
@@ -1718,7 +1730,7 @@ $function$;
 CREATE FUNCTION lab_attempt_session_lock(p_session_id uuid)
  RETURNS void
  LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 BEGIN
     -- a row lock only writers can take: FOR NO KEY UPDATE needs the UPDATE
@@ -1735,7 +1747,7 @@ $function$;
 CREATE FUNCTION lab_session_version_default()
  RETURNS trigger
  LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 BEGIN
     IF NEW."labVersionId" IS NULL THEN
@@ -1770,7 +1782,7 @@ CREATE FUNCTION lab_version_snapshot()
  RETURNS trigger
  LANGUAGE plpgsql
  SECURITY DEFINER
- SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
     v_snapshot jsonb := jsonb_build_object(
@@ -1815,12 +1827,12 @@ CREATE FUNCTION list_unmapped_lab_sessions()
 AS $function$
     SELECT
         s."id",
-        s."status"::text,
+        pg_catalog.format('%s', s."status"),
         s."userForkUrl",
         CASE
             WHEN canonical_repo_url(s."userForkUrl") IS NULL
                 THEN 'unparseable fork URL'
-            WHEN lab_status_is_active(s."status"::text)
+            WHEN lab_status_is_active(pg_catalog.format('%s', s."status"))
                 AND EXISTS (
                     SELECT 1 FROM public."GitHubRepoMapping" AS o
                     WHERE o."repoUrl" = canonical_repo_url(s."userForkUrl")
@@ -2038,7 +2050,7 @@ BEGIN
     v_session := resolve_lab_session(p_provider_repo_id, p_repo_url);
     IF v_session IS NOT NULL THEN
         PERFORM lab_attempt_session_lock(v_session);
-        SELECT s."userId", s."status"::text INTO v_user, v_status
+        SELECT s."userId", pg_catalog.format('%s', s."status") INTO v_user, v_status
         FROM public."LabSession" AS s
         WHERE s."id" = v_session
         FOR SHARE;
@@ -2085,14 +2097,14 @@ BEGIN
             INNER JOIN public."LabSession" AS s ON m."sessionId" = s."id"
             WHERE
                 m."providerRepoId" = p_provider_repo_id
-                AND m."sessionActive" AND lab_status_is_active(s."status"::text)
+                AND m."sessionActive" AND lab_status_is_active(pg_catalog.format('%s', s."status"))
             LIMIT 1;
             SELECT m."sessionId" INTO v_by_url
             FROM public."GitHubRepoMapping" AS m
             INNER JOIN public."LabSession" AS s ON m."sessionId" = s."id"
             WHERE
                 m."repoUrl" = v_url
-                AND m."sessionActive" AND lab_status_is_active(s."status"::text)
+                AND m."sessionActive" AND lab_status_is_active(pg_catalog.format('%s', s."status"))
                 AND (m."providerRepoId" IS NULL OR m."providerRepoId" = p_provider_repo_id)
             LIMIT 1;
         END IF;
@@ -2121,7 +2133,7 @@ BEGIN
             RETURN;
         END IF;
         IF v_session IS NULL THEN
-            SELECT m."sessionId", s."userId", s."status"::text
+            SELECT m."sessionId", s."userId", pg_catalog.format('%s', s."status")
             INTO v_session, v_user, v_status
             FROM public."GitHubRepoMapping" AS m
             INNER JOIN public."LabSession" AS s ON m."sessionId" = s."id"
@@ -2282,7 +2294,7 @@ BEGIN
     FOR v_job IN
         SELECT j."id", j."runCount", j."leaseOwner"
         FROM public."VerificationJob" AS j
-        WHERE j."status" = 'RUNNING' AND j."leaseExpiresAt" < v_now
+        WHERE j."status" OPERATOR(pg_catalog.=) 'RUNNING' AND j."leaseExpiresAt" < v_now
         ORDER BY j."leaseExpiresAt"
         FOR UPDATE SKIP LOCKED
     LOOP
@@ -2329,7 +2341,7 @@ AS $function$
                 WHERE
                     m."providerRepoId" = p_provider_repo_id
                     AND m."sessionActive"
-                    AND lab_status_is_active(s."status"::text)
+                    AND lab_status_is_active(pg_catalog.format('%s', s."status"))
                 LIMIT 1
             ) AS s
         ) AS by_id,
@@ -2341,7 +2353,7 @@ AS $function$
                 WHERE
                     m."repoUrl" = canonical_repo_url(p_repo_url)
                     AND m."sessionActive"
-                    AND lab_status_is_active(s."status"::text)
+                    AND lab_status_is_active(pg_catalog.format('%s', s."status"))
                     AND (
                         m."providerRepoId" IS NULL
                         OR p_provider_repo_id IS NULL
@@ -2361,11 +2373,11 @@ CREATE FUNCTION sync_github_repo_mapping_active()
 AS $function$
 BEGIN
     UPDATE public."GitHubRepoMapping" AS m
-    SET "sessionActive" = lab_status_is_active(NEW."status"::text)
+    SET "sessionActive" = lab_status_is_active(pg_catalog.format('%s', NEW."status"))
     WHERE
         m."sessionId" = NEW."id"
         AND m."sessionActive" IS DISTINCT FROM
-        lab_status_is_active(NEW."status"::text);
+        lab_status_is_active(pg_catalog.format('%s', NEW."status"));
     RETURN NULL;
 END;
 $function$;
@@ -2374,7 +2386,7 @@ $function$;
 CREATE FUNCTION verification_attempt_insert_guard()
  RETURNS trigger
  LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 BEGIN
     IF NEW."verificationJobId" IS NULL AND EXISTS (
@@ -2392,8 +2404,12 @@ BEGIN
             j."id" = NEW."verificationJobId"
             AND j."sessionId" = NEW."sessionId"
             AND j."commitSha" = NEW."commitSha"
-            AND j."status"::text
-            = CASE NEW."result" WHEN 'PASS' THEN 'PASSED' ELSE 'FAILED' END
+            AND (
+                NEW."result" OPERATOR(pg_catalog.=) 'PASS'
+                AND j."status" OPERATOR(pg_catalog.=) 'PASSED'
+                OR NEW."result" OPERATOR(pg_catalog.=) 'FAIL'
+                AND j."status" OPERATOR(pg_catalog.=) 'FAILED'
+            )
     ) THEN
         RETURN NEW;
     END IF;
@@ -2408,7 +2424,7 @@ $function$;
 CREATE FUNCTION verification_job_transition_guard()
  RETURNS trigger
  LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 BEGIN
     IF TG_OP = 'DELETE' THEN

@@ -35,6 +35,7 @@ import pytest
 from harness import apply as A
 from harness import verify as V
 from tests.conftest import _build_template, _fresh_db
+from tests.helpers import legacy_checkpoint
 from tests.prodlike import seed_production_like
 
 #: long tests, started first; one worker runs them all, so each crash template
@@ -284,7 +285,8 @@ def test_backfill_interrupted_twice_then_status_apply_and_verify(
         rc, st = status_cli(db, sql_root)
         assert rc == 0 and st["pending"] == [] and st["incomplete"] == []
         assert_backfill_complete(owner, fid)
-        rep = V.verify(db.dsn(), sql_root=sql_root, reference_snapshot=reference_snapshot)
+        rep = V.verify(db.dsn(), sql_root=sql_root, reference_snapshot=reference_snapshot,
+                   checkpoint=legacy_checkpoint(db.dsn()))
         assert rep.ok, V.render_table(rep)
 
 
@@ -332,7 +334,8 @@ def test_rollback_interrupted_in_a_transactional_and_a_no_transaction_file(
     assert rc == 0, err
     rc, st = status_cli(db, sql_root)
     assert rc == 0 and st["pending"] == [] and st["incomplete"] == []
-    rep = V.verify(db.dsn(), sql_root=sql_root, reference_snapshot=reference_snapshot)
+    rep = V.verify(db.dsn(), sql_root=sql_root, reference_snapshot=reference_snapshot,
+                   checkpoint=legacy_checkpoint(db.dsn()))
     assert rep.ok, V.render_table(rep)
 
 
@@ -359,5 +362,6 @@ def test_two_harness_apply_processes_at_once_apply_each_file_once(
                         "AND objid = %s", (A.LOCK_KEY,)).fetchone()[0] == 0
     st = A.status(baseline_db.dsn(), sql_root)
     assert st["pending"] == [] and st["incomplete"] == [] and st["drift"] == []
-    rep = V.verify(baseline_db.dsn(), sql_root=sql_root, reference_snapshot=reference_snapshot)
+    rep = V.verify(baseline_db.dsn(), sql_root=sql_root, reference_snapshot=reference_snapshot,
+                   checkpoint=legacy_checkpoint(baseline_db.dsn()))
     assert rep.ok, V.render_table(rep)

@@ -25,6 +25,7 @@ from tests.builders import (
     add_lab, add_user, claim, claim_and_complete, complete, create_session, enqueue,
     push_head_job, repo_id_of,
 )
+from tests.helpers import legacy_checkpoint
 
 TARGET = "V0002__roles_and_archive"
 
@@ -173,7 +174,7 @@ def test_preserving_rollback_then_apply_gives_back_every_row_exactly(prod_db, sq
         ' AND "commitSha" = %s AND "verificationJobId" IS NOT NULL',
         (sid, new_sha)).fetchone()[0] == "PASS"
 
-    report = V.verify(dsn, sql_root=sql_root)
+    report = V.verify(dsn, sql_root=sql_root, checkpoint=legacy_checkpoint(dsn))
     assert report.ok, V.render_table(report)
     assert owner.execute("SELECT count(*) FROM verify_lab_attempt_chain()").fetchone()[0] == 0
     # the restored RUNNING job still completes with the token of its run
@@ -247,4 +248,4 @@ def test_a_lab_edited_while_rolled_back_keeps_its_versions_and_gains_the_next(
     assert got[0] == versions[0]
     assert [v[1] for v in got] == [1, 2]
     assert got[1][2]["title"] == "Edited while rolled back"
-    assert V.verify(dsn, sql_root=sql_root).ok
+    assert V.verify(dsn, sql_root=sql_root, checkpoint=legacy_checkpoint(dsn)).ok

@@ -50,6 +50,10 @@ def test_a_function_created_again_in_a_later_file_is_a_lint_finding(sql_root, tm
 #: What changed on purpose since the re-cut (the security round that followed it),
 #: each with why. Any other difference from the pre-release catalog fails the test,
 #: and so does an entry that no longer matches a difference (the list cannot go stale).
+#: no operator or cast the owner plants for the pack's enum types changes what a guard
+#: or an API function compares, and no schema but pg_catalog is searched
+HARDENED = "pg_catalog operators for the pack's enums, pinned search_path (V0005-V0019)"
+
 INTENDED = {
     'constraint "LabAttempt_createdAt_check"': "the hash layout's domain: one spelling "
                                                "per timestamp (V0017)",
@@ -61,7 +65,23 @@ INTENDED = {
     'column "VerificationJob"."attestationKeyId"': "worker attestations (V0017)",
     'column "VerificationJob"."attestationSignature"': "likewise (V0017)",
     'constraint "VerificationJob_attestation_check"': "likewise (V0017)",
-    "function complete_verification_job(": "takes and stores the attestation (V0019)",
+    "function complete_verification_job(": "takes and stores the attestation; enum "
+                                           "comparisons by pg_catalog operators (V0019)",
+    "function claim_verification_job(": HARDENED,
+    "function enforce_lab_session_status_transition(": HARDENED,
+    "function enqueue_verification_job(": HARDENED,
+    "function guard_github_repo_mapping(": HARDENED,
+    "function guard_lab_session_identity(": HARDENED,
+    "function lab_attempt_session_lock(": HARDENED,
+    "function lab_session_version_default(": HARDENED,
+    "function lab_version_snapshot(": HARDENED,
+    "function list_unmapped_lab_sessions(": HARDENED,
+    "function record_push(": HARDENED,
+    "function requeue_expired_verification_jobs(": HARDENED,
+    "function resolve_lab_session(": HARDENED,
+    "function sync_github_repo_mapping_active(": HARDENED,
+    "function verification_attempt_insert_guard(": HARDENED,
+    "function verification_job_transition_guard(": HARDENED,
 }
 
 

@@ -44,6 +44,7 @@ __all__ = ["CHECKS", "Check", "Report", "render_table", "run_checks", "verify", 
 #: attribute that must be set), in the order they run and print
 CHECKS: tuple[tuple[str, object, str | None], ...] = (
     ("migration_chain", chain_checks.migration_chain, None),
+    ("bookkeeping", chain_checks.bookkeeping, None),
     ("guard_triggers", chain_checks.guard_triggers, None),
     ("constraints_validated", chain_checks.constraints_validated, None),
     ("indexes_valid", chain_checks.indexes_valid, None),

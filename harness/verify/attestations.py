@@ -5,8 +5,10 @@ A pass is a PASSED job, a PASS attempt or a VERIFIED_PASS session. With
 attempt that agree (PASSED / PASS, same session and commit) and whose job
 carries an Ed25519 signature, by a key of the file, over the statement
 harness.attest.statement recomputed from the rows; anything else fails.
-Legacy passes (no job at all: passed before the pack; completed before the
-lifecycle guards were applied) are info: nothing can attest them.
+Legacy passes (no job at all: passed before the pack) are info only when the
+``legacy`` section of the checkpoint given with ``--checkpoint`` lists them
+(evidence kept off the database; nothing the owner can write, such as the
+bookkeeping's times or completedAt, excuses a pass); otherwise they fail.
 Without keys the passes are counted as "unattested" (info).
 """
 
@@ -15,7 +17,6 @@ from __future__ import annotations
 from .. import attest
 from .queries import rule as _rule
 from .report import MAX_ROWS
-from .rows import _lifecycle_applied_at
 
 #: PASSED jobs and jobs whose attempt says PASS, with what the statement needs
 _PAIRS = """
@@ -31,20 +32,19 @@ _PAIRS = """
 
 #: PASS attempts without a job row: legacy copies, or not
 _JOBLESS = """
-    SELECT a."id"::text FROM public."VerificationAttempt" AS a
-    WHERE a."result" = 'PASS' AND NOT EXISTS (
-        SELECT 1 FROM public."VerificationJob" AS j WHERE j."id" = a."verificationJobId")
-      AND {cond} ORDER BY 1"""
-_LEGACY_ATTEMPT = """(a."verificationJobId" IS NULL
-    AND (a."createdAt" <= timezone('UTC', %(cutoff)s::timestamptz)) IS TRUE)"""
+    SELECT a."id"::text, a."sessionId"::text FROM public."VerificationAttempt" AS a
+    WHERE a."result" OPERATOR(pg_catalog.=) 'PASS' AND NOT EXISTS (
+        SELECT 1 FROM public."VerificationJob" AS j
+        WHERE j."id" OPERATOR(pg_catalog.=) a."verificationJobId")
+    ORDER BY 1"""
 
 #: VERIFIED_PASS sessions without any job: legacy, or not
 _JOBLESS_SESSIONS = """
     SELECT s."id"::text FROM public."LabSession" AS s
-    WHERE s."status" = 'VERIFIED_PASS' AND NOT EXISTS (
-        SELECT 1 FROM public."VerificationJob" AS j WHERE j."sessionId" = s."id")
-      AND {cond} ORDER BY 1"""
-_LEGACY_SESSION = """(s."completedAt" <= timezone('UTC', %(cutoff)s::timestamptz)) IS TRUE"""
+    WHERE s."status" OPERATOR(pg_catalog.=) 'VERIFIED_PASS' AND NOT EXISTS (
+        SELECT 1 FROM public."VerificationJob" AS j
+        WHERE j."sessionId" OPERATOR(pg_catalog.=) s."id")
+    ORDER BY 1"""
 
 #: VERIFIED_PASS sessions that have jobs (each needs an attested pass)
 _SESSIONS_WITH_JOBS = """
@@ -130,19 +130,36 @@ def worker_attestations(c, ctx) -> None:
     if "attestationSignature" not in cols:
         c.info('"VerificationJob"', "attestation columns not applied yet")
         return
-    params = {"cutoff": _lifecycle_applied_at(conn, ctx.state)}
     keys = ctx.worker_keys
-    _rule(c, conn, '"VerificationAttempt"', "PASS attempts without their job (after the "
-          "pack, or whose job is gone)",
-          _JOBLESS.format(cond=f"NOT {_LEGACY_ATTEMPT}"), params)
-    _rule(c, conn, '"LabSession"', "VERIFIED_PASS sessions without any job, completed "
-          "after the pack", _JOBLESS_SESSIONS.format(cond=f"NOT {_LEGACY_SESSION}"), params)
-    _rule(c, conn, '"VerificationAttempt"', "legacy PASS attempts (copied from "
-          "VerificationLog, no job): nothing can attest them",
-          _JOBLESS.format(cond=_LEGACY_ATTEMPT), params, info=True)
-    _rule(c, conn, '"LabSession"', "legacy VERIFIED_PASS sessions (passed before the "
-          "pack, no job): nothing can attest them; pin them with a checkpoint",
-          _JOBLESS_SESSIONS.format(cond=_LEGACY_SESSION), params, info=True)
+    section = (ctx.checkpoint or {}).get("legacy") or {}
+    listed_sessions = set(section.get("sessions", ()))
+    listed_attempts = set(section.get("attempts", ()))
+    why = ("not listed by the checkpoint's legacy section" if section else
+           "unproven: no checkpoint with a legacy section was given (--checkpoint)")
+    attempts = conn.execute(_JOBLESS).fetchall()
+    legacy_attempts = [a for a, _s in attempts if a in listed_attempts]
+    other_attempts = [a for a, _s in attempts if a not in listed_attempts]
+    by_legacy_attempt = {sid for a, sid in attempts if a in listed_attempts}
+    sessions = [r[0] for r in conn.execute(_JOBLESS_SESSIONS).fetchall()]
+    legacy_sessions = [s for s in sessions if s in listed_sessions or s in by_legacy_attempt]
+    other_sessions = [s for s in sessions if s not in set(legacy_sessions)]
+    # without keys, verified_pass_has_pass_attempt judges these; with keys, they are
+    # passes nothing attests
+    report = c.info if keys is None else c.fail
+    if other_attempts:
+        report('"VerificationAttempt"', f"PASS attempts without their job, {why}",
+               other_attempts[:MAX_ROWS], len(other_attempts))
+    if other_sessions:
+        report('"LabSession"', f"VERIFIED_PASS sessions without any job, {why}",
+               other_sessions[:MAX_ROWS], len(other_sessions))
+    if legacy_attempts:
+        c.info('"VerificationAttempt"', "legacy PASS attempts (copied from VerificationLog, "
+               "no job, listed by the checkpoint): nothing can attest them",
+               legacy_attempts[:MAX_ROWS], len(legacy_attempts))
+    if legacy_sessions:
+        c.info('"LabSession"', "legacy VERIFIED_PASS sessions (passed before the pack, no "
+               "job, listed by the checkpoint): nothing can attest them",
+               legacy_sessions[:MAX_ROWS], len(legacy_sessions))
     if keys is None:
         n_jobs, n_signed, n_sessions = conn.execute(_COUNTS).fetchone()
         c.info('"VerificationJob"',

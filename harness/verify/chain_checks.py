@@ -46,7 +46,8 @@ def migration_chain(c, ctx) -> None:
           and rec["rollback_checksum"] != by_id[mid].rollback_checksum]
     if rb:
         c.info("sql/rollback", "rollback files changed since apply", rb)
-    adopted = [mid for mid, rec in state.items() if rec["adopted"]]
+    adopted = [mid for mid, rec in state.items() if rec["adopted"]
+               and mid in by_id and by_id[mid].baseline]
     if adopted:
         c.info("_harness_migration", "adopted (recorded without running)", adopted)
     incomplete = [f"{mid} ({rec['state']})" for mid, rec in sorted(state.items())
@@ -54,6 +55,44 @@ def migration_chain(c, ctx) -> None:
     if incomplete:
         c.fail("_harness_migration", "no-transaction files interrupted half-way "
                "(`harness apply` redoes them, `harness rollback` undoes them)", incomplete)
+
+
+def bookkeeping(c, ctx) -> None:
+    """The bookkeeping read as evidence, not trusted: every recorded file carries the
+    checksum of its file; only the baseline may be adopted; no applied_at lies in
+    the future; the applied files were recorded in chain order (a file recorded
+    before one it depends on is a record someone wrote, not a run)."""
+    files, state = ctx.files, ctx.state
+    if ctx.state_error:
+        c.could_not_run("_harness_migration", ctx.state_error)
+        return
+    by_id = {f.id: f for f in files}
+    missing = sorted(mid for mid, rec in state.items() if mid in by_id and not rec["checksum"])
+    if missing:
+        c.fail("_harness_migration", "recorded without the checksum of its file", missing)
+    adopted = sorted(mid for mid, rec in state.items()
+                     if rec["adopted"] and not (mid in by_id and by_id[mid].baseline))
+    if adopted:
+        c.fail("_harness_migration", "adopted (recorded without running) but not the "
+               "baseline: only the baseline is ever adopted", adopted)
+    now = ctx.conn.execute("SELECT pg_catalog.statement_timestamp()").fetchone()[0]
+    future = sorted(f"{mid} ({rec['applied_at']})" for mid, rec in state.items()
+                    if rec["applied_at"] is not None and rec["applied_at"] > now)
+    if future:
+        c.fail("_harness_migration", "applied_at in the future", future)
+    order, latest = [], None
+    for f in ctx.applied:
+        at = state[f.id]["applied_at"]
+        if at is None:
+            c.fail("_harness_migration", f"{f.id}: recorded without applied_at")
+            continue
+        if latest is not None and at < latest[1]:
+            order.append(f"{f.id} ({at}) before {latest[0]} ({latest[1]})")
+        if latest is None or at >= latest[1]:
+            latest = (f.id, at)
+    if order:
+        c.fail("_harness_migration", "recorded before a file it depends on (an order the "
+               "chain contradicts)", order)
 
 
 # --------------------------------------------------------------------------

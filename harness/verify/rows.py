@@ -8,8 +8,7 @@ in its own savepoint, so one that errors fails alone.
 
 from __future__ import annotations
 
-import re
-
+from .. import ledger
 from .queries import rows as _rows
 from .queries import rule as _rule
 
@@ -194,26 +193,59 @@ def job_attempt_results(c, ctx) -> None:
                  ORDER BY 1""")
 
 
+#: VERIFIED_PASS sessions whose every PASS attempt has no job, with those attempts
+_JOBLESS_PASSES = """
+    SELECT s."id"::text, array_agg(a."id"::text ORDER BY a."id")
+    FROM public."LabSession" AS s
+    JOIN public."VerificationAttempt" AS a ON a."sessionId" OPERATOR(pg_catalog.=) s."id"
+    WHERE s."status" OPERATOR(pg_catalog.=) 'VERIFIED_PASS'
+      AND a."result" OPERATOR(pg_catalog.=) 'PASS' AND a."verificationJobId" IS NULL
+      AND NOT EXISTS (
+        SELECT 1 FROM public."VerificationAttempt" AS p
+        WHERE p."sessionId" OPERATOR(pg_catalog.=) s."id"
+          AND p."result" OPERATOR(pg_catalog.=) 'PASS' AND p."verificationJobId" IS NOT NULL)
+    GROUP BY s."id" ORDER BY 1"""
+
+
 def verified_pass_has_pass_attempt(c, ctx) -> None:
-    """A VERIFIED_PASS session has a PASS attempt; legacy sessions passed before the
-    lifecycle migration are info."""
-    conn, have, state = ctx.conn, ctx.have, ctx.state
-    if have["VerificationAttempt"] and have["LabSession"]:
-        cutoff = _lifecycle_applied_at(conn, state)
-        base = """SELECT s."id"::text FROM public."LabSession" s
-                  WHERE s."status" = 'VERIFIED_PASS' AND NOT EXISTS (
-                    SELECT 1 FROM public."VerificationAttempt" a
-                    WHERE a."sessionId" = s."id" AND a."result" = 'PASS')"""
-        legacy = ("""(s."completedAt" IS NOT NULL AND %s::timestamptz IS NOT NULL
-                      AND s."completedAt" <= timezone('UTC', %s::timestamptz))""")
-        _rule(c, conn, '"LabSession" VERIFIED_PASS', "without a PASS VerificationAttempt",
-              f"{base} AND NOT {legacy} ORDER BY 1", (cutoff, cutoff))
-        _rule(c, conn, '"LabSession" VERIFIED_PASS',
-              "legacy sessions passed before the lifecycle migration, kept as they are "
-              "(no PASS attempt)", f"{base} AND {legacy} ORDER BY 1", (cutoff, cutoff),
-              info=True)
-    else:
+    """A VERIFIED_PASS session has a PASS attempt of a job. What the lifecycle before
+    FL002 let in (a pass without any PASS attempt; a PASS attempt without a job, copied
+    from VerificationLog) is excused only by evidence kept off the database: the
+    ``legacy`` section of the checkpoint given with ``--checkpoint``. Nothing the owner
+    can write (the bookkeeping's applied_at, completedAt, a row without a job) excuses
+    it: without such a checkpoint, or when it does not list the session (the attempt),
+    it is a failure."""
+    conn, have = ctx.conn, ctx.have
+    if not (have["VerificationAttempt"] and have["LabSession"]):
         c.info('"VerificationAttempt"', "not applied yet")
+        return
+    section = (ctx.checkpoint or {}).get("legacy")
+    why = ("not listed in the checkpoint's legacy section: made after it was taken"
+           if section else "unproven: no checkpoint with a legacy section was given "
+                           "(--checkpoint) to show it is legacy")
+    found = ledger.legacy_passes(conn) or []
+    listed = set(section["sessions"]) if section else set()
+    unproven = [s for s in found if s not in listed]
+    excused = [s for s in found if s in listed]
+    if unproven:
+        c.fail('"LabSession" VERIFIED_PASS', f"without a PASS VerificationAttempt, {why}",
+               unproven, len(unproven))
+    if excused:
+        c.info('"LabSession" VERIFIED_PASS',
+               f"legacy passes without a PASS attempt, listed by the checkpoint's legacy "
+               f"section (digest {section['digest'][:16]})", excused, len(excused))
+    listed_attempts = set(section["attempts"]) if section else set()
+    jobless = _rows(conn, _JOBLESS_PASSES)
+    bad = [f"{sid} (attempts {', '.join(a)})" for sid, a in jobless
+           if not set(a) & listed_attempts]
+    if bad:
+        c.fail('"LabSession" VERIFIED_PASS',
+               f"its only PASS attempts have no job (legacy copies?), {why}", bad, len(bad))
+    ok = [sid for sid, a in jobless if set(a) & listed_attempts]
+    if ok:
+        c.info('"LabSession" VERIFIED_PASS', "legacy passes by a PASS attempt without a job "
+               "(a copy of VerificationLog), listed by the checkpoint's legacy section",
+               ok, len(ok))
 
 
 def sha_format(c, ctx) -> None:
@@ -239,13 +271,6 @@ def sha_format(c, ctx) -> None:
         _rule(c, conn, '"VerificationLog".commitSha', "legacy rows kept: non-hex SHA",
               """SELECT t."id"::text FROM public."VerificationLog" t
                  WHERE t."commitSha" !~ %s ORDER BY 1""", (SHA_RE,), info=True)
-
-
-def _lifecycle_applied_at(conn, state):
-    for mid in sorted(state):
-        if re.match(r"V\d{4}__lab_session_and_attempt_guards$", mid):
-            return state[mid]["applied_at"]
-    return None
 
 
 #: audit rows that name a session and the session's user at the time they were written

@@ -285,12 +285,12 @@ SET search_path = pg_catalog, public, pg_temp
 AS $$
     SELECT
         s."id",
-        s."status"::text,
+        pg_catalog.format('%s', s."status"),
         s."userForkUrl",
         CASE
             WHEN canonical_repo_url(s."userForkUrl") IS NULL
                 THEN 'unparseable fork URL'
-            WHEN lab_status_is_active(s."status"::text)
+            WHEN lab_status_is_active(pg_catalog.format('%s', s."status"))
                 AND EXISTS (
                     SELECT 1 FROM public."GitHubRepoMapping" AS o
                     WHERE o."repoUrl" = canonical_repo_url(s."userForkUrl")

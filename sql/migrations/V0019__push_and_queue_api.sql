@@ -335,7 +335,7 @@ AS $$
                 WHERE
                     m."providerRepoId" = p_provider_repo_id
                     AND m."sessionActive"
-                    AND lab_status_is_active(s."status"::text)
+                    AND lab_status_is_active(pg_catalog.format('%s', s."status"))
                 LIMIT 1
             ) AS s
         ) AS by_id,
@@ -347,7 +347,7 @@ AS $$
                 WHERE
                     m."repoUrl" = canonical_repo_url(p_repo_url)
                     AND m."sessionActive"
-                    AND lab_status_is_active(s."status"::text)
+                    AND lab_status_is_active(pg_catalog.format('%s', s."status"))
                     AND (
                         m."providerRepoId" IS NULL
                         OR p_provider_repo_id IS NULL
@@ -380,7 +380,7 @@ DECLARE
     v_job_id uuid;
 BEGIN
     SELECT a."id", a."sessionId", a."commitSha", s."labVersionId",
-        s."status"::text AS "status"
+        pg_catalog.format('%s', s."status") AS "status"
     INTO v_attempt
     FROM public."LabAttempt" AS a
     INNER JOIN public."LabSession" AS s ON a."sessionId" = s."id"
@@ -647,7 +647,7 @@ BEGIN
     v_session := resolve_lab_session(p_provider_repo_id, p_repo_url);
     IF v_session IS NOT NULL THEN
         PERFORM lab_attempt_session_lock(v_session);
-        SELECT s."userId", s."status"::text INTO v_user, v_status
+        SELECT s."userId", pg_catalog.format('%s', s."status") INTO v_user, v_status
         FROM public."LabSession" AS s
         WHERE s."id" = v_session
         FOR SHARE;
@@ -694,14 +694,14 @@ BEGIN
             INNER JOIN public."LabSession" AS s ON m."sessionId" = s."id"
             WHERE
                 m."providerRepoId" = p_provider_repo_id
-                AND m."sessionActive" AND lab_status_is_active(s."status"::text)
+                AND m."sessionActive" AND lab_status_is_active(pg_catalog.format('%s', s."status"))
             LIMIT 1;
             SELECT m."sessionId" INTO v_by_url
             FROM public."GitHubRepoMapping" AS m
             INNER JOIN public."LabSession" AS s ON m."sessionId" = s."id"
             WHERE
                 m."repoUrl" = v_url
-                AND m."sessionActive" AND lab_status_is_active(s."status"::text)
+                AND m."sessionActive" AND lab_status_is_active(pg_catalog.format('%s', s."status"))
                 AND (m."providerRepoId" IS NULL OR m."providerRepoId" = p_provider_repo_id)
             LIMIT 1;
         END IF;
@@ -730,7 +730,7 @@ BEGIN
             RETURN;
         END IF;
         IF v_session IS NULL THEN
-            SELECT m."sessionId", s."userId", s."status"::text
+            SELECT m."sessionId", s."userId", pg_catalog.format('%s', s."status")
             INTO v_session, v_user, v_status
             FROM public."GitHubRepoMapping" AS m
             INNER JOIN public."LabSession" AS s ON m."sessionId" = s."id"
@@ -927,16 +927,16 @@ BEGIN
     SELECT j."id" INTO v_id
     FROM public."VerificationJob" AS j
     WHERE
-        j."status" = 'QUEUED'
+        j."status" OPERATOR(pg_catalog.=) 'QUEUED'
         AND NOT EXISTS (
             SELECT 1 FROM public."VerificationJob" AS r
-            WHERE r."sessionId" = j."sessionId" AND r."status" = 'RUNNING'
+            WHERE r."sessionId" = j."sessionId" AND r."status" OPERATOR(pg_catalog.=) 'RUNNING'
         )
         AND NOT EXISTS (
             SELECT 1 FROM public."VerificationJob" AS o
             WHERE
                 o."sessionId" = j."sessionId"
-                AND o."status" = 'QUEUED'
+                AND o."status" OPERATOR(pg_catalog.=) 'QUEUED'
                 AND (o."createdAt", o."id") < (j."createdAt", j."id")
         )
     ORDER BY j."createdAt", j."id"
@@ -1025,7 +1025,8 @@ BEGIN
         PERFORM api_bad_input('complete_verification_job', 'p_worker_id',
             'must be 1-200 printable characters', p_worker_id);
     END IF;
-    IF p_status IS NULL OR p_status NOT IN ('PASSED', 'FAILED', 'ERROR') THEN
+    IF p_status IS NULL
+        OR NOT p_status OPERATOR(pg_catalog.=) ANY ('{PASSED,FAILED,ERROR}') THEN
         PERFORM api_bad_input('complete_verification_job', 'p_status',
             'must be PASSED, FAILED or ERROR', p_status::text);
     END IF;
@@ -1087,7 +1088,7 @@ BEGIN
         PERFORM api_bad_input('complete_verification_job', 'p_job_id',
             'must be the id of a VerificationJob', p_job_id::text);
     END IF;
-    IF v_job."status" <> 'RUNNING' THEN
+    IF v_job."status" OPERATOR(pg_catalog.<>) 'RUNNING' THEN
         RAISE EXCEPTION
             'complete_verification_job: job % is %, not RUNNING',
             p_job_id, v_job."status"
@@ -1153,22 +1154,25 @@ BEGIN
         "attestationSignature" = p_attestation_signature,
         "attestationKeyId" = p_attestation_key_id,
         "errorMessage" = CASE
-            WHEN p_status = 'ERROR'
+            WHEN p_status OPERATOR(pg_catalog.=) 'ERROR'
                 THEN left(coalesce(p_logs ->> 'error', 'worker reported ERROR'), 2000)
         END
     WHERE j."id" = p_job_id
     RETURNING j.* INTO v_job;
     PERFORM set_config('forgea.completing_job', '', true);
 
-    IF p_status IN ('PASSED', 'FAILED') THEN
+    IF p_status OPERATOR(pg_catalog.=) ANY ('{PASSED,FAILED}') THEN
         INSERT INTO public."VerificationAttempt" (
             "sessionId", "commitSha", "result", "logs", "verificationJobId"
         )
         VALUES (
             v_job."sessionId",
             v_job."commitSha",
-            CASE p_status WHEN 'PASSED' THEN 'PASS' ELSE 'FAIL' END
-            ::public."VerificationResult",
+            CASE
+                WHEN p_status OPERATOR(pg_catalog.=) 'PASSED'
+                    THEN 'PASS'::public."VerificationResult"
+                ELSE 'FAIL'::public."VerificationResult"
+            END,
             coalesce(p_logs, '{}'::jsonb) || jsonb_build_object(
                 'job', jsonb_build_object(
                     'id', v_job."id",
@@ -1181,10 +1185,12 @@ BEGIN
         );
     END IF;
 
-    IF p_status = 'PASSED' THEN
+    IF p_status OPERATOR(pg_catalog.=) 'PASSED' THEN
         UPDATE public."LabSession" AS s
         SET "status" = 'VERIFIED_PASS'
-        WHERE s."id" = v_job."sessionId" AND s."status" IN ('IN_PROGRESS', 'STUCK');
+        WHERE
+            s."id" = v_job."sessionId"
+            AND s."status" OPERATOR(pg_catalog.=) ANY ('{IN_PROGRESS,STUCK}');
     END IF;
 
     RETURN NEXT v_job;
@@ -1213,7 +1219,7 @@ BEGIN
     FOR v_job IN
         SELECT j."id", j."runCount", j."leaseOwner"
         FROM public."VerificationJob" AS j
-        WHERE j."status" = 'RUNNING' AND j."leaseExpiresAt" < v_now
+        WHERE j."status" OPERATOR(pg_catalog.=) 'RUNNING' AND j."leaseExpiresAt" < v_now
         ORDER BY j."leaseExpiresAt"
         FOR UPDATE SKIP LOCKED
     LOOP

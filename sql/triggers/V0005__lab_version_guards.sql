@@ -23,7 +23,7 @@ CREATE FUNCTION lab_version_snapshot()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, public, pg_temp
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_snapshot jsonb := jsonb_build_object(

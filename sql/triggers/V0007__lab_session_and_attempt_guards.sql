@@ -77,7 +77,7 @@
 CREATE FUNCTION verification_attempt_insert_guard()
 RETURNS trigger
 LANGUAGE plpgsql
-SET search_path = pg_catalog, public, pg_temp
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF NEW."verificationJobId" IS NULL AND EXISTS (
@@ -95,8 +95,12 @@ BEGIN
             j."id" = NEW."verificationJobId"
             AND j."sessionId" = NEW."sessionId"
             AND j."commitSha" = NEW."commitSha"
-            AND j."status"::text
-            = CASE NEW."result" WHEN 'PASS' THEN 'PASSED' ELSE 'FAILED' END
+            AND (
+                NEW."result" OPERATOR(pg_catalog.=) 'PASS'
+                AND j."status" OPERATOR(pg_catalog.=) 'PASSED'
+                OR NEW."result" OPERATOR(pg_catalog.=) 'FAIL'
+                AND j."status" OPERATOR(pg_catalog.=) 'FAILED'
+            )
     ) THEN
         RETURN NEW;
     END IF;
@@ -151,14 +155,16 @@ ENABLE ALWAYS TRIGGER verificationattempt_insert_guard;
 CREATE OR REPLACE FUNCTION enforce_lab_session_status_transition()
 RETURNS trigger
 LANGUAGE plpgsql
-SET search_path = pg_catalog, public, pg_temp
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_old_terminal boolean;
-    v_new_terminal boolean := NEW."status"::text IN ('VERIFIED_PASS', 'FAILED');
+    v_new_terminal boolean
+        := NEW."status" OPERATOR(pg_catalog.=) ANY ('{VERIFIED_PASS,FAILED}');
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        IF NEW."status" <> 'IN_PROGRESS' OR NEW."completedAt" IS NOT NULL THEN
+        IF NEW."status" OPERATOR(pg_catalog.<>) 'IN_PROGRESS'
+            OR NEW."completedAt" IS NOT NULL THEN
             RAISE EXCEPTION
                 'LabSession %: INSERT with status % and completedAt % refused: a session starts IN_PROGRESS with no completedAt',
                 NEW."id", NEW."status", NEW."completedAt"
@@ -167,7 +173,8 @@ BEGIN
         RETURN NEW;
     END IF;
 
-    v_old_terminal := OLD."status"::text IN ('VERIFIED_PASS', 'FAILED');
+    v_old_terminal
+        := OLD."status" OPERATOR(pg_catalog.=) ANY ('{VERIFIED_PASS,FAILED}');
 
     IF NEW."labId" <> OLD."labId"
         OR NEW."labVersionId" IS DISTINCT FROM OLD."labVersionId"
@@ -179,7 +186,7 @@ BEGIN
             USING ERRCODE = 'FA002';
     END IF;
 
-    IF NEW."status" = OLD."status" THEN
+    IF NEW."status" OPERATOR(pg_catalog.=) OLD."status" THEN
         IF NEW."completedAt" IS DISTINCT FROM OLD."completedAt"
             AND NOT (v_old_terminal AND OLD."completedAt" IS NULL) THEN
             RAISE EXCEPTION
@@ -192,18 +199,21 @@ BEGIN
 
     IF v_old_terminal
         OR NOT (
-            OLD."status" IN ('IN_PROGRESS', 'STUCK') AND NEW."status" <> OLD."status"
-            OR OLD."status" = 'DEFERRED'
-            AND NEW."status"::text IN ('IN_PROGRESS', 'FAILED')
+            OLD."status" OPERATOR(pg_catalog.=) ANY ('{IN_PROGRESS,STUCK}')
+            AND NEW."status" OPERATOR(pg_catalog.<>) OLD."status"
+            OR OLD."status" OPERATOR(pg_catalog.=) 'DEFERRED'
+            AND NEW."status" OPERATOR(pg_catalog.=) ANY ('{IN_PROGRESS,FAILED}')
         ) THEN
         RAISE EXCEPTION 'LabSession %: illegal status transition % -> %',
             OLD."id", OLD."status", NEW."status"
             USING ERRCODE = 'FL001';
     END IF;
 
-    IF NEW."status" = 'VERIFIED_PASS' AND NOT EXISTS (
+    IF NEW."status" OPERATOR(pg_catalog.=) 'VERIFIED_PASS' AND NOT EXISTS (
         SELECT 1 FROM public."VerificationAttempt" AS a
-        WHERE a."sessionId" = NEW."id" AND a."result" = 'PASS'
+        WHERE
+            a."sessionId" OPERATOR(pg_catalog.=) NEW."id"
+            AND a."result" OPERATOR(pg_catalog.=) 'PASS'
     ) THEN
         RAISE EXCEPTION
             'LabSession %: VERIFIED_PASS refused: the session has no PASS VerificationAttempt',
@@ -226,7 +236,7 @@ $$;
 CREATE FUNCTION lab_session_version_default()
 RETURNS trigger
 LANGUAGE plpgsql
-SET search_path = pg_catalog, public, pg_temp
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF NEW."labVersionId" IS NULL THEN
@@ -272,7 +282,7 @@ BEGIN
     IF OLD."labVersionId" IS NOT NULL THEN
         v_frozen := v_frozen || 'labVersionId'::text;
     END IF;
-    IF OLD."status"::text IN ('VERIFIED_PASS', 'FAILED') THEN
+    IF OLD."status" OPERATOR(pg_catalog.=) ANY ('{VERIFIED_PASS,FAILED}') THEN
         v_why := format('the session is %s (terminal)', OLD."status");
         v_frozen := v_frozen || ARRAY(
             SELECT k.key FROM jsonb_object_keys(v_old) AS k (key)

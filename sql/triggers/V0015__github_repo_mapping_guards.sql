@@ -39,7 +39,7 @@ AS $$
 DECLARE
     v_status text;
 BEGIN
-    SELECT s."status"::text INTO v_status
+    SELECT pg_catalog.format('%s', s."status") INTO v_status
     FROM public."LabSession" AS s WHERE s."id" = NEW."sessionId"
     FOR SHARE;
     IF TG_OP = 'INSERT' THEN
@@ -91,11 +91,11 @@ SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
     UPDATE public."GitHubRepoMapping" AS m
-    SET "sessionActive" = lab_status_is_active(NEW."status"::text)
+    SET "sessionActive" = lab_status_is_active(pg_catalog.format('%s', NEW."status"))
     WHERE
         m."sessionId" = NEW."id"
         AND m."sessionActive" IS DISTINCT FROM
-        lab_status_is_active(NEW."status"::text);
+        lab_status_is_active(pg_catalog.format('%s', NEW."status"));
     RETURN NULL;
 END;
 $$;

@@ -149,7 +149,7 @@ CREATE FUNCTION lab_attempt_session_lock(p_session_id uuid)
 RETURNS void
 LANGUAGE plpgsql
 VOLATILE
-SET search_path = pg_catalog, public, pg_temp
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     -- a row lock only writers can take: FOR NO KEY UPDATE needs the UPDATE
@@ -221,7 +221,7 @@ ENABLE ALWAYS TRIGGER githubpushdelivery_no_truncate;
 CREATE FUNCTION verification_job_transition_guard()
 RETURNS trigger
 LANGUAGE plpgsql
-SET search_path = pg_catalog, public, pg_temp
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF TG_OP = 'DELETE' THEN

@@ -219,7 +219,7 @@ def test_jobless_pass_after_the_pack_is_rejected(db, w):
     with _unguarded(w.su, "LabSession"):
         w.su.execute("""UPDATE "LabSession" SET status = 'VERIFIED_PASS',
                         "completedAt" = timezone('UTC', now()) WHERE id = %s""", (w.other,))
-    _fails_naming(_check(db, w.keys), str(w.other), "without any job, completed after the pack")
+    _fails_naming(_check(db, w.keys), str(w.other), "without any job")
 
 
 # ------------------------------------------------------------------ the API's input
@@ -297,16 +297,20 @@ def test_signed_completion_time_is_the_stored_one(db, w):
 def test_legacy_passes_are_reported_not_failed_and_a_new_jobless_one_fails(baseline_db,
                                                                           sql_root):
     """Production's passes from before the pack (no job; copied from VerificationLog)
-    cannot be attested: with keys registered they are info. A session made to look
-    like one after the pack (no job, completed now) fails."""
+    cannot be attested: with keys registered and the checkpoint the DBA took after
+    migrating (its legacy section lists them) they are info; without that checkpoint
+    nothing proves them legacy and they fail. A session made to look like one later
+    (no job, completed now) fails even with the checkpoint."""
     from harness import apply as A
+    from tests.helpers import legacy_checkpoint
     from tests.prodlike import seed_production_like
     owner = baseline_db.connect("owner")
     seed = seed_production_like(owner)
     A.apply(baseline_db.dsn(), sql_root=sql_root)
+    doc = legacy_checkpoint(baseline_db.dsn())
     _, pub = attest.generate()
     keys = attest.parse_worker_keys({KID: pub})
-    rep = V.verify(baseline_db.dsn("owner"), worker_keys=keys)
+    rep = V.verify(baseline_db.dsn("owner"), worker_keys=keys, checkpoint=doc)
     c = rep.by_name("worker_attestations")
     assert c.status == "info", c.findings
     legacy = " ".join(" ".join(f.get("rows", [])) for f in c.findings
@@ -314,13 +318,15 @@ def test_legacy_passes_are_reported_not_failed_and_a_new_jobless_one_fails(basel
     for sid in seed["sessions"]["VERIFIED_PASS"]:
         assert str(sid) in legacy
     assert any("legacy PASS attempts" in f["message"] for f in c.findings), c.findings
+    no_proof = V.verify(baseline_db.dsn("owner"), worker_keys=keys)
+    assert no_proof.by_name("worker_attestations").status == "fail"
     active = seed["sessions"]["IN_PROGRESS"][0]
     su = baseline_db.connect("superuser")
     with _unguarded(su, "LabSession"):
         su.execute("""UPDATE "LabSession" SET status = 'VERIFIED_PASS',
                         "completedAt" = timezone('UTC', now()) WHERE id = %s""", (active,))
-    _fails_naming(_check(baseline_db, keys), str(active),
-                  "without any job, completed after the pack")
+    rep = V.verify(baseline_db.dsn("owner"), worker_keys=keys, checkpoint=doc)
+    _fails_naming(rep.by_name("worker_attestations"), str(active), "without any job")
 
 
 def test_cli_verify_worker_keys_exits_0_for_signed_passes_and_1_for_a_forged_one(
