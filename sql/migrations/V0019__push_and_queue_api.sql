@@ -1088,7 +1088,6 @@ BEGIN
             USING ERRCODE = 'FQ002';
     END IF;
 
-    PERFORM set_config('forgea.completing_job', p_job_id::text, true);
     UPDATE public."VerificationJob" AS j
     SET
         "status" = p_status,
@@ -1100,7 +1099,6 @@ BEGIN
         END
     WHERE j."id" = p_job_id
     RETURNING j.* INTO v_job;
-    PERFORM set_config('forgea.completing_job', '', true);
 
     IF p_status IN ('PASSED', 'FAILED') THEN
         INSERT INTO public."VerificationAttempt" (
