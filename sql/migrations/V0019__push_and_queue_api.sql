@@ -82,6 +82,14 @@
 --   * requeue_expired_verification_jobs() -> jobs moved          forgea_worker
 --     RUNNING jobs whose lease expired go back to QUEUED while runs remain (at
 --     most 3), else to ERROR with a reason; requeued jobs are NOTIFYed again.
+--   Waiting: every writing API function (create_lab_session,
+--     enqueue_verification_job, record_push, claim_verification_job,
+--     complete_verification_job, requeue_expired_verification_jobs) runs with
+--     SET lock_timeout = '5s': behind a row or table lock another session
+--     holds (the app can hold a session row FOR UPDATE), the call fails after
+--     5 s with 55P03 (lock_not_available), its transaction rolled back and
+--     nothing changed: retry it (a completion while the lease lasts).
+--     Job moves are authorised by the call stack, never by a setting (V0018).
 -- Why: CONTRACT section 5. Created after the guards of V0018, so nothing can
 --   write the ledger or the queue before they are guarded.
 -- Transaction: yes.
@@ -225,6 +233,7 @@ RETURNS uuid
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
+SET lock_timeout = '5s'
 AS $$
 DECLARE
     fn constant text := 'create_lab_session';
@@ -362,6 +371,7 @@ RETURNS uuid
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
+SET lock_timeout = '5s'
 AS $$
 DECLARE
     v_attempt record;
@@ -464,6 +474,7 @@ RETURNS TABLE (
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
+SET lock_timeout = '5s'
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -893,6 +904,7 @@ RETURNS TABLE (
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
+SET lock_timeout = '5s'
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -993,6 +1005,7 @@ RETURNS SETOF "VerificationJob"
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
+SET lock_timeout = '5s'
 AS $$
 DECLARE
     v_job public."VerificationJob";
@@ -1144,6 +1157,7 @@ RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
+SET lock_timeout = '5s'
 AS $$
 DECLARE
     v_now timestamp(3) := timezone('UTC', clock_timestamp());
