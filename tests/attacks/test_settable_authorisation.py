@@ -18,7 +18,7 @@ import pytest
 from psycopg import sql
 
 from harness import verify as V
-from tests.builders import complete, job_row, queue_world
+from tests.builders import claim, complete, job_row, queue_world
 from tests.helpers import digests, raises_sqlstate
 
 TABLES = ("VerificationJob", "VerificationAttempt", "LabSession", "AuditLog")
@@ -267,3 +267,31 @@ def test_the_api_still_completes_and_verify_agrees(world, db):
         (job["id"],)).fetchone()[0] == "PASS"
     rep = V.verify(db.dsn("owner"))
     assert rep.ok, V.render_table(rep)
+
+
+def test_trigger_slipped_into_a_real_completion_cannot_pass_another_job(world, running):
+    """The owner adds a trigger that, during an honest completion, passes another
+    running job: the extra frames between the API and the statement are refused, and
+    the whole completion with it."""
+    from tests.builders import add_attempt, add_user, create_session, enqueue
+    owner = world.owner
+    other_session = create_session(world.app, add_user(owner), world.lab)
+    enqueue(world.app, add_attempt(owner, other_session))
+    target = claim(world.db.connect("worker"), "victim", "1 hour")
+    before = digests(owner, TABLES)
+    owner.execute(
+        "CREATE FUNCTION public.zz_slip() RETURNS trigger LANGUAGE plpgsql AS $fn$ BEGIN "
+        "UPDATE \"VerificationJob\" SET \"status\" = 'PASSED' WHERE \"id\" = "
+        f"'{target['id']}'; RETURN NEW; END $fn$")
+    owner.execute('CREATE TRIGGER zz_slip AFTER INSERT ON "VerificationAttempt" '
+                  "FOR EACH ROW EXECUTE FUNCTION public.zz_slip()")
+    try:
+        with raises_sqlstate("FQ001"):
+            complete(world.worker, running["id"], "FAILED", worker_id="honest",
+                     lease_token=running["leaseToken"])
+    finally:
+        owner.execute('DROP TRIGGER zz_slip ON "VerificationAttempt"')
+        owner.execute("DROP FUNCTION public.zz_slip()")
+    assert digests(owner, TABLES) == before
+    assert job_row(owner, target["id"])["status"] == "RUNNING"
+    _job_unchanged(world, running)
