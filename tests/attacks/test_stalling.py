@@ -65,7 +65,8 @@ def test_app_locks_no_table_of_the_pack_above_row_exclusive(db):
             assert modes == list(MODES), (table, modes)
         else:
             assert set(modes) <= BENIGN, (table, modes)
-    assert got["Lab"] == ["ACCESS SHARE", "ROW SHARE", "ROW EXCLUSIVE"]
+    # ROW SHARE comes with INSERT on 18, not on 15
+    assert {"ACCESS SHARE", "ROW EXCLUSIVE"} <= set(got["Lab"]) <= BENIGN
 
 
 def test_app_can_still_edit_a_labs_columns_but_not_its_id(db):
