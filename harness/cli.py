@@ -9,6 +9,7 @@ Library modules never import this one.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -16,8 +17,8 @@ from pathlib import Path
 import click
 
 from .errors import (COMMAND_EXIT_CODES, EXIT_CODES, EXIT_FAILED, EXIT_OK, EXIT_SIGINT,
-                     EXIT_SIGTERM, EXIT_USAGE, LocalProblem, Terminated, signal_name,
-                     translate)
+                     EXIT_SIGTERM, EXIT_USAGE, LocalProblem, Terminated, UsageError,
+                     signal_name, translate)
 from .dsn import DEFAULT_LOCK_TIMEOUT
 from .target import repo_root, resolve_target
 from .target import sql_root as _sql_root
@@ -615,7 +616,7 @@ VERIFY_EPILOG = exit_epilog("verify", {
        "listed as \"could not run\", not failed)",
     1: "a check failed",
     2: "usage error (a bad option, a malformed DSN, a --checkpoint file that does not "
-       "exist), or the checkpoint file cannot be used (the field is named)",
+       "exist), or the checkpoint or --worker-keys file cannot be used (the field is named)",
     5: "could not check: a problem on this machine (no server binaries or scratch "
        "server for the reference, an unusable cache), not in the database"}) + "\n" + TARGETS
 
@@ -634,7 +635,12 @@ VERIFY_EPILOG = exit_epilog("verify", {
                    "(built on a throwaway server of the same major)")
 @click.option("--require-complete/--no-require-complete", default=True, show_default=True,
               help="pending migrations are a failure, or only reported")
-def verify(target, as_json, sql_root, checkpoint, no_reference, require_complete):
+@click.option("--worker-keys", metavar="FILE", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="JSON {key id: Ed25519 public key (hex or base64)}: every pass must "
+                   "carry a valid worker attestation by one of them (docs/security.md)")
+def verify(target, as_json, sql_root, checkpoint, no_reference, require_complete,
+           worker_keys):
     """Read-only checks of a live database, each named in the output.
 
     \b
@@ -647,9 +653,90 @@ def verify(target, as_json, sql_root, checkpoint, no_reference, require_complete
 
     def go():
         doc = ledger.load(checkpoint) if checkpoint else None   # refused: exit 2
+        keys = _worker_keys(worker_keys) if worker_keys else None   # refused: exit 2
         sys.exit(V.run(resolve_target(target), as_json, sql_root=sql_root or _sql_root(),
                        require_complete=require_complete, checkpoint=doc,
-                       reference_snapshot=None if no_reference else "build"))
+                       reference_snapshot=None if no_reference else "build",
+                       worker_keys=keys))
+    run(go)
+
+
+def _worker_keys(path):
+    from . import attest
+    try:
+        return attest.load_worker_keys(path)
+    except (ValueError, OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--worker-keys {path}: {e}") from None
+
+
+ATTEST_EPILOG = exit_epilog("attest", {
+    2: "usage error: a bad option, or a key or input file that cannot be used "
+       "(the field is named)"})
+
+
+@cli.group(epilog=ATTEST_EPILOG)
+def attest():
+    """Reference worker attestations: keys, signing, checking (docs/security.md)."""
+
+
+@attest.command("keygen", epilog=ATTEST_EPILOG)
+@click.option("--key-id", required=True, help="the id workers pass as p_attestation_key_id")
+@click.option("--private-out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="write the private key (64 hex digits) here, mode 0600; never overwritten")
+def attest_keygen(key_id, private_out):
+    """A new Ed25519 worker key; prints its --worker-keys entry as JSON."""
+    from . import attest as A
+
+    def go():
+        if not A.KEY_ID_RE.fullmatch(key_id):
+            raise UsageError(f"--key-id {key_id!r}: must be 1-128 of [A-Za-z0-9._:-]")
+        key, pub = A.generate()
+        try:
+            fd = os.open(private_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as e:
+            raise UsageError(f"--private-out {private_out}: {e.strerror or e}") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(A.private_hex(key) + "\n")
+        click.echo(json.dumps({key_id: pub}))
+    run(go)
+
+
+@attest.command("sign", epilog=ATTEST_EPILOG)
+@click.option("--key", "key_file", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="the private key file (hex or base64 of 32 bytes)")
+@click.option("--key-id", required=True)
+@click.option("--job", "job_file", required=True, type=click.File("r"),
+              help="JSON of the claimed job (id, sessionId, commitSha, labVersionId); - = stdin")
+@click.option("--result", required=True, type=click.Choice(["PASSED", "FAILED", "ERROR"]))
+@click.option("--logs", "logs_file", type=click.File("r"), default=None,
+              help="JSON object passed as p_logs (default {})")
+@click.option("--completed-at", default=None,
+              help="ISO 8601 UTC time at millisecond precision (default: now)")
+def attest_sign(key_file, key_id, job_file, result, logs_file, completed_at):
+    """Sign a completion; prints signature (hex), completedAt and the statement."""
+    import datetime as dt
+
+    from . import attest as A
+
+    def go():
+        try:
+            key = A.load_private(key_file.read_text().strip())
+            job = json.loads(job_file.read())
+            logs = A.parse_logs(logs_file.read()) if logs_file else {}
+            when = (dt.datetime.fromisoformat(completed_at.replace("Z", "+00:00"))
+                    if completed_at else A.now_ms())
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=dt.timezone.utc)
+            sig = A.sign(key, job, result=result, logs=logs, completed_at=when,
+                         key_id=key_id)
+            message = A.statement(job, result=result, logs_sha256=A.logs_digest(logs),
+                                  completed_at=when, key_id=key_id)
+        except (ValueError, KeyError, TypeError, OSError) as e:
+            raise UsageError(f"attest sign: {type(e).__name__}: {e}") from None
+        click.echo(json.dumps({"keyId": key_id, "signature": sig.hex(),
+                               "completedAt": A.timestamp_text(when),
+                               "statement": message.decode("utf-8")}, indent=2))
     run(go)
 
 

@@ -59,6 +59,7 @@ COMMAND_EXIT_CODES: dict[str, tuple[int, ...]] = {
     "lint": (0, 1, 2, 130, 143),
     "schema": (0, 1, 2, 5, 130, 143),
     "stop": (0, 2, 5, 130, 143),
+    "attest": (0, 2, 130, 143),
 }
 
 

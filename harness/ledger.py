@@ -20,7 +20,9 @@ Three jobs, one module:
   folded into one root by a Merkle tree (RFC 6962 shape) over the sorted heads,
   kept off the database by the operator. A later ledger must still hold every
   head at its position with the same hash, and every chain must still link to
-  it; a later checkpoint must name the earlier one's root and heads.
+  it; a later checkpoint must name the earlier one's root and heads. Documents
+  of format v2 also commit to every verification attempt, terminal job and
+  terminal session (``harness.ledger_results``, folded into the root).
 
 Timestamps are read as text (``DateStyle`` ISO) and formatted in Python the way
 ``to_char(ts, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`` does, so that no database
@@ -42,6 +44,8 @@ import psycopg
 from .errors import EXIT_USAGE, HarnessError, UsageError
 
 LAYOUT = "forgea.LabAttempt.v1"
+#: the ledger-only document format (still accepted); ``take_checkpoint`` writes
+#: ``harness.ledger_results.CHECKPOINT_FORMAT_V2``, which adds the results
 CHECKPOINT_FORMAT = "forgea.ledger-checkpoint.v1"
 ZERO_HASH = bytes(32)
 FILE_LISTS = ("added", "modified", "removed")
@@ -58,19 +62,56 @@ def netstring(value: str | None) -> bytes:
     return str(len(raw)).encode() + b":" + raw + b","
 
 
-_TS = re.compile(r"^(\d{4,})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(?:\.(\d+))?( BC)?$")
+#: the ISO text of a ``timestamp(3)`` the layout admits: years 0001..9999 AD, at most
+#: three fractional digits (a BC year, a fifth year digit, 'infinity' do not match)
+_TS = re.compile(r"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,3}))?")
 
 
 def layout_timestamp(text: str | None) -> str | None:
-    """An ISO ``timestamp(3)`` text as the layout writes it: YYYY-MM-DDTHH:MM:SS.mmmZ."""
+    """An ISO ``timestamp(3)`` text as the layout writes it: YYYY-MM-DDTHH:MM:SS.mmmZ.
+
+    ValueError for a value outside the layout's domain (the CHECKs of "LabAttempt"):
+    to_char() spells a BC year like the AD one and both infinities as NULL, so
+    such a value could stand for another one with the same hash.
+    """
     if text is None:
         return None
-    m = _TS.match(text)
-    if not m:
+    m = _TS.fullmatch(text)
+    if not m or m.group(1) == "0000":
         raise ValueError(f"timestamp {text!r} has no place in the layout")
-    year, mon, day, hh, mi, ss, frac, _bc = m.groups()
-    ms = (frac or "").ljust(3, "0")[:3]
+    year, mon, day, hh, mi, ss, frac = m.groups()
+    ms = (frac or "").ljust(3, "0")
     return f"{year}-{mon}-{day}T{hh}:{mi}:{ss}.{ms}Z"
+
+
+MAX_FILES = 3000
+
+
+def outside_layout(r: "Row") -> str | None:
+    """Why ``r`` holds a value the layout does not spell in exactly one way (the
+    domain the CHECKs of "LabAttempt" admit), or None. A superuser can drop a
+    CHECK; a row outside the domain is reported as edited even when its hash
+    matches, since another value has the same bytes."""
+    files = r.changed_files
+    if not isinstance(files, dict) or sorted(files) != sorted(FILE_LISTS):
+        return "changedFiles outside the layout: exactly added, modified, removed expected"
+    for key in FILE_LISTS:
+        items = files[key]
+        if not isinstance(items, list) or len(items) > MAX_FILES:
+            return f"changedFiles.{key} outside the layout: a list of <= {MAX_FILES} expected"
+        if not all(isinstance(i, str) and i for i in items):
+            return f"changedFiles.{key} outside the layout: non-empty strings expected"
+    if len(r.prev_hash) != 32:
+        return "prevHash outside the layout: 32 bytes expected"
+    for name, value in (("pushedAt", r.pushed_at), ("createdAt", r.created_at)):
+        try:
+            if value is None:
+                raise ValueError
+            layout_timestamp(value)
+        except ValueError:
+            return (f"{name} {str(value)[:40]!r} has no place in the layout "
+                    "(years 0001..9999 AD only)")
+    return None
 
 
 @dataclass(frozen=True)
@@ -94,6 +135,11 @@ class Row:
 
 def row_hash(r: Row, prev_hash: bytes | None = None) -> bytes:
     """SHA-256 of the layout of ``r`` (with ``prev_hash`` instead of r.prev_hash)."""
+    return hashlib.sha256(layout_bytes(r, prev_hash)).digest()
+
+
+def layout_bytes(r: Row, prev_hash: bytes | None = None) -> bytes:
+    """The bytes the layout (version 1) hashes for ``r``: F1 .. F16 as netstrings."""
     prev = r.prev_hash if prev_hash is None else prev_hash
     fields: list[str | None] = [
         LAYOUT, prev.hex(), r.id, r.session_id, r.commit_sha, r.delivery_id, r.branch,
@@ -107,7 +153,7 @@ def row_hash(r: Row, prev_hash: bytes | None = None) -> bytes:
         fields.append(str(len(items)))
         fields.extend(None if item is None else str(item) for item in items)
     fields += [layout_timestamp(r.pushed_at), layout_timestamp(r.created_at), "end"]
-    return hashlib.sha256(b"".join(netstring(f) for f in fields)).digest()
+    return b"".join(netstring(f) for f in fields)
 
 
 # ---------------------------------------------------------------------------
@@ -246,6 +292,8 @@ def _walk(rows, out: Recomputed, keep_heads: bool) -> None:
             problem = ("relinked", "prevHash is not the previous row's rowHash")
         elif isinstance(r.changed_files, Unreadable):
             problem = ("edited", r.changed_files.why)
+        elif (why := outside_layout(r)) is not None:
+            problem = ("edited", why)
         else:
             try:
                 if row_hash(r) != r.row_hash:
@@ -340,26 +388,30 @@ class CheckpointError(HarnessError):
 def take_checkpoint(conn, previous: dict | None = None) -> dict:
     """A checkpoint of the live ledger; refuses when any chain is broken or when
     the live ledger does not extend ``previous``."""
-    rec = recompute(conn, keep_heads=True)
-    if rec.breaks:
-        raise CheckpointError("the ledger is broken; no checkpoint taken",
-                              [describe(b) for b in rec.breaks])
-    entries = _heads_list(rec.heads)
-    doc = {
-        "format": CHECKPOINT_FORMAT,
-        "takenAt": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "rows": rec.rows,
-        "sessionCount": len(entries),
-        "root": root_of(entries),
-        "previousRoot": None,
-        "sessions": entries,
-    }
-    if previous is not None:
-        problems = check_checkpoint(conn, previous)
-        if problems:
-            raise CheckpointError("the live ledger does not extend the previous checkpoint",
-                                  problems)
-        doc["previousRoot"] = previous["root"]
+    from . import ledger_results
+    with _Snapshot(conn):     # the heads and the results of one snapshot
+        rec = recompute(conn, keep_heads=True)
+        if rec.breaks:
+            raise CheckpointError("the ledger is broken; no checkpoint taken",
+                                  [describe(b) for b in rec.breaks])
+        entries = _heads_list(rec.heads)
+        results = ledger_results.section(conn)
+        doc = {
+            "format": ledger_results.CHECKPOINT_FORMAT_V2,
+            "takenAt": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "rows": rec.rows,
+            "sessionCount": len(entries),
+            "root": ledger_results.combined_root(root_of(entries), results["root"]),
+            "previousRoot": None,
+            "sessions": entries,
+            "results": results,
+        }
+        if previous is not None:
+            problems = check_checkpoint(conn, previous)
+            if problems:
+                raise CheckpointError("the live ledger does not extend the previous "
+                                      "checkpoint", problems)
+            doc["previousRoot"] = previous["root"]
     return doc
 
 
@@ -367,8 +419,9 @@ def record(conn, doc: dict) -> None:
     """Append the checkpoint to "LedgerCheckpoint" (append-only, guarded)."""
     conn.execute(
         'INSERT INTO public."LedgerCheckpoint" ("root", "previousRoot", "sessionCount", '
-        '"rowCount") VALUES (%s, %s, %s, %s)',
-        (doc["root"], doc["previousRoot"], doc["sessionCount"], doc["rows"]))
+        '"rowCount", "resultsRoot") VALUES (%s, %s, %s, %s, %s)',
+        (doc["root"], doc["previousRoot"], doc["sessionCount"], doc["rows"],
+         (doc.get("results") or {}).get("root")))
 
 
 class CheckpointFileError(CheckpointError, UsageError):
@@ -409,8 +462,10 @@ def validate(doc, name: str = "checkpoint") -> dict:
     if not isinstance(doc, dict):
         raise CheckpointFileError(f"{name}: a JSON object is expected, found "
                                   f"{type(doc).__name__}")
-    if doc.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointFileError(f"{name}: field format: not a {CHECKPOINT_FORMAT} "
+    from . import ledger_results
+    formats = (CHECKPOINT_FORMAT, ledger_results.CHECKPOINT_FORMAT_V2)
+    if doc.get("format") not in formats:
+        raise CheckpointFileError(f"{name}: field format: not a {' or '.join(formats)} "
                                   f"document (found {_show(doc.get('format'))})")
     for key in ("takenAt", "rows", "sessionCount", "root", "previousRoot", "sessions"):
         if key not in doc:
@@ -456,9 +511,12 @@ def validate(doc, name: str = "checkpoint") -> dict:
     if count != len(sessions):
         raise CheckpointFileError(f"{name}: field sessionCount is {count} but sessions "
                                   f"lists {len(sessions)}")
-    if root_of(sessions) != doc["root"]:
+    root = root_of(sessions)
+    if doc["format"] == ledger_results.CHECKPOINT_FORMAT_V2:
+        root = ledger_results.combined_root(root, ledger_results.validate(doc, name))
+    if root != doc["root"]:
         raise CheckpointFileError(f"{name}: field root: its root does not match its "
-                                  "session heads (the file was edited)")
+                                  "session heads and results (the file was edited)")
     return doc
 
 
@@ -492,8 +550,11 @@ def check_checkpoint(conn, doc: dict) -> list[str]:
     """Differences between a checkpoint taken earlier and the live ledger.
 
     Every head must still be there, at the same position with the same hash, on
-    an intact chain (rows after it are allowed: the ledger only grows).
+    an intact chain (rows after it are allowed: the ledger only grows); every
+    result a v2 document committed to must still be there unchanged
+    (``harness.ledger_results``).
     """
+    from . import ledger_results
     rec = Recomputed()
     wanted = {e["sessionId"]: (int(e["chainSeq"]), e["rowHash"]) for e in doc["sessions"]}
     found: dict[str, tuple[int, str]] = {}
@@ -506,6 +567,7 @@ def check_checkpoint(conn, doc: dict) -> list[str]:
                 'ON a."sessionId"::text = w.sid AND a."chainSeq" = w.seq',
                 ([s for s in wanted], [v[0] for v in wanted.values()])):
             found[sid] = (seq, h)
+        results_problems = ledger_results.check(conn, doc)
     broken = {b.session_id: b for b in rec.breaks}
     problems = []
     for sid, (seq, h) in sorted(wanted.items()):
@@ -519,7 +581,7 @@ def check_checkpoint(conn, doc: dict) -> list[str]:
         elif found[sid][1] != h:
             problems.append(f"session {sid}: the row at chainSeq {seq} has another rowHash "
                             "than at the checkpoint (rewritten)")
-    return problems
+    return problems + results_problems
 
 
 def compare(earlier: dict, later: dict) -> list[str]:
@@ -541,7 +603,8 @@ def compare(earlier: dict, later: dict) -> list[str]:
                             f"{heads[sid][0]}")
         elif heads[sid][0] == seq and heads[sid][1] != e["rowHash"]:
             problems.append(f"session {sid}: head at chainSeq {seq} has another rowHash")
-    return problems
+    from . import ledger_results
+    return problems + ledger_results.compare(earlier, later)
 
 
 def describe(b: Break) -> str:

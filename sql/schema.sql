@@ -150,7 +150,7 @@
 --     the SQL API of sessions, pushes and the job queue
 --     defined in sql/migrations/V0019__push_and_queue_api.sql
 
--- SECURITY DEFINER complete_verification_job(p_job_id uuid, p_worker_id text, p_status "VerificationJobStatus", p_exit_code integer, p_logs jsonb, p_lease_token uuid)
+-- SECURITY DEFINER complete_verification_job(p_job_id uuid, p_worker_id text, p_status "VerificationJobStatus", p_exit_code integer, p_logs jsonb, p_lease_token uuid, p_attestation_signature bytea, p_attestation_key_id text, p_completed_at timestamp with time zone)
 --     the SQL API of sessions, pushes and the job queue
 --     defined in sql/migrations/V0019__push_and_queue_api.sql
 
@@ -380,9 +380,11 @@ CREATE TABLE "LabAttempt" (
     CONSTRAINT "LabAttempt_chainSeq_check" CHECK ("chainSeq" >= 1),
     CONSTRAINT "LabAttempt_changedFiles_check" CHECK (lab_attempt_changed_files_valid("changedFiles")),
     CONSTRAINT "LabAttempt_commitSha_check" CHECK ("commitSha" ~ '^[0-9a-f]{40}([0-9a-f]{24})?$'::text),
+    CONSTRAINT "LabAttempt_createdAt_check" CHECK ("createdAt" >= '0001-01-01 00:00:00'::timestamp without time zone AND "createdAt" <= '9999-12-31 23:59:59.999'::timestamp without time zone),
     CONSTRAINT "LabAttempt_deliveryId_check" CHECK (length("deliveryId") >= 1 AND length("deliveryId") <= 100),
     CONSTRAINT "LabAttempt_pkey" PRIMARY KEY (id),
     CONSTRAINT "LabAttempt_prevHash_check" CHECK (octet_length("prevHash") = 32),
+    CONSTRAINT "LabAttempt_pushedAt_check" CHECK ("pushedAt" >= '0001-01-01 00:00:00'::timestamp without time zone AND "pushedAt" <= '9999-12-31 23:59:59.999'::timestamp without time zone),
     CONSTRAINT "LabAttempt_rowHash_check" CHECK (octet_length("rowHash") = 32),
     CONSTRAINT "LabAttempt_sessionId_fkey" FOREIGN KEY ("sessionId") REFERENCES "LabSession"(id) ON UPDATE RESTRICT ON DELETE RESTRICT
 );
@@ -444,9 +446,11 @@ CREATE TABLE "LedgerCheckpoint" (
     "rowCount" bigint NOT NULL,
     "takenAt" timestamp(3) without time zone DEFAULT timezone('UTC'::text, now()) NOT NULL,
     "takenBy" text DEFAULT CURRENT_USER NOT NULL,
+    "resultsRoot" text,
     CONSTRAINT "LedgerCheckpoint_counts_check" CHECK ("sessionCount" >= 0 AND "rowCount" >= "sessionCount"),
     CONSTRAINT "LedgerCheckpoint_pkey" PRIMARY KEY (id),
     CONSTRAINT "LedgerCheckpoint_previousRoot_check" CHECK ("previousRoot" ~ '^[0-9a-f]{64}$'::text),
+    CONSTRAINT "LedgerCheckpoint_resultsRoot_check" CHECK ("resultsRoot" ~ '^[0-9a-f]{64}$'::text),
     CONSTRAINT "LedgerCheckpoint_root_check" CHECK (root ~ '^[0-9a-f]{64}$'::text)
 );
 
@@ -526,6 +530,9 @@ CREATE TABLE "VerificationJob" (
     "exitCode" integer,
     "errorMessage" text,
     "leaseTokenHash" bytea,
+    "attestationSignature" bytea,
+    "attestationKeyId" text,
+    CONSTRAINT "VerificationJob_attestation_check" CHECK (("attestationSignature" IS NULL) = ("attestationKeyId" IS NULL) AND ("attestationSignature" IS NULL OR octet_length("attestationSignature") = 64 AND "attestationKeyId" ~ '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$'::text AND (status = ANY (ARRAY['PASSED'::"VerificationJobStatus", 'FAILED'::"VerificationJobStatus", 'ERROR'::"VerificationJobStatus"])))),
     CONSTRAINT "VerificationJob_commitSha_check" CHECK ("commitSha" ~ '^[0-9a-f]{40}([0-9a-f]{24})?$'::text),
     CONSTRAINT "VerificationJob_completedAt_check" CHECK ((status = ANY (ARRAY['PASSED'::"VerificationJobStatus", 'FAILED'::"VerificationJobStatus", 'ERROR'::"VerificationJobStatus"])) = ("completedAt" IS NOT NULL)),
     CONSTRAINT "VerificationJob_labAttemptId_fkey" FOREIGN KEY ("labAttemptId", "sessionId", "commitSha") REFERENCES "LabAttempt"(id, "sessionId", "commitSha") ON UPDATE RESTRICT ON DELETE RESTRICT,
@@ -877,7 +884,7 @@ END;
 $function$;
 
 -- defined in sql/migrations/V0019__push_and_queue_api.sql
-CREATE FUNCTION complete_verification_job(p_job_id uuid, p_worker_id text, p_status "VerificationJobStatus", p_exit_code integer, p_logs jsonb, p_lease_token uuid DEFAULT NULL::uuid)
+CREATE FUNCTION complete_verification_job(p_job_id uuid, p_worker_id text, p_status "VerificationJobStatus", p_exit_code integer, p_logs jsonb, p_lease_token uuid DEFAULT NULL::uuid, p_attestation_signature bytea DEFAULT NULL::bytea, p_attestation_key_id text DEFAULT NULL::text, p_completed_at timestamp with time zone DEFAULT NULL::timestamp with time zone)
  RETURNS SETOF "VerificationJob"
  LANGUAGE plpgsql
  SECURITY DEFINER
@@ -893,6 +900,7 @@ DECLARE
     v_off integer := 0;
     v_pos integer;
     v_cand text;
+    v_completed timestamp(3);
 BEGIN
     IF p_worker_id IS NULL OR length(p_worker_id) NOT BETWEEN 1 AND 200
         OR p_worker_id ~ '[[:cntrl:]]' THEN
@@ -920,6 +928,38 @@ BEGIN
             'must be between -255 and 255 (a process exit status or minus a signal)',
             p_exit_code::text);
     END IF;
+    -- the worker's attestation (docs/security.md): stored, never verified here
+    IF (p_attestation_signature IS NULL) <> (p_attestation_key_id IS NULL) THEN
+        PERFORM api_bad_input('complete_verification_job',
+            CASE WHEN p_attestation_key_id IS NULL
+                THEN 'p_attestation_key_id' ELSE 'p_attestation_signature' END,
+            'must be given together with the other attestation argument', NULL);
+    END IF;
+    IF octet_length(p_attestation_signature) <> 64 THEN
+        PERFORM api_bad_input('complete_verification_job', 'p_attestation_signature',
+            'must be an Ed25519 signature of 64 bytes',
+            octet_length(p_attestation_signature) || ' bytes');
+    END IF;
+    IF p_attestation_key_id !~ '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$' THEN
+        PERFORM api_bad_input('complete_verification_job', 'p_attestation_key_id',
+            'must be 1-128 of [A-Za-z0-9._:-], starting with a letter or digit',
+            p_attestation_key_id);
+    END IF;
+    IF p_attestation_signature IS NOT NULL AND p_completed_at IS NULL THEN
+        PERFORM api_bad_input('complete_verification_job', 'p_completed_at',
+            'must be the completion time the attestation signs', NULL);
+    END IF;
+    IF date_trunc('milliseconds', p_completed_at) <> p_completed_at THEN
+        PERFORM api_bad_input('complete_verification_job', 'p_completed_at',
+            'must have at most millisecond precision (it is stored and signed as is)',
+            p_completed_at::text);
+    END IF;
+    IF p_attestation_signature IS NOT NULL AND p_logs ? 'job' THEN
+        PERFORM api_bad_input('complete_verification_job', 'p_logs',
+            'must not have a top-level "job" member in an attested completion (the database writes it)',
+            left(p_logs ->> 'job', 101));
+    END IF;
+    v_completed := timezone('UTC', p_completed_at);
 
     SELECT * INTO v_job
     FROM public."VerificationJob" AS j
@@ -977,12 +1017,22 @@ BEGIN
             quote_literal(left(p_worker_id, 60)), p_job_id, v_job."leaseExpiresAt"
             USING ERRCODE = 'FQ002';
     END IF;
+    -- a minute of clock skew either way between the worker and the database
+    IF v_completed < v_job."startedAt" - interval '1 minute'
+        OR v_completed > v_now + interval '1 minute' THEN
+        PERFORM api_bad_input('complete_verification_job', 'p_completed_at',
+            format('must lie between the job''s start - 1 minute (%s) and the database clock + 1 minute (%s)',
+                v_job."startedAt" - interval '1 minute', v_now + interval '1 minute'),
+            v_completed::text);
+    END IF;
 
     UPDATE public."VerificationJob" AS j
     SET
         "status" = p_status,
-        "completedAt" = v_now,
+        "completedAt" = coalesce(v_completed, v_now),
         "exitCode" = p_exit_code,
+        "attestationSignature" = p_attestation_signature,
+        "attestationKeyId" = p_attestation_key_id,
         "errorMessage" = CASE
             WHEN p_status = 'ERROR'
                 THEN left(coalesce(p_logs ->> 'error', 'worker reported ERROR'), 2000)
@@ -1609,8 +1659,11 @@ AS $function$
         AND jsonb_array_length(p_files -> 'added') <= 3000
         AND jsonb_array_length(p_files -> 'modified') <= 3000
         AND jsonb_array_length(p_files -> 'removed') <= 3000
+        -- strict: in lax mode the filter unwraps a nested array, so [["a"]]
+        -- passed (and the hash layout spells it like the path '["a"]'); silent:
+        -- a non-array value yields NULL (refused) instead of an error
         AND NOT jsonb_path_exists(
-            p_files, 'lax $.*[*] ? (@.type() != "string" || @ == "")'
+            p_files, 'strict $.*[*] ? (@.type() != "string" || @ == "")', '{}', true
         ),
         false
     )
@@ -2754,7 +2807,7 @@ GRANT EXECUTE ON FUNCTION canonical_repo_url(url text) TO forgea_app;
 GRANT EXECUTE ON FUNCTION canonical_repo_url(url text) TO forgea_readonly;
 GRANT EXECUTE ON FUNCTION canonical_repo_url(url text) TO forgea_worker;
 GRANT EXECUTE ON FUNCTION claim_verification_job(p_worker_id text, p_lease interval) TO forgea_worker;
-GRANT EXECUTE ON FUNCTION complete_verification_job(p_job_id uuid, p_worker_id text, p_status "VerificationJobStatus", p_exit_code integer, p_logs jsonb, p_lease_token uuid) TO forgea_worker;
+GRANT EXECUTE ON FUNCTION complete_verification_job(p_job_id uuid, p_worker_id text, p_status "VerificationJobStatus", p_exit_code integer, p_logs jsonb, p_lease_token uuid, p_attestation_signature bytea, p_attestation_key_id text, p_completed_at timestamp with time zone) TO forgea_worker;
 GRANT EXECUTE ON FUNCTION create_lab_session(p_user_id uuid, p_lab_id uuid, p_fork_url text, p_provider_repo_id bigint, p_idempotency_key text) TO forgea_app;
 GRANT EXECUTE ON FUNCTION enqueue_verification_job(p_lab_attempt_id uuid) TO forgea_app;
 GRANT EXECUTE ON FUNCTION git_branch_name_valid(p_branch text) TO forgea_app;

@@ -302,7 +302,7 @@ def test_fails_on_active_session_with_completed_at(db, world):
 def test_fails_on_public_executable_definer_function(db, world):
     db.connect("owner").execute(
         "GRANT EXECUTE ON FUNCTION complete_verification_job(uuid, text, "
-        '"VerificationJobStatus", integer, jsonb, uuid) TO PUBLIC')
+        '"VerificationJobStatus", integer, jsonb, uuid, bytea, text, timestamptz) TO PUBLIC')
     assert_fails(report(db), "function_privileges", "complete_verification_job",
                  "executable by everyone")
 

@@ -37,7 +37,7 @@ def _prepare(admin, server_dsn: str, tag: str, scale: int, echo: bool, cleanup: 
         admin.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(d)))
         cleanup.append(("db", d))
     dsn = _with_db(server_dsn, db)
-    A.apply(dsn, "V0002__roles_and_archive", err=_Progress(False))
+    A.apply(dsn, A.load_chain()[1].id, err=_Progress(False))   # the baseline + roles
     app_dsn, details["app_role"] = _app_dsn(dsn, admin, cleanup)
     _say(f"generating scale {scale} ...")
     gen = datagen.generate(dsn, scale, log=_say if echo else None)

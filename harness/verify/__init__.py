@@ -11,7 +11,7 @@ that check, under its own name, and the others still run.
 what each proves is in docs/dba.md (section "What verify checks"). The
 modules: :mod:`.report` (Check, Report, the table), :mod:`.queries`,
 :mod:`.context` (what the checks share), :mod:`.chain_checks`,
-:mod:`.rows`, :mod:`.ledger_checks`, :mod:`.privileges`.
+:mod:`.rows`, :mod:`.ledger_checks`, :mod:`.attestations`, :mod:`.privileges`.
 
 Output: a table (check, status, detail) or, with ``--json``,
 ``{"ok": bool, "checks": [{"name", "status": "pass|fail|info", "findings": [...]}]}``.
@@ -29,7 +29,7 @@ import psycopg
 
 from .. import chain as chain_mod
 from ..errors import LocalProblem, _unreachable
-from . import chain_checks, ledger_checks, privileges, rows
+from . import attestations, chain_checks, ledger_checks, privileges, rows
 from .chain_checks import build_reference, expected_triggers
 from .context import Context, applied_files
 from .privileges import (EXPECTED_COLUMN_PRIVILEGES, EXPECTED_FUNCTION_EXECUTE,
@@ -63,6 +63,7 @@ CHECKS: tuple[tuple[str, object, str | None], ...] = (
     ("lab_attempt_chain", ledger_checks.lab_attempt_chain, None),
     ("lab_attempt_chain_recomputed", ledger_checks.lab_attempt_chain_recomputed, None),
     ("checkpoint", ledger_checks.checkpoint, "checkpoint"),
+    ("worker_attestations", attestations.worker_attestations, None),
     ("definitions", chain_checks.definitions, "reference"),
     ("extensions", privileges.extensions, None),
     ("role_attributes", privileges.role_attributes, None),
@@ -130,7 +131,8 @@ def _read_applied(conn, files) -> tuple[dict, list, str | None]:
 
 def run_checks(conn: psycopg.Connection, sql_root: Path | None = None,
                require_complete: bool = True, checkpoint: dict | None = None,
-               reference_snapshot: dict | None = None) -> Report:
+               reference_snapshot: dict | None = None,
+               worker_keys: dict | None = None) -> Report:
     """All checks through ``conn`` (not in a transaction yet), in one READ ONLY one.
 
     Nothing is written, not even a temporary table, so this runs as a role that
@@ -147,7 +149,7 @@ def run_checks(conn: psycopg.Connection, sql_root: Path | None = None,
         ctx = Context(conn=conn, files=files, chain_problems=problems, state=state,
                       applied=applied, require_complete=require_complete,
                       checkpoint=checkpoint, reference=reference_snapshot,
-                      state_error=state_error)
+                      state_error=state_error, worker_keys=worker_keys)
         checks = [_run_one(conn, name, fn, ctx) for name, fn, needs in CHECKS
                   if needs is None or getattr(ctx, needs) is not None]
     finally:
@@ -158,26 +160,29 @@ def run_checks(conn: psycopg.Connection, sql_root: Path | None = None,
 
 
 def verify(dsn: str, *, sql_root: Path | None = None, require_complete: bool = True,
-           checkpoint: dict | None = None, reference_snapshot: dict | str | None = None
-           ) -> Report:
+           checkpoint: dict | None = None, reference_snapshot: dict | str | None = None,
+           worker_keys: dict | None = None) -> Report:
     """``reference_snapshot``: a snapshot (harness.reference), "build" to build one
     for the applied files, or None to skip the definitions check."""
     with psycopg.connect(dsn, autocommit=True, application_name="harness-verify") as conn:
         if reference_snapshot == "build":
             reference_snapshot = build_reference(conn, sql_root)
         return run_checks(conn, sql_root=sql_root, require_complete=require_complete,
-                          checkpoint=checkpoint, reference_snapshot=reference_snapshot)
+                          checkpoint=checkpoint, reference_snapshot=reference_snapshot,
+                          worker_keys=worker_keys)
 
 
 def run(dsn: str, json_output: bool = False, *, sql_root: Path | None = None,
         require_complete: bool = True, checkpoint: dict | None = None,
-        reference_snapshot: dict | str | None = "build", out=None) -> int:
+        reference_snapshot: dict | str | None = "build", worker_keys: dict | None = None,
+        out=None) -> int:
     """Run every check against ``dsn``, print the result; return the exit code
     (:attr:`Report.exit_code`: 0, 1 a check failed, 5 a check could not run for a
     problem on this machine). Connection errors propagate to the caller."""
     out = out or sys.stdout
     report = verify(dsn, sql_root=sql_root, require_complete=require_complete,
-                    checkpoint=checkpoint, reference_snapshot=reference_snapshot)
+                    checkpoint=checkpoint, reference_snapshot=reference_snapshot,
+                    worker_keys=worker_keys)
     if json_output:
         out.write(json.dumps(report.as_dict(), indent=2, default=str) + "\n")
     else:

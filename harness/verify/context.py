@@ -49,6 +49,8 @@ class Context:
     require_complete: bool = True
     checkpoint: dict | None = None
     reference: dict | None = None
+    #: key id -> Ed25519 public key (harness.attest.load_worker_keys), or None
+    worker_keys: dict | None = None
     #: why the bookkeeping could not be read (the checks built on it do not run)
     state_error: str | None = None
 

@@ -47,12 +47,19 @@ def lab_attempt_chain_recomputed(c, ctx) -> None:
 
 
 def checkpoint(c, ctx) -> None:
-    """Every session head of a checkpoint kept off the database is still in place."""
+    """Every session head of a checkpoint kept off the database is still in place, and
+    (format v2) every attempt, finished job and finished session it committed to."""
     conn, doc = ctx.conn, ctx.checkpoint
     problems = ledger.check_checkpoint(conn, doc)
     if problems:
-        c.fail(f"checkpoint {doc['root'][:16]}", "the live ledger no longer extends it",
+        c.fail(f"checkpoint {doc['root'][:16]}",
+               "the live ledger or a result no longer matches it",
                problems, len(problems))
     else:
+        res = doc.get("results")
+        covered = (f"; {len(res['attempts'])} attempts, {len(res['jobs'])} finished jobs, "
+                   f"{len(res['sessions'])} finished sessions unchanged" if res
+                   else "; results not covered (a v1 document)")
         c.info(f"checkpoint {doc['root'][:16]}",
-               f"{doc['sessionCount']} session heads of {doc['takenAt']} still in place")
+               f"{doc['sessionCount']} session heads of {doc['takenAt']} still in place"
+               + covered)

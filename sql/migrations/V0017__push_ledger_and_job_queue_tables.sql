@@ -16,6 +16,12 @@
 --     createdAt). It is how a redelivery is recognised even when every commit of
 --     the push was already recorded by an earlier delivery. Append-only too.
 --   Commit SHAs: lowercase hex, 40 or 64 characters (CHECK).
+--   Every hashed column is held to the values the row-hash layout (V0018)
+--   spells in exactly one way: pushedAt and createdAt from 0001-01-01 to
+--   9999-12-31 23:59:59.999 (no BC year, no 'infinity' / '-infinity', whose
+--   layout spellings collide), changedFiles exactly three arrays of non-empty
+--   strings, prevHash/rowHash 32 bytes (CHECKs); uuids, text (valid in the
+--   database encoding, never NUL) and NULL need nothing more.
 --   After a preserving rollback the archived rows of both tables
 --   (forgea_archive."LabAttempt_V0017_<time>", "GitHubPushDelivery_V0017_<time>")
 --   come back exactly, hash chain columns included, before V0018's guards and
@@ -56,6 +62,13 @@
 --   "VerificationJob"."leaseTokenHash" bytea: SHA-256 of the lease token of the
 --   job's latest run (claim_verification_job hands the token to the worker and
 --   keeps only its hash; complete_verification_job must be shown the token).
+--   "VerificationJob"."attestationSignature" bytea (64 bytes) and
+--   "attestationKeyId" text: the completing worker's Ed25519 signature over the
+--   statement forgea.attestation.v1 (docs/security.md "Worker attestations")
+--   and the id of its key, both or neither, only on a terminal job (CHECK
+--   "VerificationJob_attestation_check"); frozen with the terminal row by
+--   V0018's guard. The database never verifies them and holds no key:
+--   `harness verify --worker-keys FILE` does, with public keys kept outside.
 -- Why: CONTRACT section 4 (LabAttempt, VerificationJob). The tables are new
 --   and unused until V0019's API exists, so their indexes, CHECKs and foreign
 --   keys are created valid, in this transaction, without CONCURRENTLY.
@@ -85,8 +98,11 @@ AS $$
         AND jsonb_array_length(p_files -> 'added') <= 3000
         AND jsonb_array_length(p_files -> 'modified') <= 3000
         AND jsonb_array_length(p_files -> 'removed') <= 3000
+        -- strict: in lax mode the filter unwraps a nested array, so [["a"]]
+        -- passed (and the hash layout spells it like the path '["a"]'); silent:
+        -- a non-array value yields NULL (refused) instead of an error
         AND NOT jsonb_path_exists(
-            p_files, 'lax $.*[*] ? (@.type() != "string" || @ == "")'
+            p_files, 'strict $.*[*] ? (@.type() != "string" || @ == "")', '{}', true
         ),
         false
     )
@@ -124,6 +140,12 @@ CREATE TABLE "LabAttempt" (
     CHECK (length("authorLogin") <= 1000),
     CONSTRAINT "LabAttempt_changedFiles_check"
     CHECK (lab_attempt_changed_files_valid("changedFiles")),
+    -- the hash layout writes timestamps as YYYY-MM-DDTHH:MM:SS.mmmZ: no era,
+    -- no infinity; only years 1..9999 (AD) have one spelling each there
+    CONSTRAINT "LabAttempt_pushedAt_check"
+    CHECK ("pushedAt" BETWEEN '0001-01-01 00:00:00' AND '9999-12-31 23:59:59.999'),
+    CONSTRAINT "LabAttempt_createdAt_check"
+    CHECK ("createdAt" BETWEEN '0001-01-01 00:00:00' AND '9999-12-31 23:59:59.999'),
     CONSTRAINT "LabAttempt_chainSeq_check" CHECK ("chainSeq" >= 1),
     CONSTRAINT "LabAttempt_prevHash_check" CHECK (octet_length("prevHash") = 32),
     CONSTRAINT "LabAttempt_rowHash_check" CHECK (octet_length("rowHash") = 32)
@@ -206,6 +228,8 @@ CREATE TABLE "VerificationJob" (
     "exitCode" INTEGER,
     "errorMessage" TEXT,
     "leaseTokenHash" BYTEA,
+    "attestationSignature" BYTEA,
+    "attestationKeyId" TEXT,
     CONSTRAINT "VerificationJob_pkey" PRIMARY KEY ("id"),
     CONSTRAINT "VerificationJob_commitSha_check" CHECK (
         "commitSha" ~ '^[0-9a-f]{40}([0-9a-f]{24})?$'
@@ -224,6 +248,15 @@ CREATE TABLE "VerificationJob" (
     CONSTRAINT "VerificationJob_queued_check" CHECK (
         "status" <> 'QUEUED'
         OR "leaseOwner" IS NULL AND "leaseExpiresAt" IS NULL
+    ),
+    CONSTRAINT "VerificationJob_attestation_check" CHECK (
+        ("attestationSignature" IS NULL) = ("attestationKeyId" IS NULL)
+        AND (
+            "attestationSignature" IS NULL
+            OR octet_length("attestationSignature") = 64
+            AND "attestationKeyId" ~ '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$'
+            AND "status" IN ('PASSED', 'FAILED', 'ERROR')
+        )
     ),
     CONSTRAINT "VerificationJob_labAttemptId_fkey"
     FOREIGN KEY ("labAttemptId", "sessionId", "commitSha")
@@ -266,3 +299,9 @@ TO forgea_app, forgea_worker, forgea_readonly;
 
 COMMENT ON COLUMN "VerificationJob"."leaseTokenHash" IS
 'SHA-256 of the lease token claim_verification_job handed to the latest run (V0017).';
+
+COMMENT ON COLUMN "VerificationJob"."attestationSignature" IS
+'Ed25519 signature of the completing worker over forgea.attestation.v1 (docs/security.md); never verified in the database (V0017).';
+
+COMMENT ON COLUMN "VerificationJob"."attestationKeyId" IS
+'Id of the worker key that made attestationSignature; public keys live outside the database (V0017).';

@@ -79,6 +79,18 @@
 --     session to VERIFIED_PASS (a DEFERRED one stays DEFERRED); ERROR never
 --     creates an attempt or a pass. Behind a pooler in transaction mode, pass
 --     p_lease_token explicitly.
+--     Trailing, all DEFAULT NULL (the five- and six-argument calls still
+--     resolve): p_attestation_signature bytea, p_attestation_key_id text,
+--     p_completed_at timestamptz: the worker's Ed25519 signature over the
+--     statement forgea.attestation.v1 (docs/security.md), its key id, and the
+--     completion time it signed. Stored on the job as given (never verified
+--     here: the database holds no key; `harness verify --worker-keys` checks
+--     them); p_completed_at becomes "completedAt". 22023: signature without
+--     key id or the reverse, a signature not of 64 bytes, a key id not 1-128 of
+--     [A-Za-z0-9._:-], a signature without p_completed_at, p_completed_at finer
+--     than a millisecond, or outside the job's start - 1 minute .. the database
+--     clock + 1 minute (clock skew), an attested p_logs with a top-level "job"
+--     member.
 --   * requeue_expired_verification_jobs() -> jobs moved          forgea_worker
 --     RUNNING jobs whose lease expired go back to QUEUED while runs remain (at
 --     most 3), else to ERROR with a reason; requeued jobs are NOTIFYed again.
@@ -999,7 +1011,10 @@ CREATE FUNCTION complete_verification_job(
     p_status "VerificationJobStatus",
     p_exit_code integer,
     p_logs jsonb,
-    p_lease_token uuid DEFAULT NULL
+    p_lease_token uuid DEFAULT NULL,
+    p_attestation_signature bytea DEFAULT NULL,
+    p_attestation_key_id text DEFAULT NULL,
+    p_completed_at timestamptz DEFAULT NULL
 )
 RETURNS SETOF "VerificationJob"
 LANGUAGE plpgsql
@@ -1016,6 +1031,7 @@ DECLARE
     v_off integer := 0;
     v_pos integer;
     v_cand text;
+    v_completed timestamp(3);
 BEGIN
     IF p_worker_id IS NULL OR length(p_worker_id) NOT BETWEEN 1 AND 200
         OR p_worker_id ~ '[[:cntrl:]]' THEN
@@ -1043,6 +1059,38 @@ BEGIN
             'must be between -255 and 255 (a process exit status or minus a signal)',
             p_exit_code::text);
     END IF;
+    -- the worker's attestation (docs/security.md): stored, never verified here
+    IF (p_attestation_signature IS NULL) <> (p_attestation_key_id IS NULL) THEN
+        PERFORM api_bad_input('complete_verification_job',
+            CASE WHEN p_attestation_key_id IS NULL
+                THEN 'p_attestation_key_id' ELSE 'p_attestation_signature' END,
+            'must be given together with the other attestation argument', NULL);
+    END IF;
+    IF octet_length(p_attestation_signature) <> 64 THEN
+        PERFORM api_bad_input('complete_verification_job', 'p_attestation_signature',
+            'must be an Ed25519 signature of 64 bytes',
+            octet_length(p_attestation_signature) || ' bytes');
+    END IF;
+    IF p_attestation_key_id !~ '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$' THEN
+        PERFORM api_bad_input('complete_verification_job', 'p_attestation_key_id',
+            'must be 1-128 of [A-Za-z0-9._:-], starting with a letter or digit',
+            p_attestation_key_id);
+    END IF;
+    IF p_attestation_signature IS NOT NULL AND p_completed_at IS NULL THEN
+        PERFORM api_bad_input('complete_verification_job', 'p_completed_at',
+            'must be the completion time the attestation signs', NULL);
+    END IF;
+    IF date_trunc('milliseconds', p_completed_at) <> p_completed_at THEN
+        PERFORM api_bad_input('complete_verification_job', 'p_completed_at',
+            'must have at most millisecond precision (it is stored and signed as is)',
+            p_completed_at::text);
+    END IF;
+    IF p_attestation_signature IS NOT NULL AND p_logs ? 'job' THEN
+        PERFORM api_bad_input('complete_verification_job', 'p_logs',
+            'must not have a top-level "job" member in an attested completion (the database writes it)',
+            left(p_logs ->> 'job', 101));
+    END IF;
+    v_completed := timezone('UTC', p_completed_at);
 
     SELECT * INTO v_job
     FROM public."VerificationJob" AS j
@@ -1100,12 +1148,22 @@ BEGIN
             quote_literal(left(p_worker_id, 60)), p_job_id, v_job."leaseExpiresAt"
             USING ERRCODE = 'FQ002';
     END IF;
+    -- a minute of clock skew either way between the worker and the database
+    IF v_completed < v_job."startedAt" - interval '1 minute'
+        OR v_completed > v_now + interval '1 minute' THEN
+        PERFORM api_bad_input('complete_verification_job', 'p_completed_at',
+            format('must lie between the job''s start - 1 minute (%s) and the database clock + 1 minute (%s)',
+                v_job."startedAt" - interval '1 minute', v_now + interval '1 minute'),
+            v_completed::text);
+    END IF;
 
     UPDATE public."VerificationJob" AS j
     SET
         "status" = p_status,
-        "completedAt" = v_now,
+        "completedAt" = coalesce(v_completed, v_now),
         "exitCode" = p_exit_code,
+        "attestationSignature" = p_attestation_signature,
+        "attestationKeyId" = p_attestation_key_id,
         "errorMessage" = CASE
             WHEN p_status = 'ERROR'
                 THEN left(coalesce(p_logs ->> 'error', 'worker reported ERROR'), 2000)
@@ -1145,11 +1203,11 @@ END;
 $$;
 
 REVOKE ALL ON FUNCTION complete_verification_job(
-    uuid, text, "VerificationJobStatus", integer, jsonb, uuid
+    uuid, text, "VerificationJobStatus", integer, jsonb, uuid, bytea, text, timestamptz
 ) FROM PUBLIC;
 
 GRANT EXECUTE ON FUNCTION complete_verification_job(
-    uuid, text, "VerificationJobStatus", integer, jsonb, uuid
+    uuid, text, "VerificationJobStatus", integer, jsonb, uuid, bytea, text, timestamptz
 ) TO forgea_worker;
 
 CREATE FUNCTION requeue_expired_verification_jobs()

@@ -3,7 +3,11 @@
 -- What: "LedgerCheckpoint": one row per `harness checkpoint` recorded (its
 --   root digest, the number of sessions and rows it covers, when and by
 --   whom), so a later checkpoint can prove it extends the earlier one. The
---   checkpoint document itself is kept outside the database.
+--   checkpoint document itself is kept outside the database. From document
+--   format v2 the root also commits to every verification attempt, finished
+--   job and finished session (harness/ledger_results.py, docs/security.md):
+--   root = SHA-256(0x02 || heads root || resultsRoot), and "resultsRoot"
+--   records the results' own root (NULL: a ledger-only v1 document).
 -- Why: CONTRACT section 8 (checkpoint, verify --checkpoint).
 -- Transaction: yes.
 -- Locks: new table only. At 1M: under 0.1 s.
@@ -20,11 +24,14 @@ CREATE TABLE "LedgerCheckpoint" (
     "rowCount" BIGINT NOT NULL,
     "takenAt" TIMESTAMP(3) NOT NULL DEFAULT timezone('UTC', now()),
     "takenBy" TEXT NOT NULL DEFAULT current_user,
+    "resultsRoot" TEXT,
     CONSTRAINT "LedgerCheckpoint_pkey" PRIMARY KEY ("id"),
     CONSTRAINT "LedgerCheckpoint_root_check"
     CHECK ("root" ~ '^[0-9a-f]{64}$'),
     CONSTRAINT "LedgerCheckpoint_previousRoot_check"
     CHECK ("previousRoot" ~ '^[0-9a-f]{64}$'),
+    CONSTRAINT "LedgerCheckpoint_resultsRoot_check"
+    CHECK ("resultsRoot" ~ '^[0-9a-f]{64}$'),
     CONSTRAINT "LedgerCheckpoint_counts_check"
     CHECK ("sessionCount" >= 0 AND "rowCount" >= "sessionCount")
 );

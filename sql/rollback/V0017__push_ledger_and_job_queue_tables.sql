@@ -8,7 +8,8 @@
 --   FM002 (counts and the first 20 LabAttempt ids), unless
 --   forgea.rollback_preserve = on: then every table is copied to
 --   forgea_archive ("<Table>_V0017_<time>") first, hash chain columns and
---   lease token hashes included, so the archive can still be verified; V0017
+--   lease token hashes and worker attestations included, so the archive can
+--   still be verified; V0017
 --   restores them, hashes unchanged, on the next apply. Attempts that
 --   reference jobs stay in "VerificationAttempt" (V0006's rollback decides
 --   about them).

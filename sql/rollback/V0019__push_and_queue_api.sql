@@ -7,7 +7,7 @@
 DROP FUNCTION requeue_expired_verification_jobs();
 
 DROP FUNCTION complete_verification_job(
-    uuid, text, "VerificationJobStatus", integer, jsonb, uuid
+    uuid, text, "VerificationJobStatus", integer, jsonb, uuid, bytea, text, timestamptz
 );
 
 DROP FUNCTION claim_verification_job(text, interval);

@@ -36,8 +36,20 @@
 --         netstring of its element count in decimal followed by one netstring
 --         per path, in array order (empty list:  1:0, )
 --     F14 pushedAt and F15 createdAt: UTC, 'YYYY-MM-DDTHH:MM:SS.mmmZ'
---         (exactly three fractional digits)
+--         (exactly four year digits, three fractional digits; the columns are
+--         timestamp(3) without time zone, so no rounding and no TimeZone)
 --     F16 the literal  end
+--   Injective over the values the columns admit (the CHECKs of V0017): the
+--   layout spells a BC year like the AD one and 'infinity' like '-infinity'
+--   (both NULL), so the timestamps are held to 0001-01-01 .. 9999-12-31
+--   23:59:59.999; changedFiles to exactly the three keys, each an array of
+--   <= 3000 non-empty strings (a number 1 and a string "1", a JSON null and a
+--   missing key would otherwise collide; jsonb keeps one of duplicate keys);
+--   prevHash to 32 bytes. Text is hashed as its UTF-8 bytes, unnormalised
+--   (two spellings of one character are two values, with two encodings);
+--   NUL cannot be stored; NULL (-,) differs from '' (0:,). `harness verify`
+--   (harness/ledger.py) also refuses a stored row outside that domain (a
+--   superuser can drop a CHECK), as an edited row.
 --   chainSeq is not hashed: the order of a session's chain is fixed by the
 --   prevHash links (chainSeq is a dense index that makes reordering visible).
 --   Example: the empty list encodes as "1:0,", the author login NULL as "-,".
