@@ -61,7 +61,20 @@ INTENDED = {
     'column "VerificationJob"."attestationKeyId"': "worker attestations (V0017)",
     'column "VerificationJob"."attestationSignature"': "likewise (V0017)",
     'constraint "VerificationJob_attestation_check"': "likewise (V0017)",
-    "function complete_verification_job(": "takes and stores the attestation (V0019)",
+    "function complete_verification_job(": "takes and stores the attestation (V0019); "
+                                           "lock_timeout 5s, no settable marker",
+    "function claim_verification_job(": "SET lock_timeout = '5s': 55P03, not a stall (V0019)",
+    "function requeue_expired_verification_jobs(": "likewise (V0019)",
+    "function record_push(": "likewise (V0019)",
+    "function create_lab_session(": "likewise (V0019)",
+    "function enqueue_verification_job(": "likewise (V0019)",
+    "function transition_api_caller(": "job and attempt moves authorised by the call "
+                                       "stack, not by a setting (V0007)",
+    "function verification_job_transition_guard(": "likewise (V0018)",
+    "function verification_attempt_insert_guard(": "likewise (V0007)",
+    "privilege on column Lab.": "forgea_app UPDATEs the lab's content columns only: no "
+                                "LOCK TABLE above ROW EXCLUSIVE (V0002)",
+    "privilege on table Lab:": "likewise: no table-level UPDATE (V0002)",
 }
 
 
