@@ -802,6 +802,7 @@ CREATE FUNCTION claim_verification_job(p_worker_id text, p_lease interval)
  LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+ SET lock_timeout TO '5s'
 AS $function$
 #variable_conflict use_column
 DECLARE
@@ -888,6 +889,7 @@ CREATE FUNCTION complete_verification_job(p_job_id uuid, p_worker_id text, p_sta
  LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+ SET lock_timeout TO '5s'
 AS $function$
 DECLARE
     v_job public."VerificationJob";
@@ -1025,7 +1027,6 @@ BEGIN
             v_completed::text);
     END IF;
 
-    PERFORM set_config('forgea.completing_job', p_job_id::text, true);
     UPDATE public."VerificationJob" AS j
     SET
         "status" = p_status,
@@ -1039,7 +1040,6 @@ BEGIN
         END
     WHERE j."id" = p_job_id
     RETURNING j.* INTO v_job;
-    PERFORM set_config('forgea.completing_job', '', true);
 
     IF p_status OPERATOR(pg_catalog.=) ANY ('{PASSED,FAILED}') THEN
         INSERT INTO public."VerificationAttempt" (
@@ -1083,6 +1083,7 @@ CREATE FUNCTION create_lab_session(p_user_id uuid, p_lab_id uuid, p_fork_url tex
  LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+ SET lock_timeout TO '5s'
 AS $function$
 DECLARE
     fn constant text := 'create_lab_session';
@@ -1247,6 +1248,7 @@ CREATE FUNCTION enqueue_verification_job(p_lab_attempt_id uuid)
  LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+ SET lock_timeout TO '5s'
 AS $function$
 DECLARE
     v_attempt record;
@@ -1879,6 +1881,7 @@ CREATE FUNCTION record_push(p_delivery_id text, p_provider_repo_id bigint, p_rep
  LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+ SET lock_timeout TO '5s'
 AS $function$
 #variable_conflict use_column
 DECLARE
@@ -2285,6 +2288,7 @@ CREATE FUNCTION requeue_expired_verification_jobs()
  LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+ SET lock_timeout TO '5s'
 AS $function$
 DECLARE
     v_now timestamp(3) := timezone('UTC', clock_timestamp());
@@ -2383,11 +2387,77 @@ END;
 $function$;
 
 -- defined in sql/triggers/V0007__lab_session_and_attempt_guards.sql
+CREATE FUNCTION transition_api_caller(p_context text)
+ RETURNS text
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_lines text[] := string_to_array(p_context, E'\n');
+    v_last text;
+    v_m text[];
+    v_fn oid;
+    v_head text;
+    v_stmt text;
+    v_src text;
+BEGIN
+    -- the outermost frame, written by the server for the function that runs
+    -- the whole call (a statement's text cannot forge it: it is never last)
+    v_last := v_lines[cardinality(v_lines)];
+    v_m := regexp_match(v_last,
+        '^PL/pgSQL function ([a-z_]+)\((.*)\) line ([0-9]+) at SQL statement$');
+    IF v_m IS NULL OR NOT (
+        v_m[1] = 'claim_verification_job' AND v_m[2] = 'text,interval'
+        OR v_m[1] = 'requeue_expired_verification_jobs' AND v_m[2] = ''
+        OR v_m[1] = 'complete_verification_job'
+        AND starts_with(v_m[2], 'uuid,text,"VerificationJobStatus",integer,jsonb,uuid')
+    ) THEN
+        RETURN NULL;
+    END IF;
+    -- that name renders unqualified only for the function in public, and no
+    -- schema (pg_temp included) may hold another function of that name
+    IF EXISTS (
+        SELECT 1 FROM pg_proc AS q
+        WHERE q.proname = v_m[1] AND q.pronamespace <> 'public'::regnamespace
+    ) THEN
+        RETURN NULL;
+    END IF;
+    SELECT p.oid, p.prosrc INTO v_fn, v_src
+    FROM pg_proc AS p
+    WHERE p.proname = v_m[1] AND p.pronamespace = 'public'::regnamespace
+        AND p.prosecdef
+        AND p.oid::regprocedure::text = v_m[1] || '(' || v_m[2] || ')';
+    IF v_fn IS NULL THEN
+        RETURN NULL;
+    END IF;
+    -- the caller's own frame, then exactly one statement: the one that the
+    -- API function's source holds, whole, at the line the frame names
+    v_head := v_lines[1] || E'\nSQL statement "';
+    IF NOT starts_with(p_context, v_head)
+        OR substr(p_context, length(p_context) - length(v_last) - 1, 2) <> E'"\n' THEN
+        RETURN NULL;
+    END IF;
+    v_stmt := substr(p_context, length(v_head) + 1,
+        length(p_context) - length(v_head) - length(v_last) - 2);
+    v_src := ltrim(array_to_string(
+        (string_to_array(v_src, E'\n'))[v_m[3]::integer:], E'\n'), E' \t');
+    IF v_stmt = '' OR NOT starts_with(v_src, v_stmt)
+        OR substr(v_src, length(v_stmt) + 1) !~* '^\s*(;|INTO\s)' THEN
+        RETURN NULL;
+    END IF;
+    RETURN v_m[1];
+END;
+$function$;
+
+-- defined in sql/triggers/V0007__lab_session_and_attempt_guards.sql
 CREATE FUNCTION verification_attempt_insert_guard()
  RETURNS trigger
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
+DECLARE
+    v_context text;
 BEGIN
     IF NEW."verificationJobId" IS NULL AND EXISTS (
         SELECT 1 FROM public."VerificationLog" AS vl
@@ -2398,7 +2468,17 @@ BEGIN
     ) THEN
         RETURN NEW;
     END IF;
-    IF NEW."verificationJobId" IS NOT NULL AND EXISTS (
+    GET DIAGNOSTICS v_context = PG_CONTEXT;
+    IF NEW."verificationJobId" IS NOT NULL
+        AND (
+            transition_api_caller(v_context) = 'complete_verification_job'
+            -- a second attempt of the job: the unique key answers (23505)
+            OR EXISTS (
+                SELECT 1 FROM public."VerificationAttempt" AS o
+                WHERE o."verificationJobId" = NEW."verificationJobId"
+            )
+        )
+        AND EXISTS (
         SELECT 1 FROM public."VerificationJob" AS j
         WHERE
             j."id" = NEW."verificationJobId"
@@ -2426,6 +2506,9 @@ CREATE FUNCTION verification_job_transition_guard()
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
+DECLARE
+    v_context text;
+    v_api text;
 BEGIN
     IF TG_OP = 'DELETE' THEN
         RAISE EXCEPTION 'VerificationJob is append-only: DELETE of job % refused',
@@ -2461,21 +2544,35 @@ BEGIN
             USING ERRCODE = 'FA002';
     END IF;
 
+    -- who moves the job: the server's own call stack, never a setting
+    GET DIAGNOSTICS v_context = PG_CONTEXT;
+    v_api := transition_api_caller(v_context);
     IF OLD."status" = 'QUEUED' AND NEW."status" = 'RUNNING'
-        AND NEW."runCount" = OLD."runCount" + 1 THEN
+        AND NEW."runCount" = OLD."runCount" + 1
+        AND (
+            v_api = 'claim_verification_job'
+            -- a second RUNNING job of the session: the unique index
+            -- answers (23505), as it always has
+            OR EXISTS (
+                SELECT 1 FROM public."VerificationJob" AS r
+                WHERE r."sessionId" = OLD."sessionId" AND r."status" = 'RUNNING'
+            )
+        ) THEN
         RETURN NEW;
     ELSIF OLD."status" = 'RUNNING'
         AND NEW."status" IN ('PASSED', 'FAILED', 'ERROR')
         AND NEW."leaseOwner" IS NOT DISTINCT FROM OLD."leaseOwner"
         AND NEW."runCount" = OLD."runCount"
         AND (
-            current_setting('forgea.completing_job', true) = OLD."id"::text
+            v_api = 'complete_verification_job'
             AND OLD."leaseExpiresAt" >= timezone('UTC', clock_timestamp())
-            OR NEW."status" = 'ERROR' AND OLD."runCount" >= 3
+            OR v_api = 'requeue_expired_verification_jobs'
+            AND NEW."status" = 'ERROR' AND OLD."runCount" >= 3
             AND OLD."leaseExpiresAt" < timezone('UTC', clock_timestamp())
         ) THEN
         RETURN NEW;
     ELSIF OLD."status" = 'RUNNING' AND NEW."status" = 'QUEUED'
+        AND v_api = 'requeue_expired_verification_jobs'
         AND OLD."leaseExpiresAt" < timezone('UTC', clock_timestamp())
         AND OLD."runCount" < 3 AND NEW."runCount" = OLD."runCount" THEN
         RETURN NEW;
@@ -2710,6 +2807,13 @@ GRANT SELECT ("userId") ON "Account" TO forgea_readonly;
 GRANT SELECT ("expires") ON "AuthSession" TO forgea_readonly;
 GRANT SELECT ("id") ON "AuthSession" TO forgea_readonly;
 GRANT SELECT ("userId") ON "AuthSession" TO forgea_readonly;
+GRANT UPDATE ("baseRepoUrl") ON "Lab" TO forgea_app;
+GRANT UPDATE ("constraints") ON "Lab" TO forgea_app;
+GRANT UPDATE ("epic") ON "Lab" TO forgea_app;
+GRANT UPDATE ("failureClass") ON "Lab" TO forgea_app;
+GRANT UPDATE ("repoVersion") ON "Lab" TO forgea_app;
+GRANT UPDATE ("sourceGithubIssueUrl") ON "Lab" TO forgea_app;
+GRANT UPDATE ("title") ON "Lab" TO forgea_app;
 GRANT UPDATE ("lastActivityAt") ON "LabSession" TO forgea_app;
 GRANT UPDATE ("status") ON "LabSession" TO forgea_app;
 GRANT SELECT ("expires") ON "Session" TO forgea_readonly;
@@ -2751,7 +2855,7 @@ GRANT SELECT ON "GitHubPushDelivery" TO forgea_worker;
 GRANT SELECT ON "GitHubRepoMapping" TO forgea_app;
 GRANT SELECT ON "GitHubRepoMapping" TO forgea_readonly;
 GRANT SELECT ON "GitHubRepoMapping" TO forgea_worker;
-GRANT INSERT, SELECT, UPDATE ON "Lab" TO forgea_app;
+GRANT INSERT, SELECT ON "Lab" TO forgea_app;
 GRANT SELECT ON "Lab" TO forgea_readonly;
 GRANT SELECT ON "Lab" TO forgea_worker;
 GRANT SELECT ON "LabAttempt" TO forgea_app;

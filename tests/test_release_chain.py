@@ -66,22 +66,30 @@ INTENDED = {
     'column "VerificationJob"."attestationSignature"': "likewise (V0017)",
     'constraint "VerificationJob_attestation_check"': "likewise (V0017)",
     "function complete_verification_job(": "takes and stores the attestation; enum "
-                                           "comparisons by pg_catalog operators (V0019)",
-    "function claim_verification_job(": HARDENED,
+                                           "comparisons by pg_catalog operators; lock_timeout "
+                                           "5s, no settable marker (V0019)",
+    "function claim_verification_job(": HARDENED + "; SET lock_timeout = '5s': 55P03, not a "
+                                        "stall (V0019)",
+    "function requeue_expired_verification_jobs(": HARDENED + "; lock_timeout (V0019)",
+    "function record_push(": HARDENED + "; lock_timeout (V0019)",
+    "function create_lab_session(": "SET lock_timeout = '5s' (V0019)",
+    "function enqueue_verification_job(": HARDENED + "; lock_timeout (V0019)",
+    "function transition_api_caller(": "job and attempt moves authorised by the call "
+                                       "stack, not by a setting (V0007)",
+    "function verification_job_transition_guard(": HARDENED + "; the call stack (V0018)",
+    "function verification_attempt_insert_guard(": HARDENED + "; the call stack (V0007)",
     "function enforce_lab_session_status_transition(": HARDENED,
-    "function enqueue_verification_job(": HARDENED,
     "function guard_github_repo_mapping(": HARDENED,
     "function guard_lab_session_identity(": HARDENED,
     "function lab_attempt_session_lock(": HARDENED,
     "function lab_session_version_default(": HARDENED,
     "function lab_version_snapshot(": HARDENED,
     "function list_unmapped_lab_sessions(": HARDENED,
-    "function record_push(": HARDENED,
-    "function requeue_expired_verification_jobs(": HARDENED,
     "function resolve_lab_session(": HARDENED,
     "function sync_github_repo_mapping_active(": HARDENED,
-    "function verification_attempt_insert_guard(": HARDENED,
-    "function verification_job_transition_guard(": HARDENED,
+    "privilege on column Lab.": "forgea_app UPDATEs the lab's content columns only: no "
+                                "LOCK TABLE above ROW EXCLUSIVE (V0002)",
+    "privilege on table Lab:": "likewise: no table-level UPDATE (V0002)",
 }
 
 

@@ -39,7 +39,9 @@ EXPECTED_TABLE_PRIVILEGES: dict[str, dict[str, frozenset[str]]] = {
         "VerificationToken": frozenset(_APP_AUTH),
         "AuthIdentity": frozenset(_APP_AUTH),
         "AuthSession": frozenset(_APP_AUTH),
-        "Lab": frozenset({"SELECT", "INSERT", "UPDATE"}),
+        # UPDATE only on the columns the app edits (no table-level UPDATE, so no
+        # LOCK TABLE above ROW EXCLUSIVE): EXPECTED_COLUMN_PRIVILEGES
+        "Lab": frozenset({"SELECT", "INSERT"}),
         # UPDATE only on the columns the app writes: EXPECTED_COLUMN_PRIVILEGES
         "LabSession": frozenset({"SELECT", "INSERT"}),
         # INSERT stays so that the freeze trigger answers FA001 with its reason
@@ -65,6 +67,10 @@ EXPECTED_COLUMN_PRIVILEGES: dict[str, dict[str, dict[str, frozenset[str]]]] = {
     "forgea_app": {
         # what transitionLabSession() writes (Prisma updateMany sends only these)
         "LabSession": {c: frozenset({"UPDATE"}) for c in ("status", "lastActivityAt")},
+        # the content columns an admin edits (Prisma lab.update sends only these)
+        "Lab": {c: frozenset({"UPDATE"}) for c in (
+            "title", "epic", "failureClass", "sourceGithubIssueUrl", "repoVersion",
+            "baseRepoUrl", "constraints")},
     },
     "forgea_readonly": {
         "Account": {c: frozenset({"SELECT"}) for c in (

@@ -40,6 +40,16 @@
 --   row with its key now exists, or its session was deleted; DETAIL names the
 --   rows. The comment is the registry: "archived by the rollback of <tag> ...;
 --   not restored" until a forward file restores it.
+--   Timeouts, per database (ALTER ROLE ... IN DATABASE <this database>, so
+--   they stay with this database and leave the roles' use elsewhere alone):
+--   forgea_app, forgea_worker, forgea_readonly get lock_timeout 5s,
+--   idle_in_transaction_session_timeout 60s and statement_timeout 30s / 60s /
+--   5min. PostgreSQL applies role settings to the role that logs in, not to
+--   its members: the DBA sets the same on each LOGIN role (docs/security.md,
+--   "Nobody stalls the others"). Without the right to alter a role (it
+--   existed before and the migrating role has no ADMIN OPTION on it) a
+--   WARNING names the statements instead. "Lab": UPDATE on the columns the
+--   app edits only, so the app cannot LOCK it above ROW EXCLUSIVE.
 -- Why: CONTRACT section 6 (roles, no secrets for readonly); the rollback rules
 --   (docs/architecture.md): a rollback never silently drops rows, and
 --   rollback --preserve followed by apply is the identity on data. Works for a
@@ -67,13 +77,52 @@ BEGIN
 END;
 $$;
 
+-- Per-database defaults of the group roles: nobody waits on a lock, runs a
+-- statement or sits idle in a transaction without end (see the header).
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT * FROM (VALUES
+            ('forgea_app', '30s'), ('forgea_worker', '60s'),
+            ('forgea_readonly', '5min')
+        ) AS t (role, statement_timeout)
+    LOOP
+        BEGIN
+            EXECUTE format('ALTER ROLE %I IN DATABASE %I SET lock_timeout = %L',
+                r.role, current_database(), '5s');
+            EXECUTE format('ALTER ROLE %I IN DATABASE %I SET statement_timeout = %L',
+                r.role, current_database(), r.statement_timeout);
+            EXECUTE format(
+                'ALTER ROLE %I IN DATABASE %I SET idle_in_transaction_session_timeout = %L',
+                r.role, current_database(), '60s');
+        EXCEPTION WHEN insufficient_privilege THEN
+            RAISE WARNING
+                'V0002: role % may not be altered by %: its timeouts are not set',
+                r.role, current_user
+                USING HINT = format(
+                    'as a superuser: ALTER ROLE %I IN DATABASE %I SET lock_timeout = %L, '
+                    'then statement_timeout = %L, idle_in_transaction_session_timeout = %L',
+                    r.role, current_database(), '5s', r.statement_timeout, '60s');
+        END;
+    END LOOP;
+END;
+$$;
+
 -- forgea_app: the web app (auth adapter, lab admin, session lifecycle, audit)
 GRANT SELECT, INSERT, UPDATE, DELETE
 ON "User", "Account", "Session", "VerificationToken", "AuthIdentity",
 "AuthSession"
 TO forgea_app;
 
-GRANT SELECT, INSERT, UPDATE ON "Lab" TO forgea_app;
+-- "Lab": the columns the app edits (not "id"): column-level UPDATE does not
+-- let it LOCK the table in any mode above ROW EXCLUSIVE
+GRANT SELECT, INSERT ON "Lab" TO forgea_app;
+GRANT UPDATE (
+    "title", "epic", "failureClass", "sourceGithubIssueUrl", "repoVersion",
+    "baseRepoUrl", "constraints"
+) ON "Lab" TO forgea_app;
 GRANT SELECT, INSERT ON "LabSession" TO forgea_app;
 GRANT UPDATE ("status", "lastActivityAt") ON "LabSession" TO forgea_app;
 

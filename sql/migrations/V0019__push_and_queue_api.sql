@@ -94,6 +94,14 @@
 --   * requeue_expired_verification_jobs() -> jobs moved          forgea_worker
 --     RUNNING jobs whose lease expired go back to QUEUED while runs remain (at
 --     most 3), else to ERROR with a reason; requeued jobs are NOTIFYed again.
+--   Waiting: every writing API function (create_lab_session,
+--     enqueue_verification_job, record_push, claim_verification_job,
+--     complete_verification_job, requeue_expired_verification_jobs) runs with
+--     SET lock_timeout = '5s': behind a row or table lock another session
+--     holds (the app can hold a session row FOR UPDATE), the call fails after
+--     5 s with 55P03 (lock_not_available), its transaction rolled back and
+--     nothing changed: retry it (a completion while the lease lasts).
+--     Job moves are authorised by the call stack, never by a setting (V0018).
 -- Why: CONTRACT section 5. Created after the guards of V0018, so nothing can
 --   write the ledger or the queue before they are guarded.
 -- Transaction: yes.
@@ -237,6 +245,7 @@ RETURNS uuid
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
+SET lock_timeout = '5s'
 AS $$
 DECLARE
     fn constant text := 'create_lab_session';
@@ -374,6 +383,7 @@ RETURNS uuid
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
+SET lock_timeout = '5s'
 AS $$
 DECLARE
     v_attempt record;
@@ -476,6 +486,7 @@ RETURNS TABLE (
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
+SET lock_timeout = '5s'
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -905,6 +916,7 @@ RETURNS TABLE (
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
+SET lock_timeout = '5s'
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -1008,6 +1020,7 @@ RETURNS SETOF "VerificationJob"
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
+SET lock_timeout = '5s'
 AS $$
 DECLARE
     v_job public."VerificationJob";
@@ -1145,7 +1158,6 @@ BEGIN
             v_completed::text);
     END IF;
 
-    PERFORM set_config('forgea.completing_job', p_job_id::text, true);
     UPDATE public."VerificationJob" AS j
     SET
         "status" = p_status,
@@ -1159,7 +1171,6 @@ BEGIN
         END
     WHERE j."id" = p_job_id
     RETURNING j.* INTO v_job;
-    PERFORM set_config('forgea.completing_job', '', true);
 
     IF p_status OPERATOR(pg_catalog.=) ANY ('{PASSED,FAILED}') THEN
         INSERT INTO public."VerificationAttempt" (
@@ -1210,6 +1221,7 @@ RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
+SET lock_timeout = '5s'
 AS $$
 DECLARE
     v_now timestamp(3) := timezone('UTC', clock_timestamp());

@@ -60,6 +60,8 @@ DROP TRIGGER verificationattempt_append_only ON "VerificationAttempt";
 
 DROP FUNCTION verification_attempt_insert_guard();
 
+DROP FUNCTION transition_api_caller(text);
+
 DROP TRIGGER verificationlog_frozen ON "VerificationLog";
 
 DROP FUNCTION verification_log_frozen();

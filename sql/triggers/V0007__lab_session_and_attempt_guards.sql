@@ -6,10 +6,12 @@
 --   * verificationattempt_insert_guard: an attempt must come from somewhere.
 --     A row without a verification job must be the copy of a "VerificationLog"
 --     row (same id, session and commit): that is how V0009 migrates the legacy
---     results. A row with a job may be inserted only for a job that has just
---     reached the matching terminal status (PASSED -> PASS, FAILED -> FAIL)
---     with the same session and commit, at most once per job (UNIQUE
---     "verificationJobId"). A job reaches PASSED only from RUNNING, under an
+--     results. A row with a job may be inserted only by the INSERT statement
+--     of complete_verification_job() (read from the call stack, see below),
+--     for a job that has just reached the matching terminal status
+--     (PASSED -> PASS, FAILED -> FAIL) with the same session and commit, at
+--     most once per job (UNIQUE "verificationJobId": a second attempt of a
+--     job is left to it, 23505). A job reaches PASSED only from RUNNING, under an
 --     unexpired lease, inside complete_verification_job() (V0019), so a PASS
 --     attempt, and with it VERIFIED_PASS (FL002), is the result of a lease
 --     holder's completion. Until V0017 creates "VerificationJob" a row with a
@@ -22,6 +24,17 @@
 --     the owner's road too, which would otherwise
 --     let a new log row be "copied" into a PASS attempt.
 --   All four fire ALWAYS (also under session_replication_role = replica).
+--   * transition_api_caller(context): the name of the queue API function
+--     (claim_verification_job, complete_verification_job,
+--     requeue_expired_verification_jobs, of schema public) whose own statement
+--     fired the calling guard, read from the guard's GET DIAGNOSTICS
+--     PG_CONTEXT, or NULL. It holds only when the context is exactly: the
+--     guard's frame, ONE statement, and as the outermost frame that function
+--     (SECURITY DEFINER, in public, no function of that name in any other
+--     schema), where the statement is, whole, the one its source holds at the
+--     line the frame names. No setting, role or search_path can produce that;
+--     a statement's text cannot forge the outermost frame; a trigger or a
+--     function slipped in between adds frames. The guards of V0018 use it too.
 --
 --   replaces the body of enforce_lab_session_status_transition() (trigger
 --   labsession_lifecycle_guard, BEFORE INSERT OR UPDATE on "LabSession", ALWAYS):
@@ -74,11 +87,78 @@
 -- Rollback: drops the new triggers and functions and restores production's
 --   body of enforce_lab_session_status_transition(). No data involved.
 
+CREATE FUNCTION transition_api_caller(p_context text)
+RETURNS text
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    v_lines text[] := string_to_array(p_context, E'\n');
+    v_last text;
+    v_m text[];
+    v_fn oid;
+    v_head text;
+    v_stmt text;
+    v_src text;
+BEGIN
+    -- the outermost frame, written by the server for the function that runs
+    -- the whole call (a statement's text cannot forge it: it is never last)
+    v_last := v_lines[cardinality(v_lines)];
+    v_m := regexp_match(v_last,
+        '^PL/pgSQL function ([a-z_]+)\((.*)\) line ([0-9]+) at SQL statement$');
+    IF v_m IS NULL OR NOT (
+        v_m[1] = 'claim_verification_job' AND v_m[2] = 'text,interval'
+        OR v_m[1] = 'requeue_expired_verification_jobs' AND v_m[2] = ''
+        OR v_m[1] = 'complete_verification_job'
+        AND starts_with(v_m[2], 'uuid,text,"VerificationJobStatus",integer,jsonb,uuid')
+    ) THEN
+        RETURN NULL;
+    END IF;
+    -- that name renders unqualified only for the function in public, and no
+    -- schema (pg_temp included) may hold another function of that name
+    IF EXISTS (
+        SELECT 1 FROM pg_proc AS q
+        WHERE q.proname = v_m[1] AND q.pronamespace <> 'public'::regnamespace
+    ) THEN
+        RETURN NULL;
+    END IF;
+    SELECT p.oid, p.prosrc INTO v_fn, v_src
+    FROM pg_proc AS p
+    WHERE p.proname = v_m[1] AND p.pronamespace = 'public'::regnamespace
+        AND p.prosecdef
+        AND p.oid::regprocedure::text = v_m[1] || '(' || v_m[2] || ')';
+    IF v_fn IS NULL THEN
+        RETURN NULL;
+    END IF;
+    -- the caller's own frame, then exactly one statement: the one that the
+    -- API function's source holds, whole, at the line the frame names
+    v_head := v_lines[1] || E'\nSQL statement "';
+    IF NOT starts_with(p_context, v_head)
+        OR substr(p_context, length(p_context) - length(v_last) - 1, 2) <> E'"\n' THEN
+        RETURN NULL;
+    END IF;
+    v_stmt := substr(p_context, length(v_head) + 1,
+        length(p_context) - length(v_head) - length(v_last) - 2);
+    v_src := ltrim(array_to_string(
+        (string_to_array(v_src, E'\n'))[v_m[3]::integer:], E'\n'), E' \t');
+    IF v_stmt = '' OR NOT starts_with(v_src, v_stmt)
+        OR substr(v_src, length(v_stmt) + 1) !~* '^\s*(;|INTO\s)' THEN
+        RETURN NULL;
+    END IF;
+    RETURN v_m[1];
+END;
+$$;
+
+REVOKE ALL ON FUNCTION transition_api_caller(text) FROM PUBLIC;
+
 CREATE FUNCTION verification_attempt_insert_guard()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_context text;
 BEGIN
     IF NEW."verificationJobId" IS NULL AND EXISTS (
         SELECT 1 FROM public."VerificationLog" AS vl
@@ -89,7 +169,17 @@ BEGIN
     ) THEN
         RETURN NEW;
     END IF;
-    IF NEW."verificationJobId" IS NOT NULL AND EXISTS (
+    GET DIAGNOSTICS v_context = PG_CONTEXT;
+    IF NEW."verificationJobId" IS NOT NULL
+        AND (
+            transition_api_caller(v_context) = 'complete_verification_job'
+            -- a second attempt of the job: the unique key answers (23505)
+            OR EXISTS (
+                SELECT 1 FROM public."VerificationAttempt" AS o
+                WHERE o."verificationJobId" = NEW."verificationJobId"
+            )
+        )
+        AND EXISTS (
         SELECT 1 FROM public."VerificationJob" AS j
         WHERE
             j."id" = NEW."verificationJobId"

@@ -62,20 +62,26 @@
 --       id, labAttemptId, sessionId, commitSha, labVersionId and createdAt
 --               never change                                       (FA002)
 --       moves   QUEUED -> RUNNING          (one more run, a lease)
+--               QUEUED -> RUNNING          inside claim_verification_job()
 --               RUNNING -> PASSED | FAILED | ERROR   inside
---                          complete_verification_job() (which marks the job
---                          it completes in the transaction-local setting
---                          forgea.completing_job after checking the caller
---                          holds the lease), before the lease expires
+--                          complete_verification_job() (after it checked the
+--                          caller holds the lease and its token), before the
+--                          lease expires
 --               RUNNING -> ERROR           (lease expired after the 3rd run)
 --               RUNNING -> QUEUED          (lease expired, runs remain)
+--                          both inside requeue_expired_verification_jobs()
 --               terminal -> nothing; anything else                 (FQ001)
+--     "inside" is read from the server's call stack (GET DIAGNOSTICS
+--     PG_CONTEXT), never from anything a session can set: see
+--     transition_api_caller() (V0007) and docs/security.md. A direct UPDATE
+--     that would make a session's second RUNNING job is left to the unique
+--     index (23505).
 --   * verificationjob_no_truncate: TRUNCATE refused (FA001), ALWAYS.
 --   Trust boundary, stated plainly: only the owner can write these tables at all
 --   (GRANTs), and the API functions check who holds the lease. A plain UPDATE by
---   the owner is refused; an owner who deliberately imitates the API (sets the
---   marker) or disables the triggers can forge anything, as a table owner always
---   can in PostgreSQL. The owner's credentials belong to the DBAs, and `harness
+--   the owner is refused, whatever it sets; an owner who replaces or imitates
+--   an API function (a definition change) or disables the triggers can forge
+--   anything, as a table owner always can in PostgreSQL. The owner's credentials belong to the DBAs, and `harness
 --   verify` re-checks every invariant.
 --
 --   auditlog_webhook_guard (BEFORE INSERT on "AuditLog", ALWAYS), function
@@ -223,6 +229,9 @@ RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_context text;
+    v_api text;
 BEGIN
     IF TG_OP = 'DELETE' THEN
         RAISE EXCEPTION 'VerificationJob is append-only: DELETE of job % refused',
@@ -258,21 +267,35 @@ BEGIN
             USING ERRCODE = 'FA002';
     END IF;
 
+    -- who moves the job: the server's own call stack, never a setting
+    GET DIAGNOSTICS v_context = PG_CONTEXT;
+    v_api := transition_api_caller(v_context);
     IF OLD."status" = 'QUEUED' AND NEW."status" = 'RUNNING'
-        AND NEW."runCount" = OLD."runCount" + 1 THEN
+        AND NEW."runCount" = OLD."runCount" + 1
+        AND (
+            v_api = 'claim_verification_job'
+            -- a second RUNNING job of the session: the unique index
+            -- answers (23505), as it always has
+            OR EXISTS (
+                SELECT 1 FROM public."VerificationJob" AS r
+                WHERE r."sessionId" = OLD."sessionId" AND r."status" = 'RUNNING'
+            )
+        ) THEN
         RETURN NEW;
     ELSIF OLD."status" = 'RUNNING'
         AND NEW."status" IN ('PASSED', 'FAILED', 'ERROR')
         AND NEW."leaseOwner" IS NOT DISTINCT FROM OLD."leaseOwner"
         AND NEW."runCount" = OLD."runCount"
         AND (
-            current_setting('forgea.completing_job', true) = OLD."id"::text
+            v_api = 'complete_verification_job'
             AND OLD."leaseExpiresAt" >= timezone('UTC', clock_timestamp())
-            OR NEW."status" = 'ERROR' AND OLD."runCount" >= 3
+            OR v_api = 'requeue_expired_verification_jobs'
+            AND NEW."status" = 'ERROR' AND OLD."runCount" >= 3
             AND OLD."leaseExpiresAt" < timezone('UTC', clock_timestamp())
         ) THEN
         RETURN NEW;
     ELSIF OLD."status" = 'RUNNING' AND NEW."status" = 'QUEUED'
+        AND v_api = 'requeue_expired_verification_jobs'
         AND OLD."leaseExpiresAt" < timezone('UTC', clock_timestamp())
         AND OLD."runCount" < 3 AND NEW."runCount" = OLD."runCount" THEN
         RETURN NEW;

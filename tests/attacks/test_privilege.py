@@ -210,6 +210,7 @@ OWNER_ONLY_CALLS = {
     "lab_attempt_session_lock": "SELECT lab_attempt_session_lock(gen_random_uuid())",
     "lab_attempt_changed_files_valid": "SELECT lab_attempt_changed_files_valid('{}')",
     "backfill_github_repo_mapping": "CALL backfill_github_repo_mapping(1, 1)",
+    "transition_api_caller": "SELECT transition_api_caller('x')",
 }
 
 

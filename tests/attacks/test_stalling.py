@@ -1,0 +1,178 @@
+"""No low-privileged role can stall the others.
+
+The app holds every lock its privileges allow (row locks on what it may update,
+LOCK TABLE in every mode it may take) while a worker completes a job and a reader
+reads: the completion ends within the API's lock_timeout (5 s) with 55P03 and
+changes nothing, succeeds once the app lets go, and the reader keeps reading the
+lab, session and queue tables. The figures are printed (run with -s).
+"""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tests.builders import complete, job_row, queue_world
+from tests.helpers import raises_sqlstate
+
+MODES = ("ACCESS SHARE", "ROW SHARE", "ROW EXCLUSIVE", "SHARE UPDATE EXCLUSIVE", "SHARE",
+         "SHARE ROW EXCLUSIVE", "EXCLUSIVE", "ACCESS EXCLUSIVE")
+BENIGN = {"ACCESS SHARE", "ROW SHARE", "ROW EXCLUSIVE"}   # conflict with no DML, no read
+# the auth adapter deletes sessions, tokens and accounts: DELETE (no column form)
+# lets the app lock these in every mode; nothing of the queue touches them
+AUTH = {"User", "Account", "Session", "VerificationToken", "AuthIdentity", "AuthSession"}
+API_LOCK_TIMEOUT = 5.0
+READ = ("Lab", "LabSession", "LabVersion", "VerificationJob", "VerificationAttempt",
+        "LabAttempt", "AuditLog")
+
+
+def _tables(conn) -> list[str]:
+    return [r[0] for r in conn.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') ORDER BY 1")]
+
+
+def lockable(db) -> dict[str, list[str]]:
+    """Table -> the LOCK TABLE modes forgea_app's login may take (each tried in its
+    own transaction, NOWAIT, rolled back)."""
+    app = db.connect("app", autocommit=False)
+    out = {}
+    for table in _tables(app):
+        out[table] = []
+        for mode in MODES:
+            try:
+                app.execute(sql.SQL("LOCK TABLE {} IN {} MODE NOWAIT").format(
+                    sql.Identifier(table), sql.SQL(mode)))
+                out[table].append(mode)
+            except psycopg.errors.InsufficientPrivilege:
+                pass
+            finally:
+                app.rollback()
+    app.close()
+    return out
+
+
+def test_app_locks_no_table_of_the_pack_above_row_exclusive(db):
+    got = lockable(db)
+    print("\nLOCK TABLE modes forgea_app may take:")
+    for table, modes in got.items():
+        print(f"  {table:<22} {', '.join(modes) or '-'}")
+    for table, modes in got.items():
+        if table in AUTH:
+            assert modes == list(MODES), (table, modes)
+        else:
+            assert set(modes) <= BENIGN, (table, modes)
+    # ROW SHARE comes with INSERT on 18, not on 15
+    assert {"ACCESS SHARE", "ROW EXCLUSIVE"} <= set(got["Lab"]) <= BENIGN
+
+
+def test_app_can_still_edit_a_labs_columns_but_not_its_id(db):
+    world = queue_world(db)
+    world.app.execute("""UPDATE "Lab" SET "title" = 'edited', "constraints" = '{}'
+                         WHERE "id" = %s""", (world.lab,))
+    with raises_sqlstate("42501"):
+        world.app.execute("""UPDATE "Lab" SET "id" = gen_random_uuid() WHERE "id" = %s""",
+                          (world.lab,))
+
+
+def _hold_everything(db, world, modes_by_table) -> psycopg.Connection:
+    """The app's transaction holding every lock it can: the strongest table lock per
+    table, and every row it may lock FOR UPDATE."""
+    app = db.connect("app", autocommit=False)
+    for table, modes in modes_by_table.items():
+        if modes:
+            app.execute(sql.SQL("LOCK TABLE {} IN {} MODE").format(
+                sql.Identifier(table), sql.SQL(modes[-1])))
+    for table in ("Lab", "LabSession", *sorted(AUTH)):
+        app.execute(sql.SQL("SELECT 1 FROM {} FOR UPDATE").format(sql.Identifier(table)))
+    return app
+
+
+def test_app_holding_every_lock_stalls_no_completion_and_no_reader(db):
+    world = queue_world(db)
+    job = world.running_job(worker_id="w-stall", lease="1 hour")
+    modes = lockable(db)
+    app = _hold_everything(db, world, modes)
+    reader = db.connect("readonly")
+    reader.execute("SET lock_timeout = '1s'")
+    figures = {}
+    try:
+        started = time.monotonic()
+        with raises_sqlstate("55P03"):
+            complete(world.worker, job["id"], "PASSED", worker_id="w-stall",
+                     lease_token=job["leaseToken"])
+        figures["completion behind the app's locks (55P03)"] = time.monotonic() - started
+        assert job_row(world.owner, job["id"])["status"] == "RUNNING"
+        assert world.session_row()["status"] == "IN_PROGRESS"
+        for table in READ:
+            t0 = time.monotonic()
+            reader.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
+            figures[f"reader: {table}"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        with raises_sqlstate("55P03"):   # the auth tables: the app's own, see docs
+            reader.execute('SELECT count(*) FROM "User"')
+        figures['reader: "User" (app holds ACCESS EXCLUSIVE; reader lock_timeout 1 s)'] = (
+            time.monotonic() - t0)
+    finally:
+        app.rollback()
+    t0 = time.monotonic()
+    done = complete(world.worker, job["id"], "PASSED", worker_id="w-stall",
+                    lease_token=job["leaseToken"])
+    figures["completion retried after the app let go"] = time.monotonic() - t0
+    assert done["status"] == "PASSED"
+    print()
+    for what, secs in figures.items():
+        print(f"  {what:<70} {secs:6.3f} s")
+    assert API_LOCK_TIMEOUT - 0.5 <= figures["completion behind the app's locks (55P03)"] \
+        <= API_LOCK_TIMEOUT + 2
+    assert all(secs < 1.0 for what, secs in figures.items() if what.startswith("reader: ")
+               and '"User"' not in what)
+
+
+def test_app_row_lock_on_the_session_does_not_hold_a_push_or_claim_forever(db):
+    """record_push (the app's own API) and claim meet the same lock_timeout."""
+    world = queue_world(db)
+    app = db.connect("app", autocommit=False)
+    app.execute('SELECT 1 FROM "LabSession" WHERE "id" = %s FOR UPDATE', (world.session,))
+    try:
+        other = db.connect("app")
+        from tests.builders import commit, push, sha
+        n = other.execute('SELECT "userForkUrl" FROM "LabSession" WHERE "id" = %s',
+                          (world.session,)).fetchone()[0].rsplit("-", 1)[1]
+        t0 = time.monotonic()
+        with raises_sqlstate("55P03"):
+            push(other, [commit(sha(97001))], n=int(n), delivery="d-stall")
+        took = time.monotonic() - t0
+    finally:
+        app.rollback()
+    print(f"\n  record_push behind a session row lock: 55P03 after {took:.3f} s")
+    assert took <= API_LOCK_TIMEOUT + 2
+
+
+def test_role_timeouts_are_set_in_the_database_the_chain_ran_in(pg_cluster, tmpl_full):
+    with pg_cluster.connect() as conn:
+        rows = dict(conn.execute(
+            "SELECT r.rolname, s.setconfig FROM pg_db_role_setting s "
+            "JOIN pg_roles r ON r.oid = s.setrole JOIN pg_database d ON d.oid = s.setdatabase "
+            "WHERE d.datname = %s", (tmpl_full,)).fetchall())
+    for role, stmt in (("forgea_app", "30s"), ("forgea_worker", "60s"),
+                       ("forgea_readonly", "5min")):
+        assert sorted(rows[role]) == sorted([
+            "lock_timeout=5s", f"statement_timeout={stmt}",
+            "idle_in_transaction_session_timeout=60s"]), rows.get(role)
+
+
+def test_api_functions_carry_their_lock_timeout(db):
+    owner = db.connect("owner")
+    got = dict(owner.execute(
+        "SELECT p.proname, p.proconfig FROM pg_proc p WHERE p.pronamespace = "
+        "'public'::regnamespace AND p.proname = ANY(%s)",
+        (["create_lab_session", "enqueue_verification_job", "record_push",
+          "claim_verification_job", "complete_verification_job",
+          "requeue_expired_verification_jobs"],)).fetchall())
+    assert len(got) == 6
+    for name, config in got.items():
+        assert "lock_timeout=5s" in config, (name, config)
