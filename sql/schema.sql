@@ -2471,7 +2471,7 @@ BEGIN
     GET DIAGNOSTICS v_context = PG_CONTEXT;
     IF NEW."verificationJobId" IS NOT NULL
         AND (
-            transition_api_caller(v_context) = 'complete_verification_job'
+            public.transition_api_caller(v_context) = 'complete_verification_job'
             -- a second attempt of the job: the unique key answers (23505)
             OR EXISTS (
                 SELECT 1 FROM public."VerificationAttempt" AS o
@@ -2546,7 +2546,7 @@ BEGIN
 
     -- who moves the job: the server's own call stack, never a setting
     GET DIAGNOSTICS v_context = PG_CONTEXT;
-    v_api := transition_api_caller(v_context);
+    v_api := public.transition_api_caller(v_context);
     IF OLD."status" = 'QUEUED' AND NEW."status" = 'RUNNING'
         AND NEW."runCount" = OLD."runCount" + 1
         AND (

@@ -172,7 +172,7 @@ BEGIN
     GET DIAGNOSTICS v_context = PG_CONTEXT;
     IF NEW."verificationJobId" IS NOT NULL
         AND (
-            transition_api_caller(v_context) = 'complete_verification_job'
+            public.transition_api_caller(v_context) = 'complete_verification_job'
             -- a second attempt of the job: the unique key answers (23505)
             OR EXISTS (
                 SELECT 1 FROM public."VerificationAttempt" AS o

@@ -269,7 +269,7 @@ BEGIN
 
     -- who moves the job: the server's own call stack, never a setting
     GET DIAGNOSTICS v_context = PG_CONTEXT;
-    v_api := transition_api_caller(v_context);
+    v_api := public.transition_api_caller(v_context);
     IF OLD."status" = 'QUEUED' AND NEW."status" = 'RUNNING'
         AND NEW."runCount" = OLD."runCount" + 1
         AND (
