@@ -148,7 +148,13 @@ def test_sigint_during_a_batched_backfill_exits_130_naming_the_version_and_apply
     st = A.status(db.dsn(), sql_root)
     assert [(i["id"], i["operation"]) for i in st["incomplete"]] == [(BACKFILL, "apply")]
     assert st["current"] == previous_of(sql_root, BACKFILL)
-    # no session of the interrupted run is left behind on the server
+    # no session of the interrupted run is left behind on the server (a backend whose
+    # client has gone ends a moment later: allowed 10 s on a loaded machine)
+    deadline = time.monotonic() + 10
+    while conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                       "current_database() AND application_name = 'harness'"
+                       ).fetchone()[0] and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = "
                         "current_database() AND application_name = 'harness'"
                         ).fetchone()[0] == 0
