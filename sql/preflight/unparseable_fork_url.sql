@@ -14,13 +14,15 @@
 -- Remedy: none needed to migrate. To have pushes matched, the user gives the
 --   session a real GitHub fork URL (a new session: a session's fork URL never
 --   changes once the chain is applied).
-WITH folded AS (
+WITH folded AS MATERIALIZED (
     -- The canonical fork URL, computed as canonical_repo_url() (V0014) computes it,
     -- so that this runs on production before the chain exists: printable ASCII
     -- only, at most 500 characters, ASCII letters folded by translate(), one of the
     -- six GitHub prefixes, owner/name with an optional ".git" and trailing slashes,
     -- GitHub's owner and name rules. tests/test_preflight.py compares it with
-    -- canonical_repo_url() over a corpus of hostile URLs.
+    -- canonical_repo_url() over a corpus of hostile URLs. MATERIALIZED: inlined,
+    -- each later step would repeat the earlier ones' expressions (measured at 100k
+    -- sessions: 48 s inlined, 3.8 s materialized).
     SELECT
         s."id",
         s."userId",
@@ -44,7 +46,7 @@ WITH folded AS (
     FROM public."LabSession" AS s
 ),
 
-stripped AS (
+stripped AS MATERIALIZED (
     SELECT
         f.*,
         rtrim(CASE
@@ -64,7 +66,7 @@ stripped AS (
     FROM folded AS f
 ),
 
-parts AS (
+parts AS MATERIALIZED (
     SELECT
         r.*,
         CASE
