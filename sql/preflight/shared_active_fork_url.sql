@@ -20,7 +20,8 @@
 WITH folded AS MATERIALIZED (
     -- The canonical fork URL, computed as canonical_repo_url() (V0014) computes it,
     -- so that this runs on production before the chain exists: printable ASCII
-    -- only, at most 500 characters, ASCII letters folded by translate(), one of the
+    -- only (a code-point range under COLLATE "C"), at most 500 characters, ASCII
+    -- letters folded by lower() under COLLATE "C" (A-Z only), one of the
     -- six GitHub prefixes, owner/name with an optional ".git" and trailing slashes,
     -- GitHub's owner and name rules. tests/test_preflight.py compares it with
     -- canonical_repo_url() over a corpus of hostile URLs. MATERIALIZED: inlined,
@@ -35,16 +36,8 @@ WITH folded AS MATERIALIZED (
         CASE
             WHEN
                 length(s."userForkUrl") <= 500
-                AND octet_length(translate(
-                    s."userForkUrl",
-                    '!"#$%&''()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ'
-                    || '[\]^_`abcdefghijklmnopqrstuvwxyz{|}~',
-                    ''
-                )) = 0
-                THEN translate(
-                    s."userForkUrl" COLLATE "C",  -- noqa: RF03
-                    'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz'
-                )
+                AND s."userForkUrl" COLLATE "C" ~ '^[!-~]*$'  -- noqa: RF03
+                THEN lower(s."userForkUrl" COLLATE "C")  -- noqa: RF03
         END AS "folded"
     FROM public."LabSession" AS s
 ),

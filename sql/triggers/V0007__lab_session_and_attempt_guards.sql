@@ -96,6 +96,7 @@ AS $$
 DECLARE
     v_lines text[] := string_to_array(p_context, E'\n');
     v_last text;
+    v_mid text;
     v_m text[];
     v_fn oid;
     v_head text;
@@ -103,11 +104,26 @@ DECLARE
     v_src text;
 BEGIN
     -- the outermost frame, written by the server for the function that runs
-    -- the whole call (a statement's text cannot forge it: it is never last)
+    -- the whole call (a statement's text cannot forge it: it is never last):
+    -- "PL/pgSQL function NAME(ARGS) line N at SQL statement", taken apart
+    -- with string functions (a regex with capture groups cost 0.16 ms per
+    -- guard, three guards per job)
     v_last := v_lines[cardinality(v_lines)];
-    v_m := regexp_match(v_last,
-        '^PL/pgSQL function ([a-z_]+)\((.*)\) line ([0-9]+) at SQL statement$');
-    IF v_m IS NULL OR NOT (
+    IF length(v_last) < 35
+        OR NOT starts_with(v_last, 'PL/pgSQL function ')
+        OR right(v_last, 17) <> ' at SQL statement' THEN
+        RETURN NULL;
+    END IF;
+    v_mid := substr(v_last, 19, length(v_last) - 35);
+    v_m := ARRAY[split_part(v_mid, '(', 1), NULL, split_part(v_mid, ') line ', -1)];
+    IF v_m[3] !~ '^[0-9]{1,9}$'
+        OR length(v_mid) < length(v_m[1]) + length(v_m[3]) + 8 THEN
+        RETURN NULL;
+    END IF;
+    v_m[2] := substr(v_mid, length(v_m[1]) + 2,
+        length(v_mid) - length(v_m[1]) - length(v_m[3]) - 8);
+    IF v_mid <> v_m[1] || '(' || v_m[2] || ') line ' || v_m[3]
+        OR NOT (
         v_m[1] = 'claim_verification_job' AND v_m[2] = 'text,interval'
         OR v_m[1] = 'requeue_expired_verification_jobs' AND v_m[2] = ''
         OR v_m[1] = 'complete_verification_job'
@@ -142,8 +158,11 @@ BEGIN
         length(p_context) - length(v_head) - length(v_last) - 2);
     v_src := ltrim(array_to_string(
         (string_to_array(v_src, E'\n'))[v_m[3]::integer:], E'\n'), E' \t');
+    -- what follows the statement, read in a window of 300 characters (a
+    -- regex over the whole rest of the source cost 0.05 ms): a longer gap
+    -- before ";" or INTO refuses, never admits
     IF v_stmt = '' OR NOT starts_with(v_src, v_stmt)
-        OR substr(v_src, length(v_stmt) + 1) !~* '^\s*(;|INTO\s)' THEN
+        OR substr(v_src, length(v_stmt) + 1, 300) !~* '^\s*(;|INTO\s)' THEN
         RETURN NULL;
     END IF;
     RETURN v_m[1];
