@@ -11,7 +11,7 @@ fails when a file of the chain or of the naive migration is unmapped).
 The naive ``03_lab_session_columns`` adds the columns, backfills them, sets NOT
 NULL, adds the foreign key and builds the one-active unique index in one
 transaction: its time is under "session columns + backfill", and the naive
-side of "session constraints" and "one-active index" is empty (see NOTES).
+side of "session constraints" and "one-active index" is empty (see NOTES). A file of guards (triggers) counts with the concern it guards.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from __future__ import annotations
 CONCERNS: tuple[tuple[str, str], ...] = (
     ("__baseline", "baseline"),                     # applied before the bench times anything
     ("__roles_and_archive", "baseline"),
+    ("legacy_append_only", "legacy tables append-only"),
     ("lab_version", "lab versions"),
     ("lab_status_failed", "lab versions"),           # naive 01; the chain's V0004 does it
     ("lab_session_columns", "session columns + backfill"),   # before verification_attempt
     ("lab_session_backfill", "session columns + backfill"),
+    ("lab_session_and_attempt_guards", "session columns + backfill"),   # their guards
     ("verification_attempt", "verification attempt copy"),
     ("lab_session_constraints", "session constraints"),      # and ..._constraints_validate
     ("lab_session_version_not_null", "session constraints"),
@@ -39,6 +41,7 @@ OTHER = "other"
 
 #: what a reader of the per-concern table must know, by concern
 NOTES: dict[str, str] = {
+    "legacy tables append-only": "the naive change leaves the legacy tables writable",
     "session columns + backfill": "naive 03 also sets NOT NULL, adds the FK and builds the "
                                   "one-active index in the same transaction",
     "session constraints": "naive: inside 03_lab_session_columns",

@@ -101,7 +101,9 @@ def bench_verify(dsn: str) -> dict:
         report = V.run_checks(conn, reference_snapshot=ref)
         checks_s = time.monotonic() - t1
     out = {"checks_s": checks_s, "reference_s": reference_s, "checks": report.timings(),
-           "ok": report.ok, "failed": report.failed(), "could_not_run": report.not_run()}
+           "ok": report.ok, "failed": report.failed(), "could_not_run": report.not_run(),
+           "findings": {c.name: c.findings[:3] for c in report.checks
+                        if c.status in ("fail", "could_not_run")}}
     if "error" in ref:
         out["reference_error"] = ref["error"]
     return out

@@ -150,8 +150,8 @@ def run_migration(dsn: str, app_dsn: str, scale: int, echo: bool,
                            "t_s": [round(x[0], 4) for x in series],
                            "latency_s": [round(x[1], 5) for x in series],
                            "op": [ops.index(x[2]) for x in series]},
-        "failures": [{"t_s": round(t0 - t, 4), "op": op}
-                     for t0, op in sorted(app.stats.failures)],
+        "failures": [{"t_s": round(t0 - t, 4), "op": op, "latency_s": round(dt, 5)}
+                     for t0, op, dt in sorted(app.stats.failures)],
         "reader_transactions": app.stats.reader_transactions,
         "reader_held_s": round(app.stats.reader_held_s, 1),
         **lock_retry_time(out.lines),

@@ -83,7 +83,10 @@ def _latency(plt, details: dict, path: Path, title: str, missing: list[str]) -> 
         missing.append("latency picture not drawn: no run has a latency series")
         return False
     colours = _concern_colours()
-    fig, axes = plt.subplots(1 + len(runs), 1, sharex=True, figsize=(13, 5.5 + 0.9 * len(runs)),
+    # a bar narrower than 3% of the longest run gets no label (they would overlap)
+    room = 0.03 * max([s["end_s"] for *_, run, _ in runs for s in run.get("file_spans") or []]
+                      + [r.get("migration_s") or 0 for *_, r, _ in runs] + [1e-9])
+    fig, axes = plt.subplots(1 + len(runs), 1, sharex=True, figsize=(15, 5.5 + 0.9 * len(runs)),
                              gridspec_kw={"height_ratios": [6] + [1] * len(runs)})
     ax = axes[0]
     used: dict[str, str] = {}
@@ -97,10 +100,19 @@ def _latency(plt, details: dict, path: Path, title: str, missing: list[str]) -> 
                 a.axvline(end, color=colour, linestyle="--", linewidth=1)
             ax.plot([], [], color=colour, linestyle="--", label=f"{label} ends ({end:.1f} s)")
         fails = run.get("failures")
-        if fails:
-            ax.scatter([f["t_s"] for f in fails], [0.97] * len(fails), marker="x", s=40,
-                       color=colour, transform=ax.get_xaxis_transform(), clip_on=False,
-                       label=f"{label}: failed statement ({len(fails)})")
+        if fails:   # where they failed; at the top when the report has no latency for them
+            timed = [f for f in fails if isinstance(f.get("latency_s"), (int, float))]
+            if timed:
+                ax.scatter([f["t_s"] for f in timed], [max(f["latency_s"], 1e-5) for f in timed],
+                           marker="x", s=36, color=colour, linewidths=1.2, zorder=3,
+                           label=f"{label}: failed statement ({len(fails)})")
+            untimed = [f for f in fails if not isinstance(f.get("latency_s"), (int, float))]
+            if untimed:
+                ax.scatter([f["t_s"] for f in untimed], [0.97] * len(untimed), marker="x",
+                           s=36, color=colour, transform=ax.get_xaxis_transform(),
+                           clip_on=False, label=None if timed else
+                           f"{label}: failed statement ({len(fails)};\nno latency in the "
+                           "report: drawn at the top)")
         elif fails is None:
             missing.append(f"latency: the {label} has no list of failed statements")
         strip = axes[1 + i]
@@ -110,8 +122,9 @@ def _latency(plt, details: dict, path: Path, title: str, missing: list[str]) -> 
             width = span["end_s"] - span["start_s"]
             strip.broken_barh([(span["start_s"], width)], (0.1, 0.8),
                               facecolors=used[concern], edgecolor="black", linewidth=0.4)
-            strip.text(span["start_s"] + width / 2, 0.5, _short(span["file"]), ha="center",
-                       va="center", fontsize=6, clip_on=True)
+            if width >= room:
+                strip.text(span["start_s"] + width / 2, 0.5, _short(span["file"]),
+                           ha="center", va="center", fontsize=7, clip_on=True)
         strip.set_yticks([])
         strip.set_ylim(0, 1)
         strip.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
@@ -119,15 +132,16 @@ def _latency(plt, details: dict, path: Path, title: str, missing: list[str]) -> 
     ax.set_ylabel("application statement latency (s, log scale)")
     ax.set_title(title)
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(loc="upper left", fontsize=7, markerscale=2, ncol=2)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, markerscale=2,
+              borderaxespad=0, title="application statements", title_fontsize=8)
     axes[-1].set_xlabel("seconds since the migration started (the app starts 0.5 s before)")
     if used:
         from matplotlib.patches import Patch
-        axes[-1].legend(handles=[Patch(facecolor=c, edgecolor="black", label=n)
-                                 for n, c in used.items()],
-                        loc="upper center", bbox_to_anchor=(0.5, -0.9), ncol=5, fontsize=7,
-                        title="files, by concern", title_fontsize=7)
-    fig.tight_layout()
+        fig.legend(handles=[Patch(facecolor=c, edgecolor="black", label=n)
+                            for n, c in used.items()],
+                   loc="lower left", bbox_to_anchor=(0.795, 0.03), fontsize=8,
+                   title="files, by concern\n(bar labels: file version)", title_fontsize=8)
+    fig.subplots_adjust(left=0.07, right=0.78, top=0.94, bottom=0.08, hspace=0.12)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
@@ -159,7 +173,8 @@ def _concerns(plt, details: dict, path: Path, title: str, missing: list[str]) ->
         ax.barh([y + off for y in ys], vals, height=h, color=colour, label=label)
         for y, v, r in zip(ys, vals, rows):
             files = r.get(f"{side}_files") or []
-            text = f"{v:.2f} s" if files else "no file"
+            text = f"{v:.2f} s" if files else "no file" + (
+                f" ({r['note']})" if side == "naive" and r.get("note") else "")
             ax.text(v + top * 0.01, y + off, text, va="center", fontsize=7)
     ax.set_yticks(list(ys))
     ax.set_yticklabels([r["concern"] + ("" if r.get("ratio") is None
