@@ -760,7 +760,9 @@ def _bench_versions() -> list[str]:
 @click.option("--scale", type=click.IntRange(min=100), default=1_000_000, show_default=True,
               help="LabSession and VerificationLog rows (AuditLog: 10x); at least 100")
 @click.option("--json", "as_json", is_flag=True, help="print one flat JSON object of numbers")
-@click.option("--report", metavar="FILE", help="also write full details as JSON to FILE")
+@click.option("--report", metavar="FILE",
+              help="also write full details as JSON to FILE, and two pictures beside it "
+                   "(FILE-latency.png, FILE-concerns.png; needs matplotlib)")
 @click.option("--keep", is_flag=True, help="keep the bench databases (--target)")
 def bench(target, pg_version, scale, as_json, report, keep):
     """Benchmarks at production scale: against a copy floor, plain INSERTs and procrastinate."""
@@ -776,6 +778,23 @@ def bench(target, pg_version, scale, as_json, report, keep):
         sys.exit(B.run(target, scale, as_json, report=report, keep=keep,
                        version=int(pg_version or 18)))
     run(go)
+
+
+BENCH_PLOT_EPILOG = exit_epilog("bench-plot", {
+    0: "both pictures were drawn",
+    1: "a picture could not be drawn (the report lacks its data: said on stderr)",
+    2: "the report cannot be read or is no JSON object",
+    5: "matplotlib is not installed (the bench extra)"})
+
+
+@cli.command("bench-plot", epilog=BENCH_PLOT_EPILOG)
+@click.argument("report", metavar="REPORT.json")
+def bench_plot(report):
+    """Redraw the pictures of a saved bench report beside it (REPORT-latency.png,
+    REPORT-concerns.png): the application's latency during the chain and the naive
+    change, and the seconds per concern of both."""
+    from . import bench as B
+    run(lambda: sys.exit(B.plot_report(report)))
 
 
 def _on_sigterm(_signum, _frame):

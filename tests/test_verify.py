@@ -71,6 +71,9 @@ def test_passes_with_data_and_json_shape(db, world):
     assert doc["ok"] is True
     assert {c["status"] for c in doc["checks"]} <= {"pass", "info"}
     assert all({"name", "status", "findings"} <= set(c) for c in doc["checks"])
+    # each check's wall time, and the reference's apart (built or read from its cache)
+    assert all(isinstance(c["elapsed_s"], float) and c["elapsed_s"] >= 0 for c in doc["checks"])
+    assert isinstance(doc["reference_s"], float) and doc["reference_s"] >= 0
 
 
 def test_cli_exit_codes(db, world, capsys):

@@ -52,14 +52,23 @@ keeps them). The click command ``harness bench`` (harness/cli.py) calls
 :func:`run`.
 
 Performance is reported, never asserted. ``json_output`` prints one flat object
-of numbers; ``report=FILE`` also writes the details (per-file migration times,
-the blocking episodes with their statements and locks) as JSON.
+of numbers; ``report=FILE`` also writes the details (per-file migration times and
+spans, the per-concern times of the chain and of the naive change, every app
+statement's latency and each failed one, the blocking episodes with their
+statements and locks, verify's time per check) as JSON, and draws two pictures
+beside it (:mod:`.plots`; ``harness bench-plot FILE`` redraws them).
+
+After the two migrations the bench runs ``harness verify`` on the migrated
+database (``verify_s``, each check in ``details["verify"]["checks"]``), after
+building its reference on a throwaway server as verify's first run does
+(``verify_reference_s``).
 
 The modules, one job each: :mod:`.common` (connections, constants, sessions and
 pushes), :mod:`.app` (the simulated application and the lock-wait monitor),
 :mod:`.floors`, :mod:`.migration` (the chain or the naive migration under load),
 :mod:`.push` (record_push), :mod:`.queue`, :mod:`.recompute` (the ledger
-recomputation) and :mod:`.measure` (the phases in order).
+recomputation), :mod:`.concerns` (which concern each file serves), :mod:`.plots`
+(the pictures) and :mod:`.measure` (the phases in order).
 """
 
 from __future__ import annotations
@@ -68,17 +77,18 @@ import json
 import math
 from pathlib import Path
 
-from ..errors import ServerUnavailable
+from ..errors import LocalProblem, ServerUnavailable
 from .common import WORKER_COUNTS, _say
+from .concerns import render_concerns
 from .measure import _server_setup, measure
 
-__all__ = ["REQUIRED_KEYS", "measure", "render_table", "run"]
+__all__ = ["REQUIRED_KEYS", "measure", "plot_report", "render_table", "run"]
 
 #: every figure a run must report, finite, or it exits 1
 REQUIRED_KEYS = (
     "max_blocking_lock_s", "app_worst_latency_s", "chain_vs_copy_ratio",
     "chain_vs_jsonb_floor_ratio", "naive_max_blocking_lock_s", "naive_migration_s",
-    "record_push_vs_insert_ratio", "queue_vs_procrastinate_ratio_w4",
+    "chain_vs_naive_ratio", "verify_s", "record_push_vs_insert_ratio", "queue_vs_procrastinate_ratio_w4",
     "queue_vs_procrastinate_ratio_w16", "queue_cycles_per_s_w4", "queue_cycles_per_s_w16",
     "procrastinate_cycles_per_s_w4", "procrastinate_cycles_per_s_w16",
     "scale", "server_version",
@@ -87,12 +97,13 @@ REQUIRED_KEYS = (
 _TABLE_KEYS = (
     "datagen_s", "copy_floor_s", "jsonb_floor_s", "migration_s", "chain_vs_copy_ratio",
     "chain_vs_jsonb_floor_ratio", "max_blocking_lock_s", "naive_migration_s",
+    "chain_vs_naive_ratio", "lock_retry_s", "naive_lock_retry_s",
     "naive_max_blocking_lock_s", "naive_app_worst_latency_s", "naive_app_error_count",
     "app_worst_latency_s", "app_p99_latency_s", "record_push_pushes_per_s",
     "record_push_commits_per_s", "insert_ceiling_commits_per_s", "record_push_vs_insert_ratio",
     "record_push_ms_1", "record_push_ms_20", "record_push_ms_100",
     "ledger_rows", "ledger_recompute_s", "ledger_recompute_rows_per_s", "ledger_sql_verify_s",
-    "ledger_recompute_vs_sql_verify_ratio",
+    "ledger_recompute_vs_sql_verify_ratio", "verify_s", "verify_reference_s",
 )
 
 
@@ -126,6 +137,14 @@ def render_table(r: dict, details: dict | None = None) -> str:
         out.append(f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |")
     if details:
         out += _blocking_lines(details)
+        if details.get("per_concern"):
+            out += ["", "per concern (seconds; the naive change on a copy of the same data):"]
+            out += render_concerns(details["per_concern"])
+        checks = (details.get("verify") or {}).get("checks")
+        if checks:
+            slow = sorted(checks.items(), key=lambda kv: -kv[1])[:5]
+            out += ["", "verify, slowest checks: "
+                    + ", ".join(f"{k} {v:.3f}s" for k, v in slow)]
     return "\n".join(out)
 
 
@@ -147,6 +166,30 @@ def _measure_on(dsn: str | None, scale: int, keep: bool, version: int) -> dict:
         cluster.destroy()
 
 
+def _draw(doc: dict, report: str | Path) -> list[Path]:
+    from .plots import draw
+    written, missing = draw(doc, report)
+    for line in missing:
+        _say(f"plot: {line}")
+    for path in written:
+        _say(f"wrote {path}")
+    return written
+
+
+def plot_report(report: str | Path) -> int:
+    """``harness bench-plot``: the pictures of a saved report, redrawn beside it;
+    0 when both were drawn, 1 when one or both could not be (the reasons on stderr).
+    An unreadable file or one that is no JSON object raises UsageError."""
+    from ..errors import UsageError
+    try:
+        doc = json.loads(Path(report).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UsageError(f"bench-plot: cannot read {report}: {e}") from None
+    if not isinstance(doc, dict):
+        raise UsageError(f"bench-plot: {report} is not a bench report (no JSON object)")
+    return 0 if len(_draw(doc, report)) == 2 else 1
+
+
 def run(dsn: str | None, scale: int, json_output: bool, *, report: str | None = None,
         keep: bool = False, version: int = 18) -> int:
     """Run the bench; 0 when every figure of REQUIRED_KEYS is there and finite, else 1.
@@ -157,6 +200,11 @@ def run(dsn: str | None, scale: int, json_output: bool, *, report: str | None = 
     res = out["results"]
     if report:
         Path(report).write_text(json.dumps(out, indent=2, default=str) + "\n")
+        # drawn from the report as written, exactly what bench-plot redraws
+        try:
+            _draw(json.loads(Path(report).read_text()), report)
+        except LocalProblem as e:   # the run is measured and saved: say so, go on
+            _say(f"pictures not drawn: {e}; harness bench-plot {report} draws them later")
     if json_output:
         print(json.dumps({k: v for k, v in res.items()
                           if isinstance(v, (int, float)) and not isinstance(v, bool)}, indent=2))

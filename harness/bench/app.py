@@ -21,7 +21,9 @@ from .common import APP_NAME, APP_THREADS, MIGRATION_APP, READER_GAP_S, READER_H
 @dataclass
 class AppStats:
     latencies: list = field(default_factory=list)   # (latency_s, op, started_monotonic)
-    errors: list = field(default_factory=list)
+    errors: list = field(default_factory=list)      # "op: SQLSTATE: message" texts
+    #: each failed statement: (started_monotonic, op, seconds until it failed)
+    failures: list = field(default_factory=list)
     ops: int = 0
     reader_transactions: int = 0
     reader_held_s: float = 0.0
@@ -74,6 +76,8 @@ class App:
                 except psycopg.Error as e:
                     conn.rollback()
                     self.stats.errors.append(f"reader: {e.sqlstate}: {str(e).strip()[:200]}")
+                    self.stats.failures.append((t0, "report reads LabSession",
+                                                time.monotonic() - t0))
                     continue
                 self.stats.latencies.append((time.monotonic() - t0, "report reads LabSession",
                                              t0))
@@ -133,6 +137,7 @@ class App:
                             (uuid.uuid4(), "BENCH_APP", json.dumps({"i": i}), "bench-app"))
                 except psycopg.Error as e:
                     self.stats.errors.append(f"{op}: {e.sqlstate}: {str(e).strip()[:200]}")
+                    self.stats.failures.append((t0, op, time.monotonic() - t0))
                     continue
                 dt = time.monotonic() - t0
                 self.stats.latencies.append((dt, op, t0))

@@ -10,6 +10,7 @@ from psycopg import sql as pgsql
 
 from .. import datagen
 from .common import SAMPLE_INTERVAL, WORKER_COUNTS, _connect, _say, _with_db, machine_info
+from .concerns import per_concern
 from .floors import copy_floor, jsonb_floor
 from .recompute import bench_ledger_recompute
 from .migration import _app_dsn, _apply_naive, _Progress, run_migration
@@ -77,9 +78,50 @@ def _migrations(server_dsn: str, dsn: str, app_dsn: str, naive_db: str, scale: i
     results["naive_app_error_count"] = nv["app_error_count"]
     results["naive_vs_chain_migration_ratio"] = (
         nv["migration_s"] / mig["migration_s"] if mig["migration_s"] else 0.0)
+    results["chain_vs_naive_ratio"] = (
+        mig["migration_s"] / nv["migration_s"] if nv["migration_s"] else float("nan"))
+    results["lock_retry_s"] = mig["lock_retry_s"]
+    results["naive_lock_retry_s"] = nv["lock_retry_s"]
     details["naive"] = nv
+    details["per_concern"] = per_concern(mig["file_times"], nv["file_times"])
     _say(f"naive migration {nv['migration_s']:.1f}s; longest block "
          f"{nv['max_blocking_lock_s']:.3f}s; app errors {nv['app_error_count']}")
+
+
+def bench_verify(dsn: str) -> dict:
+    """harness verify on the migrated database, timed: its reference built on a
+    throwaway server as on verify's first run (the cache of earlier builds is not
+    read, so the figure does not depend on what ran before), then every check."""
+    from .. import verify as V
+    with psycopg.connect(dsn, autocommit=True, application_name="harness-verify") as conn:
+        t0 = time.monotonic()
+        ref = V.build_reference(conn, cache=False)
+        reference_s = time.monotonic() - t0
+        t1 = time.monotonic()
+        report = V.run_checks(conn, reference_snapshot=ref)
+        checks_s = time.monotonic() - t1
+    out = {"checks_s": checks_s, "reference_s": reference_s, "checks": report.timings(),
+           "ok": report.ok, "failed": report.failed(), "could_not_run": report.not_run(),
+           "findings": {c.name: c.findings[:3] for c in report.checks
+                        if c.status in ("fail", "could_not_run")}}
+    if "error" in ref:
+        out["reference_error"] = ref["error"]
+    return out
+
+
+def _verify(dsn: str, results: dict, details: dict) -> None:
+    _say("harness verify on the migrated database (its reference built first) ...")
+    v = bench_verify(dsn)
+    details["verify"] = v
+    results["verify_s"] = v["checks_s"]
+    if "reference_error" in v:   # the time it took to fail is no reference build time
+        _say(f"verify: no reference: {v['reference_error']}")
+    else:
+        results["verify_reference_s"] = v["reference_s"]
+    slowest = sorted(v["checks"].items(), key=lambda kv: -kv[1])[:3]
+    _say(f"verify {v['checks_s']:.1f}s (" + ", ".join(f"{k} {s:.2f}s" for k, s in slowest)
+         + f"), reference {v['reference_s']:.1f}s; "
+         + ("OK" if v["ok"] else f"FAILED: {', '.join(v['failed'])}"))
 
 
 def _apis(dsn: str, pdsn: str, scale: int, results: dict, details: dict) -> None:
@@ -131,6 +173,7 @@ def measure(server_dsn: str, scale: int, *, echo: bool = True, keep: bool = Fals
         dsn, pdsn, app_dsn, naive_db = _prepare(admin, server_dsn, tag, scale, echo, cleanup,
                                                 results, details)
         _migrations(server_dsn, dsn, app_dsn, naive_db, scale, echo, results, details)
+        _verify(dsn, results, details)
         _apis(dsn, pdsn, scale, results, details)
         results.update(machine_info())
         results["sample_interval_s"] = SAMPLE_INTERVAL

@@ -14,7 +14,10 @@ modules: :mod:`.report` (Check, Report, the table), :mod:`.queries`,
 :mod:`.rows`, :mod:`.ledger_checks`, :mod:`.attestations`, :mod:`.privileges`.
 
 Output: a table (check, status, detail) or, with ``--json``,
-``{"ok": bool, "checks": [{"name", "status": "pass|fail|info", "findings": [...]}]}``.
+``{"ok": bool, "checks": [{"name", "status": "pass|fail|info", "findings": [...],
+"elapsed_s"}], "reference_s"}`` (``elapsed_s``: the check's wall seconds;
+``reference_s``: the seconds spent getting the definitions check's reference,
+from its cache or built on a throwaway server; absent with ``--no-reference``).
 :func:`run` returns 0 when no check failed, 1 otherwise; the CLI maps errors
 (server unreachable: 4) through harness.errors.translate.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -90,6 +94,13 @@ def _run_one(conn, name: str, fn, ctx: Context) -> Check:
     error, of the database or of the check's own code (a value it cannot parse),
     a failure of that check naming the error. A lost connection is re-raised
     (harness.errors turns it into exit 4): no later check could run either."""
+    t0 = time.monotonic()
+    c = _run_check(conn, name, fn, ctx)
+    c.elapsed_s = time.monotonic() - t0
+    return c
+
+
+def _run_check(conn, name: str, fn, ctx: Context) -> Check:
     c = Check(name)
     try:
         with conn.transaction():  # savepoint: one broken check does not stop the rest
@@ -166,11 +177,16 @@ def verify(dsn: str, *, sql_root: Path | None = None, require_complete: bool = T
     """``reference_snapshot``: a snapshot (harness.reference), "build" to build one
     for the applied files, or None to skip the definitions check."""
     with psycopg.connect(dsn, autocommit=True, application_name="harness-verify") as conn:
+        reference_s = None
         if reference_snapshot == "build":
+            t0 = time.monotonic()
             reference_snapshot = build_reference(conn, sql_root)
-        return run_checks(conn, sql_root=sql_root, require_complete=require_complete,
-                          checkpoint=checkpoint, reference_snapshot=reference_snapshot,
-                          worker_keys=worker_keys)
+            reference_s = time.monotonic() - t0
+        report = run_checks(conn, sql_root=sql_root, require_complete=require_complete,
+                            checkpoint=checkpoint, reference_snapshot=reference_snapshot,
+                            worker_keys=worker_keys)
+        report.reference_s = reference_s
+        return report
 
 
 def run(dsn: str, json_output: bool = False, *, sql_root: Path | None = None,

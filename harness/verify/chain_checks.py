@@ -252,9 +252,10 @@ def definitions(c, ctx) -> None:
                          "the applied files create them")
 
 
-def build_reference(conn, sql_root: Path | None = None) -> dict:
+def build_reference(conn, sql_root: Path | None = None, *, cache: bool = True) -> dict:
     """The reference for the files applied on ``conn``'s database, built on a
-    throwaway server of the same major; ``{"error": ...}`` when that fails, with
+    throwaway server of the same major (or read from the cache of earlier builds,
+    unless ``cache`` is False); ``{"error": ...}`` when that fails, with
     ``"local": True`` when the failure is this machine's (no binaries, no scratch
     server, an unusable cache) and ``"denied": True`` when this role may not read
     the bookkeeping."""
@@ -269,7 +270,7 @@ def build_reference(conn, sql_root: Path | None = None) -> dict:
         return {"error": f"could not run: {(e.diag.message_primary or str(e)).strip()} "
                          "(the connecting role lacks this privilege)", "denied": True}
     try:
-        return reference.build(major, applied, root, reference.cache_dir())
+        return reference.build(major, applied, root, reference.cache_dir() if cache else None)
     except LocalProblem as e:
         return {"error": e.message, "local": True}
     except (ServerNotFound, ServerError, OSError) as e:

@@ -52,6 +52,8 @@ class Check:
     findings: list[dict] = field(default_factory=list)
     #: could_not_run for a problem on this machine (not a missing privilege)
     local: bool = False
+    #: wall seconds the check took (set by the runner; None when not run by it)
+    elapsed_s: float | None = None
 
     def fail(self, obj: str, message: str, rows: list | None = None, count: int | None = None):
         self._add("fail", obj, message, rows, count)
@@ -81,6 +83,8 @@ class Check:
         d = {"name": self.name, "status": self.status, "findings": self.findings}
         if self.status == "could_not_run":
             d["local"] = self.local
+        if self.elapsed_s is not None:
+            d["elapsed_s"] = round(self.elapsed_s, 4)
         return d
 
 
@@ -89,6 +93,9 @@ class Report:
     """Every check that ran (or could not), in order."""
 
     checks: list[Check]
+    #: wall seconds spent getting the reference of the definitions check (built
+    #: on a throwaway server, or read from its cache); None when none was asked for
+    reference_s: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -118,10 +125,17 @@ class Report:
         return [c.name for c in self.checks if c.status == "could_not_run"
                 and (local is None or c.local == local)]
 
+    def timings(self) -> dict[str, float]:
+        """Seconds per check that was timed, by name, in the order they ran."""
+        return {c.name: c.elapsed_s for c in self.checks if c.elapsed_s is not None}
+
     def as_dict(self) -> dict:
-        return {"ok": self.ok, "exit_code": self.exit_code,
-                "could_not_run": self.not_run(),
-                "checks": [c.as_dict() for c in self.checks]}
+        d = {"ok": self.ok, "exit_code": self.exit_code,
+             "could_not_run": self.not_run(),
+             "checks": [c.as_dict() for c in self.checks]}
+        if self.reference_s is not None:
+            d["reference_s"] = round(self.reference_s, 4)
+        return d
 
 
 _LABEL = {"pass": "PASS", "info": "INFO", "fail": "FAIL", "could_not_run": "NO RUN"}
