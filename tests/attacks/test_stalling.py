@@ -241,3 +241,27 @@ def test_app_login_member_without_its_own_timeouts_is_reported_and_the_fix_ends_
     done = complete(world.worker, job["id"], "PASSED", worker_id="honest",
                     lease_token=job["leaseToken"])
     assert done["status"] == "PASSED"
+
+
+@pytest.mark.parametrize("role", ["app", "worker", "readonly", "hostile"])
+def test_temp_function_named_like_the_api_in_another_session_stops_no_worker(db, role):
+    """Any role that may connect has TEMP on the database (PUBLIC's default) and can
+    create pg_temp.complete_verification_job / claim_verification_job /
+    requeue_expired_verification_jobs in its own session, which every other session
+    sees in pg_proc (schema pg_temp_N). Another session's temporary schema is never
+    on a worker's search_path, so it cannot change how the API's frame renders; the
+    call-stack check must not count it, or one idle connection would refuse every
+    claim, completion and requeue of the database (FQ001) for as long as it stays."""
+    world = queue_world(db)
+    hostile = world.db.connect(role)
+    for fn in ("complete_verification_job", "claim_verification_job",
+               "requeue_expired_verification_jobs"):
+        hostile.execute(f"CREATE FUNCTION pg_temp.{fn}() RETURNS integer "
+                        "LANGUAGE sql AS 'SELECT 1'")
+    job = world.running_job(worker_id="honest", lease="1 hour")      # the claim
+    assert job_row(world.owner, job["id"])["status"] == "RUNNING"
+    done = complete(world.worker, job["id"], "PASSED", worker_id="honest",
+                    lease_token=job["leaseToken"])
+    assert done["status"] == "PASSED"
+    assert world.session_row()["status"] == "VERIFIED_PASS"
+    assert world.worker.execute("SELECT requeue_expired_verification_jobs()").fetchone() == (0,)
