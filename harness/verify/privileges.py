@@ -391,7 +391,7 @@ def login_role_timeouts(c, ctx) -> None:
     server = {n: v for n, v, src in _rows(conn, """
         SELECT name, setting, source FROM pg_catalog.pg_settings WHERE name = ANY(%s)""",
         (list(LOGIN_TIMEOUTS),))
-        if src in ("configuration file", "command line") and not _zero(v)}
+        if src in ("configuration file", "command line")}
     # PostgreSQL 16+: a membership that can neither SET ROLE nor inherit (what
     # CREATEROLE gives the creator of a role: ADMIN only) does not act as the group
     acts = ("AND (a.set_option OR a.inherit_option)"
@@ -406,22 +406,25 @@ def login_role_timeouts(c, ctx) -> None:
             JOIN m ON a.roleid = m.member {acts}
         )
         SELECT r.rolname, pg_catalog.string_agg(DISTINCT m.via, ', ' ORDER BY m.via),
-            (SELECT pg_catalog.array_agg(u.cfg) FROM pg_catalog.pg_db_role_setting s,
-                LATERAL pg_catalog.unnest(s.setconfig) AS u (cfg)
-             WHERE s.setrole IN (r.oid, 0)
-               AND s.setdatabase IN (0, (SELECT d.oid FROM pg_catalog.pg_database d
-                                         WHERE d.datname = pg_catalog.current_database()))
-               AND NOT (s.setrole = 0 AND s.setdatabase = 0))
-        FROM m JOIN pg_catalog.pg_roles r ON r.oid = m.member
+            -- in PostgreSQL's order of precedence: the role in this database, the
+            -- role in every database, this database for every role
+            ARRAY(SELECT pg_catalog.array_to_string(s.setconfig, E'\\n')
+                  FROM pg_catalog.pg_db_role_setting s, (VALUES (1, r.oid, dbo.oid),
+                      (2, r.oid, 0::oid), (3, 0::oid, dbo.oid)) AS k (prio, rl, dbid)
+                  WHERE s.setrole = k.rl AND s.setdatabase = k.dbid ORDER BY k.prio)
+        FROM m JOIN pg_catalog.pg_roles r ON r.oid = m.member,
+            (SELECT d.oid FROM pg_catalog.pg_database d
+             WHERE d.datname = pg_catalog.current_database()) AS dbo
         WHERE r.rolcanlogin AND NOT r.rolsuper
-        GROUP BY r.oid, r.rolname ORDER BY r.rolname""", (list(GROUP_ROLES),))
-    for login, via, config in members:
-        have = set(server)
-        for item in config or []:
-            name, _, value = item.partition("=")
-            if name in LOGIN_TIMEOUTS and not _zero(value):
-                have.add(name)
-        missing = [n for n in LOGIN_TIMEOUTS if n not in have]
+        GROUP BY r.oid, r.rolname, dbo.oid ORDER BY r.rolname""", (list(GROUP_ROLES),))
+    for login, via, levels in members:
+        effective = dict(server)
+        for level in reversed(levels or []):      # a more specific level wins
+            for item in level.split("\n"):
+                name, _, value = item.partition("=")
+                if name in LOGIN_TIMEOUTS:
+                    effective[name] = value
+        missing = [n for n in LOGIN_TIMEOUTS if _zero(effective.get(n, "0"))]
         if missing:
             c.warn(login, f"LOGIN member of {via} without {' and '.join(missing)} in this "
                           "database: the group role's settings do not apply to its "

@@ -241,6 +241,14 @@ def test_app_login_member_without_its_own_timeouts_is_reported_and_the_fix_ends_
     done = complete(world.worker, job["id"], "PASSED", worker_id="honest",
                     lease_token=job["leaseToken"])
     assert done["status"] == "PASSED"
+    # precedence: the login's own 0 in this database beats the database's 5s
+    with pg_cluster.connect() as su:
+        su.execute(sql.SQL("ALTER DATABASE {} SET lock_timeout = '5s'").format(
+            sql.Identifier(db.name)))
+        su.execute(sql.SQL("ALTER ROLE app_login IN DATABASE {} SET lock_timeout = 0").format(
+            sql.Identifier(db.name)))
+    warned = {k: v for k, v in _timeout_warnings(db).items() if k.endswith("_login")}
+    assert list(warned) == ["app_login"] and "without lock_timeout in" in warned["app_login"]
 
 
 @pytest.mark.parametrize("role", ["app", "worker", "readonly", "hostile"])
