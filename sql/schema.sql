@@ -2431,10 +2431,13 @@ BEGIN
         RETURN NULL;
     END IF;
     -- that name renders unqualified only for the function in public, and no
-    -- schema (pg_temp included) may hold another function of that name
+    -- schema (this session's pg_temp included) may hold another function of that
+    -- name; another session's temporary schema is never on this session's path,
+    -- and counting it would let any connected role stop every worker
     IF EXISTS (
         SELECT 1 FROM pg_proc AS q
         WHERE q.proname = v_m[1] AND q.pronamespace <> 'public'::regnamespace
+            AND NOT pg_is_other_temp_schema(q.pronamespace)
     ) THEN
         RETURN NULL;
     END IF;

@@ -533,7 +533,8 @@ BEGIN
         RETURN NULL;
     END IF;
     IF EXISTS (SELECT 1 FROM pg_proc AS q
-               WHERE q.proname = v_m[1] AND q.pronamespace <> 'public'::regnamespace) THEN
+               WHERE q.proname = v_m[1] AND q.pronamespace <> 'public'::regnamespace
+                   AND NOT pg_is_other_temp_schema(q.pronamespace)) THEN
         RETURN NULL;
     END IF;
     SELECT p.oid, p.prosrc INTO v_fn, v_src FROM pg_proc AS p

@@ -75,7 +75,9 @@ INTENDED = {
     "function create_lab_session(": "SET lock_timeout = '5s' (V0019)",
     "function enqueue_verification_job(": HARDENED + "; lock_timeout (V0019)",
     "function transition_api_caller(": "job and attempt moves authorised by the call "
-                                       "stack, not by a setting; the frame read without "
+                                       "stack, not by a setting; another session's "
+                                       "temporary functions not counted, so no connected "
+                                       "role can stop every worker; the frame read without "
                                        "a capturing regex (V0007)",
     "function verification_job_transition_guard(": HARDENED + "; the call stack (V0018)",
     "function verification_attempt_insert_guard(": HARDENED + "; the call stack (V0007)",

@@ -78,6 +78,7 @@ CHECKS: tuple[tuple[str, object, str | None], ...] = (
     ("function_privileges", privileges.function_privileges, None),
     ("schema_privileges", privileges.schema_privileges, None),
     ("security_definer", privileges.security_definer, None),
+    ("login_role_timeouts", privileges.login_role_timeouts, None),
 )
 
 

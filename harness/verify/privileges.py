@@ -365,5 +365,73 @@ def security_definer(c, ctx) -> None:
             c.fail(obj, f"owned by {fowner}, not by the table owner {owner}")
 
 
+#: the settings every LOGIN member of a group role needs for itself (the group's
+#: ALTER ROLE ... IN DATABASE settings of V0002 apply only to a session that logs
+#: in AS the group role, never to its members)
+LOGIN_TIMEOUTS = ("lock_timeout", "idle_in_transaction_session_timeout")
+
+
+def _zero(value: str) -> bool:
+    """Whether a timeout setting's text means "no timeout" (0 in any unit)."""
+    return value.strip().strip("'\"").rstrip("smindhu ").strip() in ("", "0")
+
+
+def login_role_timeouts(c, ctx) -> None:
+    """Every LOGIN member (direct or through another role) of forgea_app,
+    forgea_worker or forgea_readonly has lock_timeout and
+    idle_in_transaction_session_timeout of its own in this database (ALTER ROLE
+    ... IN DATABASE, or for all databases), or the database / the server
+    configuration sets them for everyone. A warning, never a failure: without
+    them an idle app login can hold a row lock indefinitely (docs/dba.md,
+    "The rollout with the application")."""
+    conn = ctx.conn
+    # what the server configuration gives everyone: only a value whose source is
+    # the configuration file or the command line (a role's or database's own
+    # setting of this verifying session says nothing about the members)
+    server = {n: v for n, v, src in _rows(conn, """
+        SELECT name, setting, source FROM pg_catalog.pg_settings WHERE name = ANY(%s)""",
+        (list(LOGIN_TIMEOUTS),))
+        if src in ("configuration file", "command line")}
+    # PostgreSQL 16+: a membership that can neither SET ROLE nor inherit (what
+    # CREATEROLE gives the creator of a role: ADMIN only) does not act as the group
+    acts = ("AND (a.set_option OR a.inherit_option)"
+            if conn.info.server_version >= 160000 else "")
+    members = _rows(conn, f"""
+        WITH RECURSIVE m (member, via) AS (
+            SELECT a.member, pg_catalog.pg_get_userbyid(a.roleid)
+            FROM pg_catalog.pg_auth_members a
+            WHERE pg_catalog.pg_get_userbyid(a.roleid) = ANY(%s) {acts}
+            UNION
+            SELECT a.member, m.via FROM pg_catalog.pg_auth_members a
+            JOIN m ON a.roleid = m.member {acts}
+        )
+        SELECT r.rolname, pg_catalog.string_agg(DISTINCT m.via, ', ' ORDER BY m.via),
+            -- in PostgreSQL's order of precedence: the role in this database, the
+            -- role in every database, this database for every role
+            ARRAY(SELECT pg_catalog.array_to_string(s.setconfig, E'\\n')
+                  FROM pg_catalog.pg_db_role_setting s, (VALUES (1, r.oid, dbo.oid),
+                      (2, r.oid, 0::oid), (3, 0::oid, dbo.oid)) AS k (prio, rl, dbid)
+                  WHERE s.setrole = k.rl AND s.setdatabase = k.dbid ORDER BY k.prio)
+        FROM m JOIN pg_catalog.pg_roles r ON r.oid = m.member,
+            (SELECT d.oid FROM pg_catalog.pg_database d
+             WHERE d.datname = pg_catalog.current_database()) AS dbo
+        WHERE r.rolcanlogin AND NOT r.rolsuper
+        GROUP BY r.oid, r.rolname, dbo.oid ORDER BY r.rolname""", (list(GROUP_ROLES),))
+    for login, via, levels in members:
+        effective = dict(server)
+        for level in reversed(levels or []):      # a more specific level wins
+            for item in level.split("\n"):
+                name, _, value = item.partition("=")
+                if name in LOGIN_TIMEOUTS:
+                    effective[name] = value
+        missing = [n for n in LOGIN_TIMEOUTS if _zero(effective.get(n, "0"))]
+        if missing:
+            c.warn(login, f"LOGIN member of {via} without {' and '.join(missing)} in this "
+                          "database: the group role's settings do not apply to its "
+                          "members, so its sessions can hold locks and idle transactions "
+                          "indefinitely; run ALTER ROLE ... IN DATABASE ... SET for it "
+                          "(docs/dba.md, \"The rollout with the application\")")
+
+
 # --------------------------------------------------------------------------
 # driver

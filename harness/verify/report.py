@@ -64,6 +64,13 @@ class Check:
         if self.status == "pass":
             self.status = "info"
 
+    def warn(self, obj: str, message: str, rows: list | None = None, count: int | None = None):
+        """A finding of severity "warning": worth acting on, never a failure (the
+        check's status is info)."""
+        self._add("warning", obj, message, rows, count)
+        if self.status == "pass":
+            self.status = "info"
+
     def could_not_run(self, obj: str, message: str, *, local: bool = False):
         """The check did not run: ``message`` says why (it starts "could not run" or
         "could not check"); ``local``: a problem on this machine."""

@@ -31,7 +31,7 @@
 --     PG_CONTEXT, or NULL. It holds only when the context is exactly: the
 --     guard's frame, ONE statement, and as the outermost frame that function
 --     (SECURITY DEFINER, in public, no function of that name in any other
---     schema), where the statement is, whole, the one its source holds at the
+--     schema but another session's temporary one), where the statement is, whole, the one its source holds at the
 --     line the frame names. No setting, role or search_path can produce that;
 --     a statement's text cannot forge the outermost frame; a trigger or a
 --     function slipped in between adds frames. The guards of V0018 use it too.
@@ -132,10 +132,13 @@ BEGIN
         RETURN NULL;
     END IF;
     -- that name renders unqualified only for the function in public, and no
-    -- schema (pg_temp included) may hold another function of that name
+    -- schema (this session's pg_temp included) may hold another function of that
+    -- name; another session's temporary schema is never on this session's path,
+    -- and counting it would let any connected role stop every worker
     IF EXISTS (
         SELECT 1 FROM pg_proc AS q
         WHERE q.proname = v_m[1] AND q.pronamespace <> 'public'::regnamespace
+            AND NOT pg_is_other_temp_schema(q.pronamespace)
     ) THEN
         RETURN NULL;
     END IF;

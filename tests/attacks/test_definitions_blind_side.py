@@ -194,3 +194,48 @@ def test_planted_job_status_operators_do_not_change_what_a_completion_records(db
     with raises_sqlstate("FQ001"):
         complete(db.connect("worker"), world["jobs"][1], "PASSED", worker_id="w2")
     assert digests(owner, ("VerificationAttempt", "VerificationJob", "LabSession")) == before
+
+
+_SIG6 = 'uuid, text, "VerificationJobStatus", integer, jsonb, uuid'
+_OVERLOAD_BODY = """
+    UPDATE public."VerificationJob" AS j
+    SET "status" = p_status, "completedAt" = timezone('UTC', now()), "exitCode" = 0
+    WHERE j."id" = p_job_id;
+"""
+
+
+@pytest.mark.parametrize("how", ["replace_the_check", "overload_in_public"])
+def test_owner_left_in_place_change_to_the_call_stack_check_is_named(db, reference_snapshot,
+                                                                     how):
+    """The owner leaves in place what lets it forge: transition_api_caller replaced
+    to name the completion whatever the stack, or an overload of
+    complete_verification_job in public (SECURITY DEFINER, an extra argument: it
+    renders unqualified and no other schema holds the name, so the check accepts
+    its statement). The forged PASSED job goes through; verify names the object."""
+    from tests.builders import queue_world
+    w = queue_world(db)
+    job = w.running_job(worker_id="honest", lease="1 hour")
+    owner = w.owner
+    if how == "replace_the_check":
+        owner.execute("CREATE OR REPLACE FUNCTION transition_api_caller(p_context text) "
+                      "RETURNS text LANGUAGE sql STABLE SET search_path = pg_catalog, "
+                      "public, pg_temp AS $$ SELECT 'complete_verification_job'::text $$")
+        owner.execute("""UPDATE "VerificationJob" SET "status" = 'PASSED', "completedAt" =
+                         timezone('UTC', now()), "exitCode" = 0 WHERE "id" = %s""",
+                      (job["id"],))
+        named = ["transition_api_caller"]
+    else:
+        owner.execute(
+            f"CREATE FUNCTION public.complete_verification_job(p_job_id uuid, p_worker_id "
+            'text, p_status "VerificationJobStatus", p_exit_code integer, p_logs jsonb, '
+            "p_lease_token uuid, p_extra text) RETURNS void LANGUAGE plpgsql SECURITY "
+            "DEFINER SET search_path = pg_catalog, public, pg_temp AS $fn$ BEGIN"
+            f"{_OVERLOAD_BODY}END $fn$")
+        owner.execute("SELECT public.complete_verification_job(%s, 'x', 'PASSED', 0, "
+                      "'{}', NULL, 'x')", (job["id"],))
+        named = ["complete_verification_job"]
+    assert owner.execute('SELECT "status"::text FROM "VerificationJob" WHERE "id" = %s',
+                         (job["id"],)).fetchone()[0] == "PASSED"     # the forgery itself
+    rep = V.verify(db.dsn("owner"), reference_snapshot=reference_snapshot)
+    assert rep.exit_code == 1
+    _fails_naming(rep, *named)

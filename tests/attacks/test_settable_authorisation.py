@@ -295,3 +295,53 @@ def test_trigger_slipped_into_a_real_completion_cannot_pass_another_job(world, r
     assert digests(owner, TABLES) == before
     assert job_row(owner, target["id"])["status"] == "RUNNING"
     _job_unchanged(world, running)
+
+
+FULL_SIG = 'uuid,text,"VerificationJobStatus",integer,jsonb,uuid,bytea,text,timestamptz'
+
+
+def test_owner_impostor_that_drops_itself_is_caught_only_by_attestations(world, running, db):
+    """The owner's transient impostor: a copy of complete_verification_job in schema
+    evil (rendered unqualified: evil first on its search_path) with the lease-owner,
+    token and expiry checks turned into IF false on the same lines, whose first
+    statement drops it. When the guards look, the outermost frame names the API, no
+    same-named function exists elsewhere, and each statement is the real source's at
+    its line: they accept (a definition change undone within the transaction, which
+    no point-in-time check sees; docs/security.md). The forged PASS names the honest
+    worker. verify without keys passes; verify --worker-keys fails naming the job."""
+    from harness import attest
+    owner = world.owner
+    src = owner.execute("SELECT prosrc FROM pg_proc WHERE oid = "
+                        f"'public.complete_verification_job({FULL_SIG})'::regprocedure"
+                        ).fetchone()[0]
+    lines = src.count("\n")
+    src = src.replace("\nBEGIN\n", "\nBEGIN EXECUTE 'DROP FUNCTION "
+                      f"evil.complete_verification_job({FULL_SIG})';\n", 1)
+    for check in ('IF v_job."leaseOwner" IS DISTINCT FROM p_worker_id THEN',
+                  'IF v_job."leaseTokenHash" IS NOT NULL THEN',
+                  'IF v_job."leaseExpiresAt" < v_now THEN'):
+        assert check in src
+        src = src.replace(check, "IF false THEN", 1)
+    assert src.count("\n") == lines
+    owner.execute("CREATE SCHEMA evil")
+    owner.execute(
+        "CREATE FUNCTION evil.complete_verification_job(p_job_id uuid, p_worker_id text, "
+        'p_status "VerificationJobStatus", p_exit_code integer, p_logs jsonb, '
+        "p_lease_token uuid DEFAULT NULL, p_attestation_signature bytea DEFAULT NULL, "
+        "p_attestation_key_id text DEFAULT NULL, p_completed_at timestamptz DEFAULT NULL) "
+        'RETURNS SETOF public."VerificationJob" LANGUAGE plpgsql '
+        "SET search_path = evil, pg_catalog, public, pg_temp AS $fn$" + src + "$fn$")
+    got = owner.execute("SELECT status::text, \"leaseOwner\" FROM "
+                        "evil.complete_verification_job(%s, 'mallory', 'PASSED', 0, '{}')",
+                        (running["id"],)).fetchall()
+    owner.execute("DROP SCHEMA evil")
+    assert got == [("PASSED", "honest")]            # the guards accepted the impostor
+    assert world.session_row()["status"] == "VERIFIED_PASS"
+    rep = V.verify(db.dsn("owner"))
+    assert rep.ok, V.render_table(rep)             # no definition left to see
+    _key, pub = attest.generate()
+    keys = {"worker-1": attest.parse_worker_keys({"worker-1": pub})["worker-1"]}
+    c = V.verify(db.dsn("owner"), worker_keys=keys).by_name("worker_attestations")
+    assert c.status == "fail" and any(
+        "no attestation" in f["message"] and f"job {running['id']}" in f.get("rows", [])
+        for f in c.findings), c.findings

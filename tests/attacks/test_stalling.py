@@ -176,3 +176,100 @@ def test_api_functions_carry_their_lock_timeout(db):
     assert len(got) == 6
     for name, config in got.items():
         assert "lock_timeout=5s" in config, (name, config)
+
+
+def _show(conn, *names) -> list[str]:
+    return [conn.execute(f"SHOW {n}").fetchone()[0] for n in names]
+
+
+def _timeout_warnings(db) -> dict[str, str]:
+    from harness import verify as V
+    rep = V.verify(db.dsn("owner"))
+    assert rep.ok, V.render_table(rep)
+    c = rep.by_name("login_role_timeouts")
+    assert all(f["severity"] == "warning" for f in c.findings), c.findings
+    return {f["object"]: f["message"] for f in c.findings}
+
+
+def test_app_login_member_without_its_own_timeouts_is_reported_and_the_fix_ends_its_lock(
+        db, pg_cluster):
+    """The group roles' timeouts (V0002) apply only to a session that logs in AS the
+    group: app_login (LOGIN, member of forgea_app, the normal deployment) gets none.
+    Such a login holds a session row lock in an idle transaction as long as it likes,
+    and every completion of that session ends in 55P03, nothing changed. verify warns
+    about each such login by name (never a failure); once the DBA runs the ALTER ROLE
+    ... IN DATABASE statements of docs/dba.md for it, the warning is gone and the
+    server ends the idle transaction, and the completion goes through."""
+    world = queue_world(db)
+    job = world.running_job(worker_id="honest", lease="1 hour")
+    app = world.db.connect("app", autocommit=False)
+    assert _show(app, "lock_timeout", "idle_in_transaction_session_timeout") == ["0", "0"]
+    app.rollback()
+    warned = _timeout_warnings(db)
+    for login, group in (("app_login", "forgea_app"), ("worker_login", "forgea_worker"),
+                         ("readonly_login", "forgea_readonly")):
+        assert f"member of {group} without lock_timeout and " \
+               "idle_in_transaction_session_timeout" in warned[login], warned
+    assert "hostile_login" not in warned
+    # the gap: an idle app transaction holding the session row keeps it, and the
+    # completion (its own lock_timeout, 5 s) fails with nothing changed
+    app.execute('SELECT 1 FROM "LabSession" WHERE "id" = %s FOR UPDATE', (world.session,))
+    time.sleep(2)
+    before = job_row(world.owner, job["id"])
+    with raises_sqlstate("55P03"):
+        complete(world.worker, job["id"], "PASSED", worker_id="honest",
+                 lease_token=job["leaseToken"])
+    assert job_row(world.owner, job["id"]) == before
+    assert world.session_row()["status"] == "IN_PROGRESS"
+    assert app.execute("SELECT 1").fetchone() == (1,)   # still alive, still holding
+    app.rollback()
+    # the fix of docs/dba.md (idle timeout shortened to 1 s for the test)
+    with pg_cluster.connect() as su:
+        for login in ("app_login", "worker_login", "readonly_login"):
+            for name, value in (("lock_timeout", "5s"),
+                                ("idle_in_transaction_session_timeout", "1s")):
+                su.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET {} = {}").format(
+                    sql.Identifier(login), sql.Identifier(db.name), sql.Identifier(name),
+                    sql.Literal(value)))
+    assert not {k for k in _timeout_warnings(db) if k.endswith("_login")}
+    app = world.db.connect("app", autocommit=False)
+    assert _show(app, "lock_timeout", "idle_in_transaction_session_timeout") == ["5s", "1s"]
+    app.execute('SELECT 1 FROM "LabSession" WHERE "id" = %s FOR UPDATE', (world.session,))
+    time.sleep(2.5)
+    with raises_sqlstate("25P03"):   # idle_in_transaction_session_timeout
+        app.execute("SELECT 1")
+    done = complete(world.worker, job["id"], "PASSED", worker_id="honest",
+                    lease_token=job["leaseToken"])
+    assert done["status"] == "PASSED"
+    # precedence: the login's own 0 in this database beats the database's 5s
+    with pg_cluster.connect() as su:
+        su.execute(sql.SQL("ALTER DATABASE {} SET lock_timeout = '5s'").format(
+            sql.Identifier(db.name)))
+        su.execute(sql.SQL("ALTER ROLE app_login IN DATABASE {} SET lock_timeout = 0").format(
+            sql.Identifier(db.name)))
+    warned = {k: v for k, v in _timeout_warnings(db).items() if k.endswith("_login")}
+    assert list(warned) == ["app_login"] and "without lock_timeout in" in warned["app_login"]
+
+
+@pytest.mark.parametrize("role", ["app", "worker", "readonly", "hostile"])
+def test_temp_function_named_like_the_api_in_another_session_stops_no_worker(db, role):
+    """Any role that may connect has TEMP on the database (PUBLIC's default) and can
+    create pg_temp.complete_verification_job / claim_verification_job /
+    requeue_expired_verification_jobs in its own session, which every other session
+    sees in pg_proc (schema pg_temp_N). Another session's temporary schema is never
+    on a worker's search_path, so it cannot change how the API's frame renders; the
+    call-stack check must not count it, or one idle connection would refuse every
+    claim, completion and requeue of the database (FQ001) for as long as it stays."""
+    world = queue_world(db)
+    hostile = world.db.connect(role)
+    for fn in ("complete_verification_job", "claim_verification_job",
+               "requeue_expired_verification_jobs"):
+        hostile.execute(f"CREATE FUNCTION pg_temp.{fn}() RETURNS integer "
+                        "LANGUAGE sql AS 'SELECT 1'")
+    job = world.running_job(worker_id="honest", lease="1 hour")      # the claim
+    assert job_row(world.owner, job["id"])["status"] == "RUNNING"
+    done = complete(world.worker, job["id"], "PASSED", worker_id="honest",
+                    lease_token=job["leaseToken"])
+    assert done["status"] == "PASSED"
+    assert world.session_row()["status"] == "VERIFIED_PASS"
+    assert world.worker.execute("SELECT requeue_expired_verification_jobs()").fetchone() == (0,)
