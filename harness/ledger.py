@@ -34,10 +34,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import queue
 import re
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import psycopg
 
@@ -59,7 +62,7 @@ def netstring(value: str | None) -> bytes:
     if value is None:
         return b"-,"
     raw = value.encode("utf-8")
-    return str(len(raw)).encode() + b":" + raw + b","
+    return b"%d:%b," % (len(raw), raw)
 
 
 #: the ISO text of a ``timestamp(3)`` the layout admits: years 0001..9999 AD, at most
@@ -92,31 +95,41 @@ def outside_layout(r: "Row") -> str | None:
     domain the CHECKs of "LabAttempt" admit), or None. A superuser can drop a
     CHECK; a row outside the domain is reported as edited even when its hash
     matches, since another value has the same bytes."""
+    why, _ = _layout_domain(r)
+    return why
+
+
+def _layout_domain(r: "Row") -> tuple[str | None, tuple[str, str] | None]:
+    """(why ``r`` is outside the layout's domain or None, and when inside, the
+    layout's spelling of its two timestamps, so that hashing the row does not
+    parse them again)."""
     files = r.changed_files
     if not isinstance(files, dict) or sorted(files) != sorted(FILE_LISTS):
-        return "changedFiles outside the layout: exactly added, modified, removed expected"
+        return "changedFiles outside the layout: exactly added, modified, removed expected", None
     for key in FILE_LISTS:
         items = files[key]
         if not isinstance(items, list) or len(items) > MAX_FILES:
-            return f"changedFiles.{key} outside the layout: a list of <= {MAX_FILES} expected"
+            return (f"changedFiles.{key} outside the layout: a list of <= {MAX_FILES} "
+                    "expected"), None
         if not all(isinstance(i, str) and i for i in items):
-            return f"changedFiles.{key} outside the layout: non-empty strings expected"
+            return f"changedFiles.{key} outside the layout: non-empty strings expected", None
     if len(r.prev_hash) != 32:
-        return "prevHash outside the layout: 32 bytes expected"
+        return "prevHash outside the layout: 32 bytes expected", None
+    spelled = []
     for name, value in (("pushedAt", r.pushed_at), ("createdAt", r.created_at)):
         try:
             if value is None:
                 raise ValueError
-            layout_timestamp(value)
+            spelled.append(layout_timestamp(value))
         except ValueError:
             return (f"{name} {str(value)[:40]!r} has no place in the layout "
-                    "(years 0001..9999 AD only)")
-    return None
+                    "(years 0001..9999 AD only)"), None
+    return None, (spelled[0], spelled[1])
 
 
-@dataclass(frozen=True)
-class Row:
-    """One LabAttempt row as the layout sees it (timestamps as ISO text)."""
+class Row(NamedTuple):
+    """One LabAttempt row as the layout sees it (timestamps as ISO text). A named
+    tuple, not a frozen dataclass: the recomputation builds one per ledger row."""
     id: str
     session_id: str
     commit_sha: str
@@ -138,22 +151,53 @@ def row_hash(r: Row, prev_hash: bytes | None = None) -> bytes:
     return hashlib.sha256(layout_bytes(r, prev_hash)).digest()
 
 
-def layout_bytes(r: Row, prev_hash: bytes | None = None) -> bytes:
-    """The bytes the layout (version 1) hashes for ``r``: F1 .. F16 as netstrings."""
+_LAYOUT_NETSTRING = netstring(LAYOUT)
+_END_NETSTRING = netstring("end")
+
+
+def layout_bytes(r: Row, prev_hash: bytes | None = None,
+                 times: tuple[str | None, str | None] | None = None) -> bytes:
+    """The bytes the layout (version 1) hashes for ``r``: F1 .. F16 as netstrings.
+
+    ``times``: pushedAt and createdAt as the layout spells them, when the caller
+    has them already (``_layout_domain``); otherwise they are spelled here.
+    Written for speed (the independent recomputation runs it once per ledger
+    row): netstring() inlined, each netstring formatted in one operation.
+    tests/attacks/test_hash_layout.py proves it against the SQL layout."""
     prev = r.prev_hash if prev_hash is None else prev_hash
-    fields: list[str | None] = [
-        LAYOUT, prev.hex(), r.id, r.session_id, r.commit_sha, r.delivery_id, r.branch,
-        r.author_name, r.author_email, r.author_login,
-    ]
+    if times is None:
+        times = (layout_timestamp(r.pushed_at), layout_timestamp(r.created_at))
+    out = [_LAYOUT_NETSTRING]
+    add = out.append
+    for value in (prev.hex(), r.id, r.session_id, r.commit_sha, r.delivery_id, r.branch,
+                  r.author_name, r.author_email, r.author_login):
+        if value is None:
+            add(b"-,")
+        else:
+            raw = value.encode("utf-8")
+            add(b"%d:%b," % (len(raw), raw))
+    files = r.changed_files
     for key in FILE_LISTS:
-        items = r.changed_files.get(key) if isinstance(r.changed_files, dict) else None
+        items = files.get(key) if isinstance(files, dict) else None
         if not isinstance(items, list):
-            fields.append(None)
+            add(b"-,")
             continue
-        fields.append(str(len(items)))
-        fields.extend(None if item is None else str(item) for item in items)
-    fields += [layout_timestamp(r.pushed_at), layout_timestamp(r.created_at), "end"]
-    return b"".join(netstring(f) for f in fields)
+        raw = str(len(items)).encode()
+        add(b"%d:%b," % (len(raw), raw))
+        for item in items:
+            if item is None:
+                add(b"-,")
+            else:
+                raw = str(item).encode("utf-8")
+                add(b"%d:%b," % (len(raw), raw))
+    for value in times:
+        if value is None:
+            add(b"-,")
+        else:
+            raw = value.encode("utf-8")
+            add(b"%d:%b," % (len(raw), raw))
+    add(_END_NETSTRING)
+    return b"".join(out)
 
 
 # ---------------------------------------------------------------------------
@@ -230,11 +274,49 @@ def _changed_files(text):
 def stream_rows(conn, batch: int = 5000):
     """Every LabAttempt row as a Row, in (sessionId, chainSeq) order, ``batch`` at a time."""
     with conn.cursor(name="forgea_ledger_rows") as cur:
-        cur.itersize = batch
         cur.execute(_STREAM_SQL)
-        for rec in cur:
-            yield Row(*rec[:8], _changed_files(rec[8]), *rec[9:11], chain_seq=rec[11],
-                      prev_hash=bytes(rec[12] or b""), row_hash=bytes(rec[13] or b""))
+        for recs in _read_ahead(cur, batch):
+            for rec in recs:
+                yield Row(*rec[:8], _changed_files(rec[8]), *rec[9:11], chain_seq=rec[11],
+                          prev_hash=bytes(rec[12] or b""), row_hash=bytes(rec[13] or b""))
+
+
+def _read_ahead(cur, batch: int):
+    """``cur.fetchmany(batch)`` one batch ahead, in a thread: the server reads and
+    formats the next rows while Python hashes the current ones. An error of the
+    fetch is raised here, in the caller's thread; a caller that stops early
+    leaves no thread behind."""
+    ahead: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def fetch():
+        try:
+            while not stop.is_set():
+                recs = cur.fetchmany(batch)
+                ahead.put(recs)
+                if not recs:
+                    return
+        except BaseException as e:  # noqa: BLE001 (handed to the caller's thread)
+            ahead.put(e)
+
+    reader = threading.Thread(target=fetch, name="ledger-read-ahead", daemon=True)
+    reader.start()
+    try:
+        while True:
+            recs = ahead.get()
+            if isinstance(recs, BaseException):
+                raise recs
+            if not recs:
+                return
+            yield recs
+    finally:
+        stop.set()
+        while reader.is_alive():
+            try:
+                ahead.get_nowait()
+            except queue.Empty:
+                pass
+            reader.join(0.05)
 
 
 # ---------------------------------------------------------------------------
@@ -292,11 +374,11 @@ def _walk(rows, out: Recomputed, keep_heads: bool) -> None:
             problem = ("relinked", "prevHash is not the previous row's rowHash")
         elif isinstance(r.changed_files, Unreadable):
             problem = ("edited", r.changed_files.why)
-        elif (why := outside_layout(r)) is not None:
-            problem = ("edited", why)
+        elif (domain := _layout_domain(r))[0] is not None:
+            problem = ("edited", domain[0])
         else:
             try:
-                if row_hash(r) != r.row_hash:
+                if hashlib.sha256(layout_bytes(r, None, domain[1])).digest() != r.row_hash:
                     problem = ("edited", "rowHash does not match the row's content")
             except (ValueError, TypeError, RecursionError) as e:
                 # a value the layout cannot represent (UnicodeError is a ValueError)
