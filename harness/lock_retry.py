@@ -5,8 +5,13 @@ way GitLab's ``with_lock_retries`` takes locks: a statement waits at most that
 long for a lock, so the application queues behind the migration's lock request
 at most that long. A step that fails only with ``lock_not_available`` (55P03) is
 rolled back and retried (:meth:`Retrier.run`), up to ``lock_retries`` times
-(default 40), sleeping an exponentially growing delay (0.1 s doubling, capped at
-``retry_max_delay``, default 10 s) with jitter (half of it random) in between.
+(default 150), sleeping an exponentially growing delay (0.1 s doubling, capped at
+``retry_max_delay``, default 2 s) with jitter (half of it random) in between:
+about four minutes of patience in all. The cap is short because a window in
+the application's locks is short: behind a report that holds its transaction
+2-4 s with 0.5-1 s between transactions, a 10 s cap left V0006 waiting 36 s in
+one 100k run (11 retries); attempts at most 2 s apart find a gap sooner, and
+each still holds the application up for at most lock_timeout.
 From the first failure on, a second connection watches ``pg_blocking_pids()`` of
 the migration session (:class:`BlockerWatch`), so each retry line and the final
 report name the sessions in the way (pid, application, role, the locks they
@@ -38,10 +43,10 @@ from .errors import LockNotGranted, UsageError
 #: a build (and leave an INVALID index) each time a report is open
 DEFAULT_CONCURRENT_LOCK_TIMEOUT = "5min"
 #: retries of a step that failed on lock_not_available (read at call time)
-MAX_LOCK_RETRIES = 40
+MAX_LOCK_RETRIES = 150
 #: first backoff delay (doubling per retry, half of it random) and its cap, seconds
 RETRY_BASE_DELAY = 0.1
-RETRY_MAX_DELAY = 10.0
+RETRY_MAX_DELAY = 2.0
 
 
 @dataclass(frozen=True)

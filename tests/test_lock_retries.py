@@ -198,8 +198,8 @@ def test_lock_options_and_their_defaults_are_in_help():
                              capture_output=True, text=True, timeout=60).stdout
         flat = " ".join(out.split())
         assert "--lock-timeout" in out and "[default: 100ms]" in flat
-        assert "--lock-retries" in out and "[default: 40;" in flat
-        assert "--lock-retry-max-delay" in out and "[default: 10.0;" in flat
+        assert "--lock-retries" in out and "[default: 150;" in flat
+        assert "--lock-retry-max-delay" in out and "[default: 2.0;" in flat
         assert "--concurrent-lock-timeout" in out and "[default: 5min]" in flat
 
 

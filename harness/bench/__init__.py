@@ -97,7 +97,7 @@ REQUIRED_KEYS = (
 _TABLE_KEYS = (
     "datagen_s", "copy_floor_s", "jsonb_floor_s", "migration_s", "chain_vs_copy_ratio",
     "chain_vs_jsonb_floor_ratio", "max_blocking_lock_s", "naive_migration_s",
-    "chain_vs_naive_ratio", "lock_retry_s", "naive_lock_retry_s",
+    "chain_vs_naive_ratio", "lock_retry_s", "naive_lock_retry_s", "chain_outside_files_s",
     "naive_max_blocking_lock_s", "naive_app_worst_latency_s", "naive_app_error_count",
     "app_worst_latency_s", "app_p99_latency_s", "record_push_pushes_per_s",
     "record_push_commits_per_s", "insert_ceiling_commits_per_s", "record_push_vs_insert_ratio",

@@ -10,8 +10,10 @@ fails when a file of the chain or of the naive migration is unmapped).
 
 The naive ``03_lab_session_columns`` adds the columns, backfills them, sets NOT
 NULL, adds the foreign key and builds the one-active unique index in one
-transaction: its time is under "session columns + backfill", and the naive
-side of "session constraints" and "one-active index" is empty (see NOTES). A file of guards (triggers) counts with the concern it guards.
+transaction, so the chain's files that do the same (columns, backfill,
+constraints, their validation, NOT NULL, the one-active index) form one concern
+with it: "LabSession columns". A file of guards (triggers) counts with the
+concern it guards.
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ CONCERNS: tuple[tuple[str, str], ...] = (
     ("legacy_append_only", "legacy tables append-only"),
     ("lab_version", "lab versions"),
     ("lab_status_failed", "lab versions"),           # naive 01; the chain's V0004 does it
-    ("lab_session_columns", "session columns + backfill"),   # before verification_attempt
-    ("lab_session_backfill", "session columns + backfill"),
-    ("lab_session_and_attempt_guards", "session columns + backfill"),   # their guards
+    ("lab_session_columns", "LabSession columns"),   # before verification_attempt
+    ("lab_session_backfill", "LabSession columns"),
+    ("lab_session_and_attempt_guards", "LabSession columns"),   # their guards
     ("verification_attempt", "verification attempt copy"),
-    ("lab_session_constraints", "session constraints"),      # and ..._constraints_validate
-    ("lab_session_version_not_null", "session constraints"),
-    ("lab_session_one_active", "one-active index"),
+    ("lab_session_constraints", "LabSession columns"),      # and ..._constraints_validate
+    ("lab_session_version_not_null", "LabSession columns"),
+    ("lab_session_one_active", "LabSession columns"),
     ("github_repo_mapping", "repository mapping"),
     ("ledger_and_job_queue", "ledger + queue"),
     ("ledger_and_queue", "ledger + queue"),
@@ -42,10 +44,8 @@ OTHER = "other"
 #: what a reader of the per-concern table must know, by concern
 NOTES: dict[str, str] = {
     "legacy tables append-only": "the naive change leaves the legacy tables writable",
-    "session columns + backfill": "naive 03 also sets NOT NULL, adds the FK and builds the "
-                                  "one-active index in the same transaction",
-    "session constraints": "naive: inside 03_lab_session_columns",
-    "one-active index": "naive: inside 03_lab_session_columns",
+    "LabSession columns": "columns, backfill, constraints, NOT NULL, one-active index; the "
+                          "chain's V0006 also creates VerificationAttempt (empty)",
     "API + checkpoints": "the naive migration has no API",
 }
 
