@@ -79,6 +79,7 @@ CHECKS: tuple[tuple[str, object, str | None], ...] = (
     ("schema_privileges", privileges.schema_privileges, None),
     ("security_definer", privileges.security_definer, None),
     ("login_role_timeouts", privileges.login_role_timeouts, None),
+    ("message_language", privileges.message_language, None),
 )
 
 

@@ -433,5 +433,54 @@ def login_role_timeouts(c, ctx) -> None:
                           "(docs/dba.md, \"The rollout with the application\")")
 
 
+#: lc_messages values under which the server writes its call-stack lines
+#: ("PL/pgSQL function ... line N at SQL statement") in English, which is what
+#: transition_api_caller() reads
+_ENGLISH_MESSAGES = ("", "c", "posix")
+
+
+def _english(value: str) -> bool:
+    v = value.strip().strip("'\"").lower()
+    return v in _ENGLISH_MESSAGES or v.startswith(("c.", "en_", "en.", "en@")) or v == "en"
+
+
+def message_language(c, ctx) -> None:
+    """The server writes its messages in English for the roles that move jobs:
+    lc_messages of the server configuration, of this database, and of every LOGIN
+    member of forgea_worker or forgea_app (their own settings, here or in every
+    database). transition_api_caller() (V0007) reads the call stack's text, which
+    a translated lc_messages changes ("PL/pgSQL-Funktion ..."): every claim,
+    completion and requeue would then be refused (FQ001). It fails closed (no
+    pass is forged) but stops the queue, so it is a warning; only a superuser can
+    set lc_messages."""
+    conn = ctx.conn
+    values = _rows(conn, """
+        SELECT 'the server configuration', setting FROM pg_catalog.pg_settings
+        WHERE name = 'lc_messages' AND source IN ('configuration file', 'command line',
+                                                  'default', 'environment variable')
+        UNION ALL
+        SELECT CASE WHEN s.setrole = 0 AND s.setdatabase = 0 THEN 'every role'
+                    WHEN s.setrole = 0 THEN 'database ' || pg_catalog.current_database()
+                    ELSE 'role ' || pg_catalog.pg_get_userbyid(s.setrole) END,
+               pg_catalog.split_part(x.item, '=', 2)
+        FROM pg_catalog.pg_db_role_setting s
+        CROSS JOIN LATERAL pg_catalog.unnest(s.setconfig) AS x (item)
+        WHERE pg_catalog.split_part(x.item, '=', 1) = 'lc_messages'
+          AND (s.setdatabase = 0 OR s.setdatabase = (
+                SELECT d.oid FROM pg_catalog.pg_database d
+                WHERE d.datname = pg_catalog.current_database()))
+          AND (s.setrole = 0 OR EXISTS (
+                SELECT 1 FROM pg_catalog.pg_roles g
+                WHERE g.rolname IN ('forgea_worker', 'forgea_app')
+                  AND pg_catalog.pg_has_role(s.setrole, g.oid, 'MEMBER')))
+        ORDER BY 1""")
+    for where, value in values:
+        if not _english(value):
+            c.warn(where, f"lc_messages = {value!r}: the server's call-stack lines are "
+                          "then translated, and transition_api_caller() (which reads them "
+                          "in English) refuses every claim, completion and requeue "
+                          "(FQ001); set lc_messages to 'C' or an English locale "
+                          "(docs/security.md, \"Who authorises a transition\")")
+
 # --------------------------------------------------------------------------
 # driver

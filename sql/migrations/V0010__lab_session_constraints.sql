@@ -35,9 +35,10 @@
 -- Why: CONTRACT section 4; NOT VALID + VALIDATE in separate transactions keeps
 --   the ACCESS EXCLUSIVE lock of ADD CONSTRAINT to an instant.
 -- Transaction: yes.
--- Locks: the pre-flights read the tables (ACCESS SHARE, no blocking); ADD
---   CONSTRAINT ... NOT VALID takes ACCESS EXCLUSIVE on each table for an
---   instant (no scan), taken with 100 ms attempts and retries (with a long
+-- Locks: the pre-flights read the tables (ACCESS SHARE, no blocking), all of
+--   them before the first ADD CONSTRAINT; ADD CONSTRAINT ... NOT VALID takes
+--   ACCESS EXCLUSIVE on each table for an instant (no scan), held to the
+--   commit, taken with 100 ms attempts and retries (with a long
 --   reader in front at 1M: 10 retries, 56 s of waiting for this file, the
 --   app's longest wait 0.16 s).
 -- Pre-conditions: every session has a version and a completedAt consistent
@@ -73,17 +74,6 @@ BEGIN
     END IF;
 END;
 $$;
-
-ALTER TABLE "LabSession"
-ADD CONSTRAINT "LabSession_labVersionId_not_null"
-CHECK ("labVersionId" IS NOT NULL) NOT VALID;
-
-ALTER TABLE "LabSession"
-ADD CONSTRAINT "LabSession_completedAt_check"
-CHECK (
-    ("status"::text IN ('VERIFIED_PASS', 'FAILED'))
-    = ("completedAt" IS NOT NULL)
-) NOT VALID;
 
 DO $$
 DECLARE
@@ -152,6 +142,21 @@ BEGIN
     END IF;
 END;
 $$;
+
+-- Every pre-flight above ran before the first ACCESS EXCLUSIVE lock: the
+-- timestamp pre-flight reads AuditLog (10M rows at 1M sessions: about 2 s),
+-- and run after the LabSession constraints it held the application's LabSession
+-- writes for that long (the release chain's first 1M run: 2.1 s).
+ALTER TABLE "LabSession"
+ADD CONSTRAINT "LabSession_labVersionId_not_null"
+CHECK ("labVersionId" IS NOT NULL) NOT VALID;
+
+ALTER TABLE "LabSession"
+ADD CONSTRAINT "LabSession_completedAt_check"
+CHECK (
+    ("status"::text IN ('VERIFIED_PASS', 'FAILED'))
+    = ("completedAt" IS NOT NULL)
+) NOT VALID;
 
 ALTER TABLE "AuditLog"
 ADD CONSTRAINT "AuditLog_createdAt_check"

@@ -275,3 +275,54 @@ def test_temp_function_named_like_the_api_in_another_session_stops_no_worker(db,
     assert done["status"] == "PASSED"
     assert world.session_row()["status"] == "VERIFIED_PASS"
     assert world.worker.execute("SELECT requeue_expired_verification_jobs()").fetchone() == (0,)
+
+
+def _set_db_role_setting(su, dbname: str, role: str | None, value: str | None) -> None:
+    """lc_messages of ``role`` (None: every role) in ``dbname``, written straight into
+    pg_db_role_setting: what ALTER ROLE / ALTER DATABASE ... SET lc_messages leave
+    there on a server that has the locale (this machine has only C locales, and SET
+    refuses a locale the server lacks). ``value`` None removes the setting."""
+    dbid = su.execute("SELECT oid FROM pg_database WHERE datname = %s", (dbname,)).fetchone()[0]
+    roleid = 0 if role is None else su.execute(
+        "SELECT oid FROM pg_roles WHERE rolname = %s", (role,)).fetchone()[0]
+    su.execute("DELETE FROM pg_db_role_setting WHERE setdatabase = %s AND setrole = %s",
+               (dbid, roleid))
+    if value is not None:
+        su.execute("INSERT INTO pg_db_role_setting VALUES (%s, %s, %s)",
+                   (dbid, roleid, [f"lc_messages={value}"]))
+
+
+def test_translated_server_messages_are_reported_because_they_would_stop_the_queue(
+        db, pg_cluster):
+    """transition_api_caller() reads the server's call-stack lines in English; a
+    translated lc_messages (only a superuser can set it) would refuse every claim and
+    completion. verify warns, naming where, about a non-English lc_messages of the
+    database or of a login of forgea_worker / forgea_app, and says nothing of C or an
+    English locale (a warning: it fails closed, nothing is forged)."""
+    from harness import verify as V
+
+    def warned():
+        rep = V.verify(db.dsn("owner"))
+        c = rep.by_name("message_language")
+        assert all(f["severity"] == "warning" for f in c.findings), c.findings
+        return {f["object"]: f["message"] for f in c.findings}
+
+    assert warned() == {}
+    try:
+        with pg_cluster.connect() as su:
+            _set_db_role_setting(su, db.name, "worker_login", "de_DE.UTF-8")
+            _set_db_role_setting(su, db.name, None, "fr_FR")
+            _set_db_role_setting(su, db.name, "readonly_login", "ja_JP")
+        w = warned()
+        assert "lc_messages = 'de_DE.UTF-8'" in w["role worker_login"]
+        assert "lc_messages = 'fr_FR'" in w[f"database {db.name}"]
+        assert "role readonly_login" not in w    # it moves no job
+        with pg_cluster.connect() as su:
+            su.execute(sql.SQL("ALTER ROLE worker_login IN DATABASE {} SET lc_messages = 'C'")
+                       .format(sql.Identifier(db.name)))
+            _set_db_role_setting(su, db.name, None, "en_US.UTF-8")
+        assert warned() == {}
+    finally:
+        with pg_cluster.connect() as su:
+            for role in ("worker_login", "readonly_login", None):
+                _set_db_role_setting(su, db.name, role, None)
