@@ -23,7 +23,7 @@ CHAIN = {
     "session_backfill": "V0008__lab_session_backfill",
     "legacy_copy": "V0009__verification_attempt_copy",
     "session_constraints": "V0010__lab_session_constraints",
-    "restorable_timestamps": "V0010__lab_session_constraints",
+    "restorable_timestamps": "V0011__lab_session_constraints_validate",
     "session_constraints_validate": "V0011__lab_session_constraints_validate",
     "session_not_null": "V0012__lab_session_version_not_null",
     "one_active": "V0013__lab_session_one_active",

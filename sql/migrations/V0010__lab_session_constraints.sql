@@ -1,7 +1,5 @@
--- V0010__lab_session_constraints: pre-flight, then the session and timestamp constraints NOT VALID
+-- V0010__lab_session_constraints: the session pre-flight, then the session and timestamp constraints NOT VALID
 -- harness: precondition session_lifecycle_columns
--- harness: precondition restorable_timestamps
--- harness: precondition restorable_timestamps_verification_token
 --
 -- What:
 --   a pre-flight check, then two CHECK constraints added NOT VALID (checked
@@ -15,8 +13,8 @@
 --   no version) and sessions whose completedAt disagrees with their status.
 --   DETAIL lists up to 20 ids and values; HINT says what a DBA can do.
 --
---   a pre-flight, then CHECK constraints added NOT VALID (checked for every
---   new or updated row at once, validated for old rows by V0011) on every
+--   CHECK constraints added NOT VALID (checked for every new or updated row
+--   at once; V0011 checks the old rows, refusing with a list, and validates) on every
 --   timestamp column forgea_app writes directly, bounding it to
 --   1970-01-01 .. 9999-12-31 23:59:59.999:
 --     "User_createdAt_check"
@@ -29,20 +27,22 @@
 --     "AuditLog_createdAt_check"
 --   (the app's Prisma client writes them, or anyone holding its credentials:
 --   the auth tables, a session's start and last activity, an AuditLog row).
---   A refusal is SQLSTATE 23514 naming the constraint. The pre-flight refuses
---   (FM001, nothing changed) when existing rows fall outside, listing up to 20
---   per table.
+--   A refusal is SQLSTATE 23514 naming the constraint. Their pre-flight
+--   (existing rows outside the bounds) is V0011's: it reads AuditLog (10M
+--   rows at 1M sessions, 2-3 s), which here would either run under
+--   LabSession's ACCESS EXCLUSIVE lock (the release chain's first 1M run:
+--   the app waited 2.1 s) or be read again on every lock retry (second run:
+--   8 retries, 33.5 s for this file).
 -- Why: CONTRACT section 4; NOT VALID + VALIDATE in separate transactions keeps
 --   the ACCESS EXCLUSIVE lock of ADD CONSTRAINT to an instant.
 -- Transaction: yes.
--- Locks: the pre-flights read the tables (ACCESS SHARE, no blocking), all of
---   them before the first ADD CONSTRAINT; ADD CONSTRAINT ... NOT VALID takes
---   ACCESS EXCLUSIVE on each table for an instant (no scan), held to the
---   commit, taken with 100 ms attempts and retries (with a long
---   reader in front at 1M: 10 retries, 56 s of waiting for this file, the
---   app's longest wait 0.16 s).
+-- Locks: the pre-flight reads LabSession (ACCESS SHARE, no blocking) before
+--   the first ADD CONSTRAINT; ADD CONSTRAINT ... NOT VALID takes ACCESS
+--   EXCLUSIVE on each table for an instant (no scan), held to the commit,
+--   taken with 100 ms attempts and retries (each retry reads LabSession
+--   again: about 0.5 s at 1M sessions).
 -- Pre-conditions: every session has a version and a completedAt consistent
---   with its status (after V0008); every timestamp is restorable.
+--   with its status (after V0008). The timestamps' are V0011's.
 -- Rollback: drops the constraints (ACCESS EXCLUSIVE per table, an instant).
 
 DO $$
@@ -75,78 +75,6 @@ BEGIN
 END;
 $$;
 
-DO $$
-DECLARE
-    n bigint;
-    rows_text text;
-BEGIN
-    SELECT count(*), string_agg(x.r, '; ')
-    INTO n, rows_text
-    FROM (
-        (
-            SELECT format('User %s (createdAt %s, updatedAt %s)', t."id"::text, t."createdAt", t."updatedAt") AS r
-            FROM public."User" AS t
-            WHERE
-                t."createdAt" NOT BETWEEN '1970-01-01' AND '9999-12-31 23:59:59.999'
-                OR t."updatedAt" NOT BETWEEN '1970-01-01' AND '9999-12-31 23:59:59.999'
-            LIMIT 20
-        )
-        UNION ALL
-        (
-            SELECT format('Session %s (expires %s)', t."id"::text, t."expires") AS r
-            FROM public."Session" AS t
-            WHERE
-                t."expires" NOT BETWEEN '1970-01-01' AND '9999-12-31 23:59:59.999'
-            LIMIT 20
-        )
-        UNION ALL
-        (
-            SELECT format('VerificationToken %s (expires %s)', t."identifier", t."expires") AS r
-            FROM public."VerificationToken" AS t
-            WHERE
-                t."expires" NOT BETWEEN '1970-01-01' AND '9999-12-31 23:59:59.999'
-            LIMIT 20
-        )
-        UNION ALL
-        (
-            SELECT format('AuthSession %s (expires %s)', t."id"::text, t."expires") AS r
-            FROM public."AuthSession" AS t
-            WHERE
-                t."expires" NOT BETWEEN '1970-01-01' AND '9999-12-31 23:59:59.999'
-            LIMIT 20
-        )
-        UNION ALL
-        (
-            SELECT format('LabSession %s (startedAt %s, lastActivityAt %s)', t."id"::text, t."startedAt", t."lastActivityAt") AS r
-            FROM public."LabSession" AS t
-            WHERE
-                t."startedAt" NOT BETWEEN '1970-01-01' AND '9999-12-31 23:59:59.999'
-                OR t."lastActivityAt" NOT BETWEEN '1970-01-01' AND '9999-12-31 23:59:59.999'
-            LIMIT 20
-        )
-        UNION ALL
-        (
-            SELECT format('AuditLog %s (createdAt %s)', t."id"::text, t."createdAt") AS r
-            FROM public."AuditLog" AS t
-            WHERE
-                t."createdAt" NOT BETWEEN '1970-01-01' AND '9999-12-31 23:59:59.999'
-            LIMIT 20
-        )
-    ) AS x;
-    IF n > 0 THEN
-        RAISE EXCEPTION
-            'V0010 pre-flight failed: rows with timestamps outside 1970-01-01 .. 9999-12-31 23:59:59.999'
-            USING ERRCODE = 'FM001',
-            DETAIL = format('offending rows (first 20 per table): %s', rows_text),
-            HINT = 'Values after year 294276 cannot be restored from a dump at all; decide with the application owners what these rows should hold. Nothing was changed.';
-    END IF;
-END;
-$$;
-
--- Every pre-flight above ran before the first ACCESS EXCLUSIVE lock: the
--- timestamp pre-flight reads AuditLog (10M rows at 1M sessions: about 2 s),
--- and run after the LabSession constraints it held the application's LabSession
--- writes for that long (the release chain's first 1M run: 2.1 s).
 ALTER TABLE "LabSession"
 ADD CONSTRAINT "LabSession_labVersionId_not_null"
 CHECK ("labVersionId" IS NOT NULL) NOT VALID;
