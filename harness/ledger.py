@@ -52,6 +52,7 @@ LAYOUT = "forgea.LabAttempt.v1"
 CHECKPOINT_FORMAT = "forgea.ledger-checkpoint.v1"
 ZERO_HASH = bytes(32)
 FILE_LISTS = ("added", "modified", "removed")
+_FILE_KEYS = frozenset(FILE_LISTS)
 
 # ---------------------------------------------------------------------------
 # the byte layout
@@ -80,11 +81,11 @@ def layout_timestamp(text: str | None) -> str | None:
     if text is None:
         return None
     m = _TS.fullmatch(text)
-    if not m or m.group(1) == "0000":
+    if m is None or text.startswith("0000"):
         raise ValueError(f"timestamp {text!r} has no place in the layout")
-    year, mon, day, hh, mi, ss, frac = m.groups()
-    ms = (frac or "").ljust(3, "0")
-    return f"{year}-{mon}-{day}T{hh}:{mi}:{ss}.{ms}Z"
+    # the pattern fixes every position: date, time and the fraction by slicing
+    frac = m.group(7)
+    return f"{text[:10]}T{text[11:19]}.{(frac or '').ljust(3, '0')}Z"
 
 
 MAX_FILES = 3000
@@ -104,27 +105,33 @@ def _layout_domain(r: "Row") -> tuple[str | None, tuple[str, str] | None]:
     layout's spelling of its two timestamps, so that hashing the row does not
     parse them again)."""
     files = r.changed_files
-    if not isinstance(files, dict) or sorted(files) != sorted(FILE_LISTS):
+    if not isinstance(files, dict) or files.keys() != _FILE_KEYS:
         return "changedFiles outside the layout: exactly added, modified, removed expected", None
     for key in FILE_LISTS:
         items = files[key]
         if not isinstance(items, list) or len(items) > MAX_FILES:
             return (f"changedFiles.{key} outside the layout: a list of <= {MAX_FILES} "
                     "expected"), None
-        if not all(isinstance(i, str) and i for i in items):
-            return f"changedFiles.{key} outside the layout: non-empty strings expected", None
+        for i in items:
+            if not isinstance(i, str) or not i:
+                return f"changedFiles.{key} outside the layout: non-empty strings expected", None
     if len(r.prev_hash) != 32:
         return "prevHash outside the layout: 32 bytes expected", None
-    spelled = []
-    for name, value in (("pushedAt", r.pushed_at), ("createdAt", r.created_at)):
-        try:
-            if value is None:
-                raise ValueError
-            spelled.append(layout_timestamp(value))
-        except ValueError:
-            return (f"{name} {str(value)[:40]!r} has no place in the layout "
-                    "(years 0001..9999 AD only)"), None
-    return None, (spelled[0], spelled[1])
+    try:
+        if r.pushed_at is None:
+            raise ValueError
+        pushed = layout_timestamp(r.pushed_at)
+    except ValueError:
+        return (f"pushedAt {str(r.pushed_at)[:40]!r} has no place in the layout "
+                "(years 0001..9999 AD only)"), None
+    try:
+        if r.created_at is None:
+            raise ValueError
+        created = layout_timestamp(r.created_at)
+    except ValueError:
+        return (f"createdAt {str(r.created_at)[:40]!r} has no place in the layout "
+                "(years 0001..9999 AD only)"), None
+    return None, (pushed, created)
 
 
 class Row(NamedTuple):
@@ -151,8 +158,8 @@ def row_hash(r: Row, prev_hash: bytes | None = None) -> bytes:
     return hashlib.sha256(layout_bytes(r, prev_hash)).digest()
 
 
-_LAYOUT_NETSTRING = netstring(LAYOUT)
-_END_NETSTRING = netstring("end")
+_LAYOUT_NETSTRING = netstring(LAYOUT).decode()
+_END_NETSTRING = netstring("end").decode()
 
 
 def layout_bytes(r: Row, prev_hash: bytes | None = None,
@@ -162,42 +169,37 @@ def layout_bytes(r: Row, prev_hash: bytes | None = None,
     ``times``: pushedAt and createdAt as the layout spells them, when the caller
     has them already (``_layout_domain``); otherwise they are spelled here.
     Written for speed (the independent recomputation runs it once per ledger
-    row): netstring() inlined, each netstring formatted in one operation.
+    row): the netstrings are built as one text and encoded to UTF-8 once (the
+    UTF-8 of a concatenation is the concatenation of the UTF-8s), each length
+    counted in UTF-8 bytes (the character count when the value is ASCII).
     tests/attacks/test_hash_layout.py proves it against the SQL layout."""
     prev = r.prev_hash if prev_hash is None else prev_hash
     if times is None:
         times = (layout_timestamp(r.pushed_at), layout_timestamp(r.created_at))
     out = [_LAYOUT_NETSTRING]
     add = out.append
-    for value in (prev.hex(), r.id, r.session_id, r.commit_sha, r.delivery_id, r.branch,
-                  r.author_name, r.author_email, r.author_login):
-        if value is None:
-            add(b"-,")
-        else:
-            raw = value.encode("utf-8")
-            add(b"%d:%b," % (len(raw), raw))
     files = r.changed_files
+    if not isinstance(files, dict):
+        files = {}
+    values = [prev.hex(), r.id, r.session_id, r.commit_sha, r.delivery_id, r.branch,
+              r.author_name, r.author_email, r.author_login]
     for key in FILE_LISTS:
-        items = files.get(key) if isinstance(files, dict) else None
+        items = files.get(key)
         if not isinstance(items, list):
-            add(b"-,")
+            values.append(None)
             continue
-        raw = str(len(items)).encode()
-        add(b"%d:%b," % (len(raw), raw))
-        for item in items:
-            if item is None:
-                add(b"-,")
-            else:
-                raw = str(item).encode("utf-8")
-                add(b"%d:%b," % (len(raw), raw))
-    for value in times:
+        values.append(str(len(items)))
+        values.extend(None if item is None else str(item) for item in items)
+    values.extend(times)
+    for value in values:
         if value is None:
-            add(b"-,")
+            add("-,")
+        elif value.isascii():
+            add(f"{len(value)}:{value},")
         else:
-            raw = value.encode("utf-8")
-            add(b"%d:%b," % (len(raw), raw))
+            add(f"{len(value.encode('utf-8'))}:{value},")
     add(_END_NETSTRING)
-    return b"".join(out)
+    return "".join(out).encode("utf-8")
 
 
 # ---------------------------------------------------------------------------
@@ -246,18 +248,27 @@ class _Snapshot:
     On an idle autocommit connection it opens (and afterwards rolls back) a
     transaction of its own; inside an open transaction (``harness verify``'s)
     it uses that one. Either way timestamps come out as ISO text in UTC.
+
+    ``exported``: the snapshot helper processes import to share the walk
+    (harness.ledger_parts). A transaction of its own exports it when the ledger
+    is large enough to share; inside the caller's, only the caller can (a
+    snapshot cannot be exported from a savepoint) and passes it as ``snapshot``.
     """
 
-    def __init__(self, conn):
+    def __init__(self, conn, snapshot: str | None = None, parts: int | None = None):
         self.conn = conn
         self.own = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        self.exported = snapshot
+        self.parts = parts
 
     def __enter__(self):
         if self.own:
             self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            from . import ledger_parts
+            self.exported = ledger_parts.export_if_shared(self.conn, self.parts)
         self.conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
         self.conn.execute("SET LOCAL TimeZone = 'UTC'")
-        return self.conn
+        return self
 
     def __exit__(self, *exc):
         if self.own:
@@ -282,14 +293,20 @@ def _changed_files(text):
                           f"{str(e)[:200]}")
 
 
-def stream_rows(conn, batch: int = 5000):
-    """Every LabAttempt row as a Row, in (sessionId, chainSeq) order, ``batch`` at a time."""
+def stream_rows(conn, batch: int = 5000, where: str | None = None):
+    """Every LabAttempt row as a Row, in (sessionId, chainSeq) order, ``batch`` at a
+    time; with ``where`` (an SQL condition on ``a``, from harness.ledger_parts), the
+    rows of one part of the sessions."""
+    query = _STREAM_SQL if where is None else _STREAM_SQL.replace(
+        "    ORDER BY", f"    WHERE {where}\n    ORDER BY")
     with conn.cursor(name="forgea_ledger_rows") as cur:
-        cur.execute(_STREAM_SQL)
+        cur.execute(query)
         for recs in _read_ahead(cur, batch):
             for rec in recs:
-                yield Row(*rec[:8], _changed_files(rec[8]), *rec[9:11], chain_seq=rec[11],
-                          prev_hash=bytes(rec[12] or b""), row_hash=bytes(rec[13] or b""))
+                # positional: a named tuple's keywords cost a dict per row
+                yield Row(rec[0], rec[1], rec[2], rec[3], rec[4], rec[5], rec[6], rec[7],
+                          _changed_files(rec[8]), rec[9], rec[10], rec[11],
+                          rec[12] or b"", rec[13] or b"")
 
 
 def _read_ahead(cur, batch: int):
@@ -355,6 +372,8 @@ class Recomputed:
     breaks: list[Break] = field(default_factory=list)
     # every session's newest row as recomputed: session -> (chainSeq, rowHash)
     heads: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+    # how many processes walked the chains (harness.ledger_parts)
+    parts: int = 1
 
     @property
     def rows_per_s(self) -> float:
@@ -421,9 +440,12 @@ def _check_anchors(conn, out: Recomputed) -> None:
         broken_sessions.add(a_session)
 
 
-def _recompute(conn, out: Recomputed, *, anchors: bool, keep_heads: bool, batch: int):
+def _recompute(conn, out: Recomputed, *, anchors: bool, keep_heads: bool, batch: int,
+               snapshot: str | None, parts: int | None = None):
+    from . import ledger_parts
     start = time.perf_counter()
-    _walk(stream_rows(conn, batch), out, keep_heads)
+    out.parts = ledger_parts.walk_all(conn, out, keep_heads=keep_heads, batch=batch,
+                                      snapshot=snapshot, parts=parts)
     if anchors:
         _check_anchors(conn, out)
     out.seconds = time.perf_counter() - start
@@ -431,11 +453,18 @@ def _recompute(conn, out: Recomputed, *, anchors: bool, keep_heads: bool, batch:
 
 
 def recompute(conn, *, anchors: bool = True, keep_heads: bool = False,
-              batch: int = 5000) -> Recomputed:
-    """Recompute every chain in Python (in ``conn``'s transaction, or one of its own)."""
+              batch: int = 5000, parts: int | None = None,
+              snapshot: str | None = None) -> Recomputed:
+    """Recompute every chain in Python (in ``conn``'s transaction, or one of its own).
+
+    ``parts``: how many processes share the sessions (harness.ledger_parts); None
+    lets the ledger's size and the machine's cores decide, 1 keeps it in this one.
+    ``snapshot``: inside the caller's transaction, the snapshot it exported
+    (``ledger_parts.export_if_shared``) for the helpers; without it, one process."""
     out = Recomputed()
-    with _Snapshot(conn):
-        _recompute(conn, out, anchors=anchors, keep_heads=keep_heads, batch=batch)
+    with _Snapshot(conn, snapshot, parts) as snap:
+        _recompute(conn, out, anchors=anchors, keep_heads=keep_heads, batch=batch,
+                   snapshot=snap.exported, parts=parts)
     return out
 
 
@@ -482,8 +511,8 @@ def take_checkpoint(conn, previous: dict | None = None) -> dict:
     """A checkpoint of the live ledger; refuses when any chain is broken or when
     the live ledger does not extend ``previous``."""
     from . import ledger_results
-    with _Snapshot(conn):     # the heads and the results of one snapshot
-        rec = recompute(conn, keep_heads=True)
+    with _Snapshot(conn) as snap:     # the heads and the results of one snapshot
+        rec = recompute(conn, keep_heads=True, snapshot=snap.exported)
         if rec.breaks:
             raise CheckpointError("the ledger is broken; no checkpoint taken",
                                   [describe(b) for b in rec.breaks])
@@ -642,20 +671,21 @@ def load(path) -> dict:
     return validate(doc, str(path))
 
 
-def check_checkpoint(conn, doc: dict) -> list[str]:
+def check_checkpoint(conn, doc: dict, snapshot: str | None = None) -> list[str]:
     """Differences between a checkpoint taken earlier and the live ledger.
 
     Every head must still be there, at the same position with the same hash, on
     an intact chain (rows after it are allowed: the ledger only grows); every
     result a v2 document committed to must still be there unchanged
-    (``harness.ledger_results``).
+    (``harness.ledger_results``). ``snapshot``: as for ``recompute``.
     """
     from . import ledger_results
     rec = Recomputed()
     wanted = {e["sessionId"]: (int(e["chainSeq"]), e["rowHash"]) for e in doc["sessions"]}
     found: dict[str, tuple[int, str]] = {}
-    with _Snapshot(conn):
-        _recompute(conn, rec, anchors=False, keep_heads=False, batch=5000)
+    with _Snapshot(conn, snapshot) as snap:
+        _recompute(conn, rec, anchors=False, keep_heads=False, batch=5000,
+                   snapshot=snap.exported)
         for sid, seq, h in conn.execute(
                 'SELECT a."sessionId"::text, a."chainSeq", encode(a."rowHash", \'hex\') '
                 'FROM public."LabAttempt" AS a '

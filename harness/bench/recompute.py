@@ -9,6 +9,8 @@ from .common import _connect
 def bench_ledger_recompute(dsn: str, rows: int) -> dict:
     """The independent recomputation (harness.ledger) over ``rows`` ledger rows,
     against the database's own verify_lab_attempt_chain() in the same run.
+    ``ledger_recompute_parts``: how many processes shared it (harness.ledger_parts:
+    one a core from 100k rows; the database's verifier is one backend).
 
     The rows go in through the chain trigger (10 commits per existing session,
     one INSERT ... SELECT per 2000 sessions), so they are real chained rows.
@@ -46,6 +48,7 @@ def bench_ledger_recompute(dsn: str, rows: int) -> dict:
         "ledger_rows": rec.rows,
         "ledger_fill_s": fill_s,
         "ledger_recompute_s": rec.seconds,
+        "ledger_recompute_parts": rec.parts,
         "ledger_recompute_rows_per_s": rec.rows_per_s,
         "ledger_sql_verify_s": sql_s,
         "ledger_recompute_vs_sql_verify_ratio": rec.seconds / sql_s if sql_s else None,

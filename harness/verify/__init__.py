@@ -32,6 +32,7 @@ from pathlib import Path
 import psycopg
 
 from .. import chain as chain_mod
+from .. import ledger_parts
 from ..errors import LocalProblem, _unreachable
 from . import attestations, chain_checks, ledger_checks, privileges, rows
 from .chain_checks import build_reference, expected_triggers
@@ -143,6 +144,35 @@ def _read_applied(conn, files) -> tuple[dict, list, str | None]:
                        f"{(e.diag.message_primary or str(e)).strip()}"
 
 
+def _begin(conn) -> None:
+    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    conn.execute("SET LOCAL search_path = pg_catalog, public")
+    conn.execute("SET LOCAL statement_timeout = '10min'")
+
+
+def _share_ledger_snapshot(conn) -> str | None:
+    """The transaction's snapshot, exported for the processes that share the
+    recomputation of a large ledger (harness.ledger_parts), before any check:
+    the checks run in savepoints, where no snapshot can be exported. None for a
+    small ledger, or when the server refuses (the transaction is begun again,
+    nothing read yet: the recomputation then runs in this process)."""
+    try:
+        with conn.transaction():
+            parts = ledger_parts.choose_parts(conn)
+    except psycopg.Error as e:
+        if _unreachable(e) or conn.closed or conn.broken:
+            raise
+        return None
+    try:
+        return ledger_parts.export_if_shared(conn, parts)
+    except psycopg.Error as e:
+        if _unreachable(e) or conn.closed or conn.broken:
+            raise
+        conn.rollback()
+        _begin(conn)
+        return None
+
+
 def run_checks(conn: psycopg.Connection, sql_root: Path | None = None,
                require_complete: bool = True, checkpoint: dict | None = None,
                reference_snapshot: dict | None = None,
@@ -156,14 +186,14 @@ def run_checks(conn: psycopg.Connection, sql_root: Path | None = None,
     was_autocommit = conn.autocommit
     conn.autocommit = False
     try:
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        conn.execute("SET LOCAL search_path = pg_catalog, public")
-        conn.execute("SET LOCAL statement_timeout = '10min'")
+        _begin(conn)
+        ledger_snapshot = _share_ledger_snapshot(conn)
         state, applied, state_error = _read_applied(conn, files)
         ctx = Context(conn=conn, files=files, chain_problems=problems, state=state,
                       applied=applied, require_complete=require_complete,
                       checkpoint=checkpoint, reference=reference_snapshot,
-                      state_error=state_error, worker_keys=worker_keys)
+                      state_error=state_error, worker_keys=worker_keys,
+                      ledger_snapshot=ledger_snapshot)
         checks = [_run_one(conn, name, fn, ctx) for name, fn, needs in CHECKS
                   if needs is None or getattr(ctx, needs) is not None]
     finally:

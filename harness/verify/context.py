@@ -53,6 +53,8 @@ class Context:
     worker_keys: dict | None = None
     #: why the bookkeeping could not be read (the checks built on it do not run)
     state_error: str | None = None
+    #: the transaction's snapshot, exported for harness.ledger_parts, or None
+    ledger_snapshot: str | None = None
 
     @cached_property
     def have(self) -> dict[str, bool]:

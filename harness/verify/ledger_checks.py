@@ -35,22 +35,23 @@ def lab_attempt_chain_recomputed(c, ctx) -> None:
     if not _exists(conn, "LabAttempt"):
         c.info('"LabAttempt"', "not applied yet")
         return
-    rec = ledger.recompute(conn)
+    rec = ledger.recompute(conn, snapshot=ctx.ledger_snapshot)
     for kind in sorted({b.kind for b in rec.breaks}):
         sel = [b for b in rec.breaks if b.kind == kind]
         c.fail('"LabAttempt" hash chain (recomputed)',
                f"{kind}: first broken link per session (session/seq/id: detail)",
                [f"{b.session_id}/{b.chain_seq}/{b.row_id}: {b.detail}" for b in sel],
                len(sel))
+    shared = f" by {rec.parts} processes" if rec.parts > 1 else ""
     c.info('"LabAttempt"', f"{rec.rows} rows of {rec.sessions} sessions recomputed in "
-                           f"{rec.seconds:.2f} s ({rec.rows_per_s:.0f} rows/s)")
+                           f"{rec.seconds:.2f} s{shared} ({rec.rows_per_s:.0f} rows/s)")
 
 
 def checkpoint(c, ctx) -> None:
     """Every session head of a checkpoint kept off the database is still in place, and
     (format v2) every attempt, finished job and finished session it committed to."""
     conn, doc = ctx.conn, ctx.checkpoint
-    problems = ledger.check_checkpoint(conn, doc)
+    problems = ledger.check_checkpoint(conn, doc, snapshot=ctx.ledger_snapshot)
     if problems:
         c.fail(f"checkpoint {doc['root'][:16]}",
                "the live ledger or a result no longer matches it",
