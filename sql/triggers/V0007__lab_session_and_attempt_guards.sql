@@ -385,12 +385,41 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_old jsonb := to_jsonb(OLD);
-    v_new jsonb := to_jsonb(NEW);
+    -- what a terminal session may still change; everything else is frozen
+    v_thawed text[] := ARRAY[
+        'previewUrl', 'lastActivityAt', 'status', 'completedAt', 'labVersionId'
+    ];
+    v_old jsonb;
+    v_new jsonb;
     v_frozen text[] := ARRAY['id', 'userId', 'labId', 'userForkUrl', 'startedAt'];
     v_why text := 'a session''s identity never changes';
     v_col text;
 BEGIN
+    -- Nothing frozen changed: every column compared as its JSON value, as the
+    -- search below compares it; the whole rows are built as JSON only for a
+    -- terminal session (the V0008 backfill updates every session: 31 us a
+    -- row when both rows were always built).
+    IF to_jsonb(NEW."id") IS NOT DISTINCT FROM to_jsonb(OLD."id")
+        AND to_jsonb(NEW."userId") IS NOT DISTINCT FROM to_jsonb(OLD."userId")
+        AND to_jsonb(NEW."labId") IS NOT DISTINCT FROM to_jsonb(OLD."labId")
+        AND to_jsonb(NEW."userForkUrl")
+        IS NOT DISTINCT FROM to_jsonb(OLD."userForkUrl")
+        AND to_jsonb(NEW."startedAt")
+        IS NOT DISTINCT FROM to_jsonb(OLD."startedAt")
+        AND (
+            OLD."labVersionId" IS NULL
+            OR to_jsonb(NEW."labVersionId")
+            IS NOT DISTINCT FROM to_jsonb(OLD."labVersionId")
+        )
+        AND (
+            NOT OLD."status" OPERATOR(pg_catalog.=) ANY ('{VERIFIED_PASS,FAILED}')
+            OR to_jsonb(NEW) - v_thawed IS NOT DISTINCT FROM to_jsonb(OLD) - v_thawed
+        ) THEN
+        RETURN NEW;
+    END IF;
+    -- something frozen changed: find the first such column and name it
+    v_old := to_jsonb(OLD);
+    v_new := to_jsonb(NEW);
     IF OLD."labVersionId" IS NOT NULL THEN
         v_frozen := v_frozen || 'labVersionId'::text;
     END IF;
@@ -398,9 +427,7 @@ BEGIN
         v_why := format('the session is %s (terminal)', OLD."status");
         v_frozen := v_frozen || ARRAY(
             SELECT k.key FROM jsonb_object_keys(v_old) AS k (key)
-            WHERE k.key NOT IN (
-                'previewUrl', 'lastActivityAt', 'status', 'completedAt', 'labVersionId'
-            )
+            WHERE NOT k.key = ANY (v_thawed)
             ORDER BY k.key
         );
     END IF;

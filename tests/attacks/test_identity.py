@@ -183,3 +183,18 @@ def test_a_url_bound_session_does_not_learn_an_id_another_session_holds(db):
                          '"sessionId" = %s', (victim,)).fetchone()[0] is None
     assert owner.execute('SELECT count(*) FROM "LabAttempt" WHERE "sessionId" = %s',
                          (attacker,)).fetchone()[0] == 0
+
+
+def test_a_column_added_later_is_frozen_once_the_session_is_terminal(world_db):
+    """The guard's quick path compares a terminal session's whole row but for the
+    activity columns, as its full check does: a column the owner adds later is
+    frozen on a VERIFIED_PASS session and free on an active one."""
+    w = world_db.world
+    owner = world_db.connect("owner")
+    owner.execute('ALTER TABLE "LabSession" ADD COLUMN "note" text')
+    owner.execute('UPDATE "LabSession" SET "note" = \'kept\' WHERE id = %s', (w["s2"],))
+    with raises_sqlstate("FA002") as e:
+        owner.execute('UPDATE "LabSession" SET "note" = \'forged\' WHERE id = %s', (w["s1"],))
+    assert "note" in str(e.value) and "terminal" in str(e.value)
+    assert owner.execute('SELECT "note" FROM "LabSession" WHERE id = %s',
+                         (w["s1"],)).fetchone()[0] is None
