@@ -16,8 +16,9 @@ its own process, all reading the same snapshot:
   others: a helper can cost time, never a row.
 
 The parts cover every row exactly once whatever the values: the first takes
-every ``sessionId`` below the first bound and every NULL, the others the
-half-open ranges ``[bound i, bound i+1)`` of ``pg_catalog``'s own uuid order
+every ``sessionId`` below the first bound, the others the half-open ranges
+``[bound i, bound i+1)`` of ``pg_catalog``'s own uuid order, and this process
+also walks the rows whose ``sessionId`` is NULL (``NULL_PART``)
 (the operator is named, so nothing planted in another schema can change which
 rows a part reads). tests/attacks/test_tamper.py walks every attack's ledger
 both ways and requires the same result.
@@ -74,15 +75,23 @@ def bounds(n: int) -> list[str]:
     return [str(uuid.UUID(int=i * (1 << 128) // n)) for i in range(1, n)]
 
 
+#: the rows no range takes (a superuser can drop the NOT NULL): walked by the caller
+NULL_PART = 'a."sessionId" IS NULL'
+
+
 def part_condition(i: int, n: int) -> str:
-    """The SQL condition (on ``a``, a LabAttempt row) of part ``i`` of ``n``."""
+    """The SQL condition (on ``a``, a LabAttempt row) of part ``i`` of ``n``: a
+    range of ``sessionId`` the index on (sessionId, chainSeq) reads directly
+    (a condition it cannot use, as COALESCE(...) was, makes every part fetch
+    every row: at 1M rows two parts took 31 s against one part's 25 s)."""
     cuts = bounds(n)
     below = 'a."sessionId" OPERATOR(pg_catalog.<) \'{}\'::pg_catalog.uuid'
+    at_or_above = 'a."sessionId" OPERATOR(pg_catalog.>=) \'{}\'::pg_catalog.uuid'
     if n == 1:
-        return "true"
+        return 'a."sessionId" IS NOT NULL'
     if i == 0:
-        return f"COALESCE({below.format(cuts[0])}, true)"
-    low = f"NOT COALESCE({below.format(cuts[i - 1])}, true)"
+        return below.format(cuts[0])
+    low = at_or_above.format(cuts[i - 1])
     return low if i == n - 1 else f"{low} AND {below.format(cuts[i])}"
 
 
@@ -139,6 +148,7 @@ def walk_all(conn, out: ledger.Recomputed, *, keep_heads: bool, batch: int,
         pending = [pool.apply_async(walk_part, (conninfo, snapshot, part_condition(i, n),
                                                 keep_heads, batch)) for i in range(1, n)]
         ledger._walk(ledger.stream_rows(conn, batch, part_condition(0, n)), out, keep_heads)
+        ledger._walk(ledger.stream_rows(conn, batch, NULL_PART), out, keep_heads)
         for i, result in enumerate(pending, 1):
             try:
                 part = result.get()

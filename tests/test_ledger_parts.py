@@ -29,14 +29,17 @@ def _edge_values(n: int) -> list[str | None]:
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
 def test_the_parts_take_every_session_id_and_null_exactly_once(db, n):
+    """The n ranges and the NULL part take every value exactly once."""
     conn = db.connect("owner")
     values = _edge_values(n)
     rows = sql.SQL(", ").join(
         sql.SQL("({}::uuid)").format(sql.Literal(v)) for v in values)
     taken: dict[str | None, list[int]] = {v: [] for v in values}
-    for i in range(n):
+    conditions = [ledger_parts.part_condition(i, n) for i in range(n)] \
+        + [ledger_parts.NULL_PART]
+    for i, condition in enumerate(conditions):
         query = sql.SQL('SELECT a."sessionId"::text FROM (VALUES {}) AS a ("sessionId") '
-                        'WHERE {}').format(rows, sql.SQL(ledger_parts.part_condition(i, n)))
+                        'WHERE {}').format(rows, sql.SQL(condition))
         for (v,) in conn.execute(query):
             taken[v].append(i)
     assert {v: parts for v, parts in taken.items() if len(parts) != 1} == {}
