@@ -29,6 +29,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import uuid
+from concurrent.futures import ProcessPoolExecutor
 
 import psycopg
 from psycopg import sql
@@ -143,15 +144,19 @@ def walk_all(conn, out: ledger.Recomputed, *, keep_heads: bool, batch: int,
         ledger._walk(ledger.stream_rows(conn, batch), out, keep_heads)
         return 1
     conninfo = _conninfo(conn)
-    # spawn, not fork: this process holds a connection and may run threads
-    with multiprocessing.get_context("spawn").Pool(n - 1) as pool:
-        pending = [pool.apply_async(walk_part, (conninfo, snapshot, part_condition(i, n),
-                                                keep_heads, batch)) for i in range(1, n)]
+    # spawn, not fork: this process holds a connection and may run threads. A
+    # helper that dies (killed, out of memory) breaks the pool: every result
+    # still pending then raises (BrokenProcessPool) and is walked here, where a
+    # multiprocessing.Pool would wait forever for the lost task.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(n - 1, mp_context=context) as pool:
+        pending = [pool.submit(walk_part, conninfo, snapshot, part_condition(i, n),
+                               keep_heads, batch) for i in range(1, n)]
         ledger._walk(ledger.stream_rows(conn, batch, part_condition(0, n)), out, keep_heads)
         ledger._walk(ledger.stream_rows(conn, batch, NULL_PART), out, keep_heads)
-        for i, result in enumerate(pending, 1):
+        for i, future in enumerate(pending, 1):
             try:
-                part = result.get()
+                part = future.result()
             except Exception:  # noqa: BLE001 (the helper failed: walk its part here)
                 part = ledger.Recomputed()
                 ledger._walk(ledger.stream_rows(conn, batch, part_condition(i, n)), part,

@@ -9,6 +9,7 @@ cover, the snapshot and the fallback directly.
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
@@ -71,6 +72,21 @@ def test_a_helper_that_cannot_connect_costs_time_not_rows(db, monkeypatch):
     assert one.rows > 0 and one.heads
     monkeypatch.setattr(ledger_parts, "_conninfo",
                         lambda conn: "host=127.0.0.1 port=1 dbname=nowhere connect_timeout=2")
+    shared = ledger.recompute(owner, parts=3, keep_heads=True)
+    assert shared.parts == 3
+    _same(shared, one)
+
+
+def _die(*args):
+    """A helper process that dies without a word (as one killed by the kernel)."""
+    os._exit(3)
+
+
+def test_a_helper_that_dies_costs_time_not_rows(db, monkeypatch):
+    seed_world(db)
+    owner = db.connect("owner")
+    one = ledger.recompute(owner, parts=1, keep_heads=True)
+    monkeypatch.setattr(ledger_parts, "walk_part", _die)
     shared = ledger.recompute(owner, parts=3, keep_heads=True)
     assert shared.parts == 3
     _same(shared, one)
