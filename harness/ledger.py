@@ -117,21 +117,16 @@ def _layout_domain(r: "Row") -> tuple[str | None, tuple[str, str] | None]:
                 return f"changedFiles.{key} outside the layout: non-empty strings expected", None
     if len(r.prev_hash) != 32:
         return "prevHash outside the layout: 32 bytes expected", None
-    try:
-        if r.pushed_at is None:
-            raise ValueError
-        pushed = layout_timestamp(r.pushed_at)
-    except ValueError:
-        return (f"pushedAt {str(r.pushed_at)[:40]!r} has no place in the layout "
-                "(years 0001..9999 AD only)"), None
-    try:
-        if r.created_at is None:
-            raise ValueError
-        created = layout_timestamp(r.created_at)
-    except ValueError:
-        return (f"createdAt {str(r.created_at)[:40]!r} has no place in the layout "
-                "(years 0001..9999 AD only)"), None
-    return None, (pushed, created)
+    spelled = []
+    for name, value in (("pushedAt", r.pushed_at), ("createdAt", r.created_at)):
+        try:
+            if value is None:
+                raise ValueError
+            spelled.append(layout_timestamp(value))
+        except ValueError:
+            return (f"{name} {str(value)[:40]!r} has no place in the layout "
+                    "(years 0001..9999 AD only)"), None
+    return None, (spelled[0], spelled[1])
 
 
 class Row(NamedTuple):
