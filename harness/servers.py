@@ -220,6 +220,15 @@ class Cluster:
             return False
         return self.pg_ctl("status", check=False).returncode == 0
 
+    def postmaster_alive(self) -> bool:
+        """Whether the postmaster of postmaster.pid still runs (no subprocess: cheap
+        enough to ask before every test that needs this server)."""
+        try:
+            pid = int((self.datadir / "postmaster.pid").read_text().split("\n")[0])
+        except (OSError, ValueError):
+            return False
+        return psutil.pid_exists(pid)
+
     def running_port(self) -> int | None:
         """Port of the running server, from postmaster.pid (line 4)."""
         try:
@@ -273,6 +282,22 @@ def _process_started(pid: int) -> float | None:
         return None
 
 
+def _start_ticks(pid: int) -> int | None:
+    """Clock ticks from boot to the start of process ``pid`` (field 22 of
+    /proc/PID/stat), or None where there is no /proc.
+
+    Unlike a wall-clock start time (psutil's create_time adds the boot time,
+    which the kernel derives from the wall clock and rounds to a second), it
+    never changes while the process lives: a clock step cannot make a live
+    owner look like a dead one whose pid was reused.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _owner_alive(entry: Path) -> bool:
     try:
         info = json.loads((entry / "owner.json").read_text())
@@ -289,6 +314,12 @@ def _owner_alive(entry: Path) -> bool:
         except OSError:
             return True  # vanished: someone else is reaping it
         return psutil.pid_exists(pid)
+    if info.get("start_ticks") is not None:
+        ticks = _start_ticks(pid)
+        if ticks is not None or Path("/proc/self/stat").exists():
+            return ticks == info["start_ticks"]
+    # no /proc: the wall-clock start time, which a clock step of a second or
+    # more can move (the owner then looks dead and its cluster is reaped)
     actual = _process_started(pid)
     return actual is not None and abs(actual - started) < 1.0
 
@@ -373,6 +404,7 @@ def start_throwaway(version: int, base_dir: Path | None = None) -> Cluster:
     entry.chmod(0o755)
     (entry / "owner.json").write_text(json.dumps({
         "pid": os.getpid(), "started": _process_started(os.getpid()),
+        "start_ticks": _start_ticks(os.getpid()),
         "version": int(version), "bin_dir": str(bin_dir),
     }))
     cluster = Cluster(version, bin_dir, entry / "data", throwaway=True)

@@ -386,10 +386,20 @@ def scratch_dir():
 _db_counter = itertools.count(1)
 
 
+def _require_running(cluster: servers.Cluster) -> None:
+    """Fail at once when this worker's server is gone, instead of letting each
+    test spend the janitor's 10 s connection retries on a refused port."""
+    if not cluster.postmaster_alive():
+        pytest.fail(f"the PostgreSQL server of this test process ({cluster}) is no longer "
+                    "running: every later test that needs it fails the same way",
+                    pytrace=False)
+
+
 @contextlib.contextmanager
 def _fresh_db(cluster: servers.Cluster, template: str | None, prefix: str):
     """A new database cloned from ``template`` (empty when None), dropped on exit."""
     name = f"{prefix}_{os.getpid()}_{next(_db_counter)}"
+    _require_running(cluster)
     janitor = _create_db(cluster, name, template_dbname=template)
     testdb = TestDB(cluster, name)
     try:

@@ -105,6 +105,40 @@ def test_reap_stale_removes_registry_entry_of_dead_owner(scratch_dir):
     assert alive.exists(), "an entry whose owner is alive must be kept"
 
 
+def test_reap_stale_keeps_the_server_of_a_live_owner_after_the_wall_clock_moved(
+        pg_version, scratch_dir):
+    """The boot time the kernel reports (and psutil adds to a process's start) is
+    derived from the wall clock and rounded to a second: a clock step moves every
+    wall-clock start time. A live owner must still be recognised, or another
+    process's reap_stale stops its server mid-run (seen in CI: one worker's
+    server gone, every later test refused)."""
+    c = servers.start_throwaway(pg_version, base_dir=scratch_dir)
+    try:
+        owner = c.datadir.parent / "owner.json"
+        info = json.loads(owner.read_text())
+        info["started"] -= 2.0  # what a 2 s clock step makes of the recorded start
+        owner.write_text(json.dumps(info))
+        assert servers.reap_stale(scratch_dir) == []
+        assert c.postmaster_alive()
+        with psycopg.connect(c.dsn(), autocommit=True) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        c.destroy()
+    assert not c.postmaster_alive()
+
+
+def test_reap_stale_removes_the_entry_of_a_reused_pid(scratch_dir):
+    """Same pid, other process (the owner died and its pid was handed out again)."""
+    entry = scratch_dir / f"{os.getpid()}-998"
+    entry.mkdir()
+    (entry / "owner.json").write_text(json.dumps({
+        "pid": os.getpid(), "started": psutil.Process().create_time(),
+        "start_ticks": servers._start_ticks(os.getpid()) - 100,
+        "version": 18, "bin_dir": "/nonexistent"}))
+    assert servers.reap_stale(scratch_dir) == [entry]
+    assert not entry.exists()
+
+
 def test_reap_stale_stops_server_of_sigkilled_owner(pg_version, scratch_dir):
     script = textwrap.dedent(f"""
         import sys, time
