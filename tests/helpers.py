@@ -64,6 +64,14 @@ def digests(conn: psycopg.Connection, tables=LEDGER_TABLES) -> dict[str, tuple[i
     return {t: table_digest(conn, t) for t in tables if t in present}
 
 
+def assert_same_recomputation(a, b) -> None:
+    """Two ledger recomputations (harness.ledger.Recomputed) found the same rows,
+    breaks and chain heads; only their times may differ."""
+    timeless = ("seconds", "rows_per_s")
+    assert ({k: v for k, v in a.as_dict().items() if k not in timeless}, a.heads) \
+        == ({k: v for k, v in b.as_dict().items() if k not in timeless}, b.heads)
+
+
 def tree_without_preconditions(sql_root: Path, dest: Path) -> Path:
     """A copy of ``sql_root`` under ``dest`` without any ``-- harness: precondition``
     line (and without sql/preflight/): the pre-flight checks nothing, so a run

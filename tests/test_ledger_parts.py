@@ -18,6 +18,7 @@ from psycopg import sql
 from harness import ledger, ledger_parts
 from harness import verify as V
 from tests.builders import commit, push, seed_world, sha
+from tests.helpers import assert_same_recomputation
 
 
 def _edge_values(n: int) -> list[str | None]:
@@ -59,12 +60,6 @@ def test_a_helper_reads_the_exported_snapshot_not_rows_committed_after_it(db):
     assert part.breaks == []
 
 
-def _same(a: ledger.Recomputed, b: ledger.Recomputed) -> None:
-    timeless = ("seconds", "rows_per_s")
-    assert ({k: v for k, v in a.as_dict().items() if k not in timeless}, a.heads) \
-        == ({k: v for k, v in b.as_dict().items() if k not in timeless}, b.heads)
-
-
 def test_a_helper_that_cannot_connect_costs_time_not_rows(db, monkeypatch):
     seed_world(db)
     owner = db.connect("owner")
@@ -74,7 +69,7 @@ def test_a_helper_that_cannot_connect_costs_time_not_rows(db, monkeypatch):
                         lambda conn: "host=127.0.0.1 port=1 dbname=nowhere connect_timeout=2")
     shared = ledger.recompute(owner, parts=3, keep_heads=True)
     assert shared.parts == 3
-    _same(shared, one)
+    assert_same_recomputation(shared, one)
 
 
 def _die(*args):
@@ -89,7 +84,7 @@ def test_a_helper_that_dies_costs_time_not_rows(db, monkeypatch):
     monkeypatch.setattr(ledger_parts, "walk_part", _die)
     shared = ledger.recompute(owner, parts=3, keep_heads=True)
     assert shared.parts == 3
-    _same(shared, one)
+    assert_same_recomputation(shared, one)
 
 
 def test_verify_shares_a_large_ledgers_walk_and_still_names_an_edited_row(db, monkeypatch):

@@ -18,7 +18,8 @@
 --   schema-qualified instead.
 -- Transaction: no (commits per batch; resumable).
 -- Locks: ROW EXCLUSIVE on "LabSession"; row locks on one batch of 5000 at a
---   time. At 1M sessions: 50 s in all, each batch's locks well under a second.
+--   time. At 1M sessions: 38-41 s in all, the application's longest wait on
+--   a batch's row lock 0.14 s (docs/bench-results.md, runs C and D).
 -- Pre-conditions: none (every lab has a version: V0004).
 -- Rollback: nothing to undo (V0006's rollback drops the columns).
 

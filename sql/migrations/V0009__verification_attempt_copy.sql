@@ -25,7 +25,8 @@
 -- Transaction: no (commits per batch; resumable).
 -- Locks: ACCESS SHARE on "VerificationLog", ROW EXCLUSIVE on
 --   "VerificationAttempt"; nothing the app writes is blocked. At 1M legacy
---   logs: 374 s in all, no lock the app waits on.
+--   logs: 235-267 s in all (docs/bench-results.md, runs A-D), no lock the app
+--   waits on.
 -- Pre-conditions: none.
 -- Rollback: nothing to undo here (V0006's rollback drops the table after
 --   checking that it only holds these copies).

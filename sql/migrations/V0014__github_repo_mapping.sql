@@ -67,8 +67,8 @@
 -- Transaction: yes.
 -- Locks: the pre-flight reads "LabSession" (ACCESS SHARE); the table, its
 --   indexes and its foreign key are new (SHARE ROW EXCLUSIVE on "LabSession"
---   for an instant for the foreign key). At 1M sessions: 29 s, almost all the
---   pre-flight's read of every active session's fork URL; no app wait.
+--   for an instant for the foreign key). At 1M sessions: 16-21 s, almost all
+--   the pre-flight's read of every active session's fork URL; no app wait.
 -- Pre-conditions: no two active sessions share a canonical fork URL.
 -- Rollback: refuses (FM002) when a mapping holds what the sessions cannot
 --   rebuild (a providerRepoId, an idempotency key, a row of a session created

@@ -11,8 +11,8 @@
 --   outside a transaction block because the procedure COMMITs per batch.
 -- Transaction: no (commits per batch; resumable: mapped sessions are skipped).
 -- Locks: per batch, FOR SHARE row locks on at most 500 sessions until that
---   batch commits; no table lock that blocks the app. At 1M sessions: 163 s
---   in all (2000 batches).
+--   batch commits; no table lock that blocks the app. At 1M sessions:
+--   107-141 s in all (2000 batches; docs/bench-results.md, runs A-D).
 -- Pre-conditions: none (unparseable URLs are reported, not refused).
 -- Rollback: nothing to undo here (the rows belong to V0014, whose rollback
 --   refuses or archives them).

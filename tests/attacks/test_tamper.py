@@ -18,6 +18,7 @@ from psycopg import sql
 from harness import ledger
 from harness import verify as V
 from tests.builders import commit, push, seed_world, sha
+from tests.helpers import assert_same_recomputation, raises_sqlstate
 
 
 @pytest.fixture
@@ -52,9 +53,7 @@ def _recomputed(conn):
     one = ledger.recompute(conn, parts=1, keep_heads=True)
     shared = ledger.recompute(conn, parts=3, keep_heads=True)
     assert (one.parts, shared.parts) == (1, 3)
-    timeless = ("seconds", "rows_per_s")
-    assert ({k: v for k, v in shared.as_dict().items() if k not in timeless}, shared.heads) \
-        == ({k: v for k, v in one.as_dict().items() if k not in timeless}, one.heads)
+    assert_same_recomputation(shared, one)
     return one
 
 
@@ -238,7 +237,6 @@ def test_an_edited_checkpoint_file_is_refused(tmp_path, world):
 def test_a_checkpoint_is_refused_on_a_broken_ledger_and_is_recorded_append_only(db, world):
     su, owner = world["su"], world["owner"]
     ledger.record(owner, world["checkpoint"])
-    from tests.helpers import raises_sqlstate
     with raises_sqlstate("FA001"):
         owner.execute('DELETE FROM "LedgerCheckpoint"')
     with raises_sqlstate("FA001"):
