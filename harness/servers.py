@@ -221,13 +221,9 @@ class Cluster:
         return self.pg_ctl("status", check=False).returncode == 0
 
     def postmaster_alive(self) -> bool:
-        """Whether the postmaster of postmaster.pid still runs (no subprocess: cheap
-        enough to ask before every test that needs this server)."""
-        try:
-            pid = int((self.datadir / "postmaster.pid").read_text().split("\n")[0])
-        except (OSError, ValueError):
-            return False
-        return psutil.pid_exists(pid)
+        """Whether this cluster's postmaster runs (no subprocess: cheap enough to
+        ask before every test that needs this server)."""
+        return _postmaster_of(self.datadir) is not None
 
     def running_port(self) -> int | None:
         """Port of the running server, from postmaster.pid (line 4)."""
@@ -291,9 +287,9 @@ def _start_ticks(pid: int) -> int | None:
     never changes while the process lives: a clock step cannot make a live
     owner look like a dead one whose pid was reused.
     """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat.rsplit(")", 1)[1].split()[19])
+    try:  # bytes: the process name may be anything, not UTF-8 (setproctitle cuts it)
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+        return int(stat.rsplit(b")", 1)[1].split()[19])
     except (OSError, ValueError, IndexError):
         return None
 
@@ -301,8 +297,9 @@ def _start_ticks(pid: int) -> int | None:
 def _owner_alive(entry: Path) -> bool:
     try:
         info = json.loads((entry / "owner.json").read_text())
-        pid, started = int(info["pid"]), float(info["started"])
-    except (OSError, ValueError, KeyError):
+        pid, ticks_then = int(info["pid"]), info.get("start_ticks")
+        started = float(info["started"]) if ticks_then is None else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         # owner.json not written yet (or broken): judge by the pid in the name
         try:
             pid = int(entry.name.split("-")[0])
@@ -314,20 +311,40 @@ def _owner_alive(entry: Path) -> bool:
         except OSError:
             return True  # vanished: someone else is reaping it
         return psutil.pid_exists(pid)
-    if info.get("start_ticks") is not None:
+    if ticks_then is not None:
         ticks = _start_ticks(pid)
         if ticks is not None or Path("/proc/self/stat").exists():
-            return ticks == info["start_ticks"]
-    # no /proc: the wall-clock start time, which a clock step of a second or
-    # more can move (the owner then looks dead and its cluster is reaped)
+            return ticks == ticks_then
+        started = float(info.get("started") or 0.0)
+    # no /proc (or an entry written before start_ticks): the wall-clock start
+    # time, which a clock step of a second or more can move (the owner then
+    # looks dead and its cluster is reaped)
     actual = _process_started(pid)
     return actual is not None and abs(actual - started) < 1.0
 
 
+def _postmaster_of(datadir: Path) -> int | None:
+    """The pid in ``datadir``/postmaster.pid when that process runs in ``datadir``
+    (a postmaster, like each of its backends, works in its data directory); None
+    when the file is missing or stale: its pid gone, or handed out again, maybe to
+    another cluster's postgres, which must never be signalled in this one's name.
+    A ``datadir`` that is a symlink has no postmaster of its own: a registry entry
+    (in a directory every user may write) cannot point this at another's server."""
+    datadir = Path(datadir)
+    try:
+        pid = int((datadir / "postmaster.pid").read_text().split("\n")[0])
+        if not datadir.is_symlink() and \
+                Path(psutil.Process(pid).cwd()) == datadir.parent.resolve() / datadir.name:
+            return pid
+    except (OSError, ValueError, psutil.Error):
+        pass
+    return None
+
+
 def _kill_cluster(bin_dir: Path | None, datadir: Path) -> None:
-    """Stop a cluster immediately: pg_ctl -m immediate, else SIGKILL the postmaster."""
-    pidfile = datadir / "postmaster.pid"
-    if not pidfile.exists():
+    """Stop a cluster immediately: pg_ctl -m immediate, else SIGKILL the postmaster.
+    Nothing is signalled unless the postmaster.pid's process runs in ``datadir``."""
+    if _postmaster_of(datadir) is None:
         return
     if bin_dir is not None and (Path(bin_dir) / "pg_ctl").exists():
         try:
@@ -335,15 +352,12 @@ def _kill_cluster(bin_dir: Path | None, datadir: Path) -> None:
                   "-m", "immediate"], check=False, timeout=60)
         except (subprocess.TimeoutExpired, OSError):
             pass
-    try:
-        pid = int(pidfile.read_text().split("\n")[0])
-    except (OSError, ValueError):
-        return
-    try:
-        if psutil.pid_exists(pid) and "postgres" in psutil.Process(pid).name():
+    pid = _postmaster_of(datadir)
+    if pid is not None:
+        try:
             os.kill(pid, signal.SIGKILL)
-    except (psutil.Error, OSError):
-        pass
+        except OSError:
+            pass
 
 
 def registry_dir() -> Path:
@@ -364,7 +378,7 @@ def reap_stale(registry: Path | None = None) -> list[Path]:
         bin_dir = None
         try:
             bin_dir = Path(json.loads((entry / "owner.json").read_text())["bin_dir"])
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError):
             pass
         _kill_cluster(bin_dir, entry / "data")
         shutil.rmtree(entry, ignore_errors=True)

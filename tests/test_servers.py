@@ -116,15 +116,79 @@ def test_reap_stale_keeps_the_server_of_a_live_owner_after_the_wall_clock_moved(
     try:
         owner = c.datadir.parent / "owner.json"
         info = json.loads(owner.read_text())
-        info["started"] -= 2.0  # what a 2 s clock step makes of the recorded start
+        info["started"] -= 3600.0  # what an hour's clock step makes of the recorded start
         owner.write_text(json.dumps(info))
         assert servers.reap_stale(scratch_dir) == []
         assert c.postmaster_alive()
         with psycopg.connect(c.dsn(), autocommit=True) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
+        postmaster = servers._postmaster_of(c.datadir)
     finally:
         c.destroy()
-    assert not c.postmaster_alive()
+    assert postmaster is not None
+    try:  # pg_ctl returns once postmaster.pid is gone, a moment before the process
+        psutil.Process(postmaster).wait(timeout=30)
+    except psutil.NoSuchProcess:
+        pass
+
+
+def test_a_dead_entry_whose_data_links_to_a_live_cluster_is_removed_not_signalled(
+        pg_version, scratch_dir):
+    """The registry is writable by every user: an entry planted with ``data`` a
+    symlink to a live cluster's data directory is reaped as a link, and the
+    server it points at keeps running."""
+    live = servers.start_throwaway(pg_version, base_dir=scratch_dir / "live")
+    try:
+        registry = scratch_dir / "registry"
+        planted = registry / f"{_dead_pid()}-1"
+        planted.mkdir(parents=True)
+        (planted / "data").symlink_to(live.datadir)
+        (planted / "owner.json").write_text(json.dumps({
+            "pid": _dead_pid(), "started": 0.0, "start_ticks": 1,
+            "version": pg_version, "bin_dir": str(live.bin_dir)}))
+        assert servers.reap_stale(registry) == [planted]
+        assert not planted.exists()
+        assert live.postmaster_alive() and live.datadir.joinpath("PG_VERSION").exists()
+        with psycopg.connect(live.dsn(), autocommit=True) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        live.destroy()
+
+
+def test_a_malformed_owner_record_is_judged_by_its_pid_not_a_crash(scratch_dir):
+    """owner.json with "started": null (or not an object) is judged like an entry
+    whose record is not written yet: by the pid in its name and its age."""
+    entries = []
+    for n, record in enumerate(('{"pid": %d, "started": null}', '[%d]'), 1):
+        entry = scratch_dir / f"{_dead_pid()}-{n}"
+        entry.mkdir()
+        (entry / "owner.json").write_text(record % _dead_pid())
+        os.utime(entry, (time.time() - 120, time.time() - 120))
+        entries.append(entry)
+    assert sorted(servers.reap_stale(scratch_dir)) == entries
+
+
+def test_reaping_a_stale_entry_never_signals_another_clusters_server(pg_version, scratch_dir):
+    """A dead owner's entry whose postmaster.pid is stale: its pid was handed out
+    again, here to the postmaster of another, live cluster (both are named
+    "postgres"). Reaping removes the entry and leaves that server running."""
+    live = servers.start_throwaway(pg_version, base_dir=scratch_dir / "live")
+    try:
+        registry = scratch_dir / "registry"
+        stale = registry / f"{_dead_pid()}-1"
+        (stale / "data").mkdir(parents=True)
+        (stale / "data" / "postmaster.pid").write_text(live.datadir.joinpath(
+            "postmaster.pid").read_text())
+        (stale / "owner.json").write_text(json.dumps({
+            "pid": _dead_pid(), "started": 0.0, "start_ticks": 1,
+            "version": pg_version, "bin_dir": str(live.bin_dir)}))
+        assert servers.reap_stale(registry) == [stale]
+        assert not stale.exists()
+        assert live.postmaster_alive()
+        with psycopg.connect(live.dsn(), autocommit=True) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        live.destroy()
 
 
 def test_reap_stale_removes_the_entry_of_a_reused_pid(scratch_dir):
