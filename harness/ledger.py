@@ -200,18 +200,24 @@ def layout_bytes(r: Row, prev_hash: bytes | None = None,
 # ---------------------------------------------------------------------------
 # reading the ledger
 
-ROWS_SQL = """
-    SELECT a."id"::text, a."sessionId"::text, a."commitSha", a."deliveryId",
-           a."branch", a."authorName", a."authorEmail", a."authorLogin",
-           a."changedFiles", a."pushedAt"::text, a."createdAt"::text,
-           a."chainSeq", a."prevHash", a."rowHash"
-    FROM public."LabAttempt" AS a
-    ORDER BY a."sessionId", a."chainSeq"
-"""
+def rows_sql(where: str | None = None, *, files_as_text: bool = False) -> str:
+    """Every LabAttempt row (``a``) the layout reads, in Row's order, sorted by
+    (sessionId, chainSeq); ``where``: an SQL condition on ``a`` (one part of the
+    sessions, harness.ledger_parts); ``files_as_text``: changedFiles as its JSON
+    text, for the caller to parse row by row (``_changed_files``)."""
+    files = 'a."changedFiles"::text' if files_as_text else 'a."changedFiles"'
+    return "\n".join([
+        'SELECT a."id"::text, a."sessionId"::text, a."commitSha", a."deliveryId",',
+        '       a."branch", a."authorName", a."authorEmail", a."authorLogin",',
+        f'       {files}, a."pushedAt"::text, a."createdAt"::text,',
+        '       a."chainSeq", a."prevHash", a."rowHash"',
+        'FROM public."LabAttempt" AS a',
+        *([f"WHERE {where}"] if where else []),
+        'ORDER BY a."sessionId", a."chainSeq"'])
 
-#: ROWS_SQL with changedFiles as its JSON text, parsed row by row (_changed_files):
-#: a value Python cannot load must not stop the stream, only break its own row
-_STREAM_SQL = ROWS_SQL.replace('a."changedFiles",', 'a."changedFiles"::text,')
+
+#: every row, changedFiles as jsonb
+ROWS_SQL = rows_sql()
 
 #: every anchor of every PUSH_RECORDED audit row, and the row it names. Each audit
 #: row's metadata (TOASTed: a push of 100 commits is ~15 KB) is read once in the
@@ -292,8 +298,9 @@ def stream_rows(conn, batch: int = 5000, where: str | None = None):
     """Every LabAttempt row as a Row, in (sessionId, chainSeq) order, ``batch`` at a
     time; with ``where`` (an SQL condition on ``a``, from harness.ledger_parts), the
     rows of one part of the sessions."""
-    query = _STREAM_SQL if where is None else _STREAM_SQL.replace(
-        "    ORDER BY", f"    WHERE {where}\n    ORDER BY")
+    # changedFiles as text: a value Python cannot load must not stop the
+    # stream, only break its own row
+    query = rows_sql(where, files_as_text=True)
     with conn.cursor(name="forgea_ledger_rows") as cur:
         cur.execute(query)
         for recs in _read_ahead(cur, batch):

@@ -164,8 +164,7 @@ def test_rechaining_from_a_forged_row_with_recomputed_hashes_is_caught_by_the_ch
     su.execute("SET TimeZone = 'UTC'")
     prev = None
     with su.cursor() as cur:
-        cur.execute(ledger.ROWS_SQL.replace("ORDER BY", 'WHERE a."sessionId" = %s ORDER BY'),
-                    (s1,))
+        cur.execute(ledger.rows_sql('a."sessionId" = %s'), (s1,))
         rows = [ledger.Row(*r[:11], chain_seq=r[11], prev_hash=bytes(r[12]),
                            row_hash=bytes(r[13])) for r in cur.fetchall()]
     for r in rows:
