@@ -298,7 +298,7 @@ def _owner_alive(entry: Path) -> bool:
     try:
         info = json.loads((entry / "owner.json").read_text())
         pid, ticks_then = int(info["pid"]), info.get("start_ticks")
-        started = float(info["started"]) if ticks_then is None else None
+        started = float(info.get("started") or 0.0)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         # owner.json not written yet (or broken): judge by the pid in the name
         try:
@@ -311,11 +311,8 @@ def _owner_alive(entry: Path) -> bool:
         except OSError:
             return True  # vanished: someone else is reaping it
         return psutil.pid_exists(pid)
-    if ticks_then is not None:
-        ticks = _start_ticks(pid)
-        if ticks is not None or Path("/proc/self/stat").exists():
-            return ticks == ticks_then
-        started = float(info.get("started") or 0.0)
+    if ticks_then is not None and Path("/proc/self/stat").exists():
+        return _start_ticks(pid) == ticks_then
     # no /proc (or an entry written before start_ticks): the wall-clock start
     # time, which a clock step of a second or more can move (the owner then
     # looks dead and its cluster is reaped)

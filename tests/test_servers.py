@@ -89,6 +89,33 @@ def _dead_pid() -> int:
     return proc.pid
 
 
+def _dead_entry(registry: Path, **record) -> Path:
+    """A registry entry whose owner is dead: owner.json names a pid that has
+    exited (``record`` overrides or adds fields)."""
+    pid = _dead_pid()
+    entry = registry / f"{pid}-1"
+    entry.mkdir(parents=True)
+    (entry / "owner.json").write_text(json.dumps({
+        "pid": pid, "started": 0.0, "start_ticks": 1, "version": 18,
+        "bin_dir": "/nonexistent", **record}))
+    return entry
+
+
+@pytest.fixture
+def live_cluster(pg_version, scratch_dir):
+    """A running throwaway cluster outside the registry under test."""
+    live = servers.start_throwaway(pg_version, base_dir=scratch_dir / "live")
+    try:
+        yield live
+    finally:
+        live.destroy()
+
+
+def _answers(cluster) -> bool:
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        return conn.execute("SELECT 1").fetchone() == (1,)
+
+
 def test_reap_stale_removes_registry_entry_of_dead_owner(scratch_dir):
     entry = scratch_dir / f"{_dead_pid()}-1"
     (entry / "data").mkdir(parents=True)
@@ -120,8 +147,7 @@ def test_reap_stale_keeps_the_server_of_a_live_owner_after_the_wall_clock_moved(
         owner.write_text(json.dumps(info))
         assert servers.reap_stale(scratch_dir) == []
         assert c.postmaster_alive()
-        with psycopg.connect(c.dsn(), autocommit=True) as conn:
-            assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert _answers(c)
         postmaster = servers._postmaster_of(c.datadir)
     finally:
         c.destroy()
@@ -133,26 +159,17 @@ def test_reap_stale_keeps_the_server_of_a_live_owner_after_the_wall_clock_moved(
 
 
 def test_a_dead_entry_whose_data_links_to_a_live_cluster_is_removed_not_signalled(
-        pg_version, scratch_dir):
+        live_cluster, scratch_dir):
     """The registry is writable by every user: an entry planted with ``data`` a
     symlink to a live cluster's data directory is reaped as a link, and the
     server it points at keeps running."""
-    live = servers.start_throwaway(pg_version, base_dir=scratch_dir / "live")
-    try:
-        registry = scratch_dir / "registry"
-        planted = registry / f"{_dead_pid()}-1"
-        planted.mkdir(parents=True)
-        (planted / "data").symlink_to(live.datadir)
-        (planted / "owner.json").write_text(json.dumps({
-            "pid": _dead_pid(), "started": 0.0, "start_ticks": 1,
-            "version": pg_version, "bin_dir": str(live.bin_dir)}))
-        assert servers.reap_stale(registry) == [planted]
-        assert not planted.exists()
-        assert live.postmaster_alive() and live.datadir.joinpath("PG_VERSION").exists()
-        with psycopg.connect(live.dsn(), autocommit=True) as conn:
-            assert conn.execute("SELECT 1").fetchone() == (1,)
-    finally:
-        live.destroy()
+    registry = scratch_dir / "registry"
+    planted = _dead_entry(registry, bin_dir=str(live_cluster.bin_dir))
+    (planted / "data").symlink_to(live_cluster.datadir)
+    assert servers.reap_stale(registry) == [planted]
+    assert not planted.exists()
+    assert live_cluster.postmaster_alive() and live_cluster.datadir.joinpath("PG_VERSION").exists()
+    assert _answers(live_cluster)
 
 
 def test_a_malformed_owner_record_is_judged_by_its_pid_not_a_crash(scratch_dir):
@@ -168,27 +185,19 @@ def test_a_malformed_owner_record_is_judged_by_its_pid_not_a_crash(scratch_dir):
     assert sorted(servers.reap_stale(scratch_dir)) == entries
 
 
-def test_reaping_a_stale_entry_never_signals_another_clusters_server(pg_version, scratch_dir):
+def test_reaping_a_stale_entry_never_signals_another_clusters_server(live_cluster, scratch_dir):
     """A dead owner's entry whose postmaster.pid is stale: its pid was handed out
     again, here to the postmaster of another, live cluster (both are named
     "postgres"). Reaping removes the entry and leaves that server running."""
-    live = servers.start_throwaway(pg_version, base_dir=scratch_dir / "live")
-    try:
-        registry = scratch_dir / "registry"
-        stale = registry / f"{_dead_pid()}-1"
-        (stale / "data").mkdir(parents=True)
-        (stale / "data" / "postmaster.pid").write_text(live.datadir.joinpath(
-            "postmaster.pid").read_text())
-        (stale / "owner.json").write_text(json.dumps({
-            "pid": _dead_pid(), "started": 0.0, "start_ticks": 1,
-            "version": pg_version, "bin_dir": str(live.bin_dir)}))
-        assert servers.reap_stale(registry) == [stale]
-        assert not stale.exists()
-        assert live.postmaster_alive()
-        with psycopg.connect(live.dsn(), autocommit=True) as conn:
-            assert conn.execute("SELECT 1").fetchone() == (1,)
-    finally:
-        live.destroy()
+    registry = scratch_dir / "registry"
+    stale = _dead_entry(registry, bin_dir=str(live_cluster.bin_dir))
+    (stale / "data").mkdir()
+    (stale / "data" / "postmaster.pid").write_text(
+        live_cluster.datadir.joinpath("postmaster.pid").read_text())
+    assert servers.reap_stale(registry) == [stale]
+    assert not stale.exists()
+    assert live_cluster.postmaster_alive()
+    assert _answers(live_cluster)
 
 
 def test_reap_stale_removes_the_entry_of_a_reused_pid(scratch_dir):
